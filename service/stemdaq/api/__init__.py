@@ -1,0 +1,1 @@
+"""stemdaq api package."""

@@ -1,0 +1,230 @@
+"""One typed settings tree.
+
+:class:`AcquisitionConfig` is what one acquisition needs (stream, scan, file, compression,
+calibration, metadata); the CLI ``acquire`` command builds one from flags, the service keeps a
+current one that ``PUT /api/v1/config`` replaces and ``POST /api/v1/acquisitions`` may override.
+:class:`Settings` is the service's own settings (env ``STEMDAQ_...``, nested with ``__``, an
+optional YAML file, CLI flags), holding the default :class:`AcquisitionConfig`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from stemdaq.errors import ConfigError
+
+LengthUnit = Literal["m", "um", "nm", "angstrom"]
+Compression = Literal["bslz4", "lz4", "zstd", "blosc", "gzip", "none"]
+
+#: metres per unit, for the NX_LENGTH axes
+LENGTH_UNITS: dict[str, float] = {"m": 1.0, "um": 1e-6, "nm": 1e-9, "angstrom": 1e-10}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Calibration(_Model):
+    """Detector calibration used for the reciprocal-space axes (axis_j, axis_i).
+
+    Either ``reciprocal_pixel_size`` (1/nm per pixel) is given, or ``pixel_size`` +
+    ``camera_length`` + ``beam_energy`` (the wavelength follows relativistically). Values not
+    given here are taken from the stream's start message where it has them. With neither, the
+    detector axes are pixel indices (NX_UNITLESS).
+    """
+
+    pixel_size: float | None = Field(None, gt=0, description="Detector pixel pitch, m")
+    camera_length: float | None = Field(None, gt=0, description="Camera length, m")
+    beam_energy: float | None = Field(None, gt=0, description="Electron beam energy, eV")
+    reciprocal_pixel_size: float | None = Field(
+        None, gt=0, description="Reciprocal-space pixel size, 1/nm (overrides the geometry)"
+    )
+    beam_center: tuple[float, float] | None = Field(
+        None, description="Beam centre (x, y) on the detector, pixels; default: from the stream or frame centre"
+    )
+
+
+class SampleMetadata(_Model):
+    """User-supplied sample description (NXsample)."""
+
+    name: str | None = Field(None, description="Sample name")
+    atom_types: list[str] | None = Field(None, description="Elements in the sample, e.g. ['Si', 'O']")
+    preparation_date: str | None = Field(None, description="ISO 8601 date-time of preparation")
+    description: str | None = Field(None, description="Free text")
+
+
+class MicroscopeMetadata(_Model):
+    """User-supplied microscope description (NXem_instrument)."""
+
+    name: str | None = Field(None, description="Instrument name at the facility")
+    vendor: str | None = Field(None, description="Microscope manufacturer")
+    model: str | None = Field(None, description="Microscope model")
+    serial_number: str | None = Field(None, description="Microscope serial number")
+    location: str | None = Field(None, description="Facility / room")
+
+
+class UserMetadata(_Model):
+    """Everything a user may add to the file; none of it is needed to acquire."""
+
+    title: str | None = Field(None, description="Title of the measurement (NXentry/title)")
+    experiment_identifier: str | None = Field(None, description="Proposal / experiment id")
+    experiment_description: str | None = Field(None, description="Free text")
+    users: list[dict[str, str]] | None = Field(
+        None, description="People: [{'name': ..., 'affiliation': ..., 'orcid': ...}]"
+    )
+    sample: SampleMetadata = Field(default_factory=SampleMetadata)
+    microscope: MicroscopeMetadata = Field(default_factory=MicroscopeMetadata)
+    dwell_time: float | None = Field(None, gt=0, description="Scan dwell time per position, s")
+
+
+class AcquisitionConfig(_Model):
+    """What one acquisition needs. Field names are a public contract (REST, YAML, env)."""
+
+    detector_url: str | None = Field(
+        None, description="SIMPLON base URL of the detector (active mode), e.g. http://dcu:80"
+    )
+    stream_endpoint: str | None = Field(
+        None,
+        description="ZeroMQ endpoint of the detector stream, e.g. tcp://dcu:31001. "
+        "Default with detector_url: the detector's host, port 31001 (stream v2)",
+    )
+    scan_shape: tuple[int, int] = Field((64, 64), description="[n_m, n_k]: scan rows, scan columns")
+    scan_step: tuple[float, float] = Field((1.0, 1.0), description="Scan step [m, k] in scan_unit")
+    scan_origin: tuple[float, float] = Field((0.0, 0.0), description="Scan origin [m, k] in scan_unit")
+    scan_unit: LengthUnit = Field("nm", description="Unit of scan_step / scan_origin")
+    serpentine: bool = Field(False, description="Odd scan rows run backwards (snake scan)")
+    channel: str | None = Field(
+        None, description="Record only this stream channel (e.g. threshold_1); default: all"
+    )
+    file_template: str = Field(
+        "{date}/stemdaq_{id}.nxs",
+        description="File name relative to the data directory; fields {id}, {date}, {time}, {series_id}",
+    )
+    compression: Compression = Field("bslz4", description="Filter for frames that arrive uncompressed")
+    compression_level: int | None = Field(None, ge=0, le=22, description="Level for zstd/gzip/blosc")
+    calibration: Calibration = Field(default_factory=Calibration)
+    metadata: UserMetadata = Field(default_factory=UserMetadata)
+    flush_frames: int = Field(1000, ge=1, description="Flush (SWMR-visible) at least every N frames")
+    flush_seconds: float = Field(1.0, gt=0, description="Flush at least every T seconds")
+    start_timeout: float = Field(60.0, gt=0, description="Seconds to wait for the series start")
+    end_timeout: float = Field(
+        10.0, gt=0, description="Seconds of stream silence after which a series without end is closed"
+    )
+    summary: bool = Field(True, description="Compute summed pattern and total-intensity image")
+    is_simulation: bool = Field(False, description="Data come from the simulated detector")
+
+    @field_validator("scan_shape")
+    @classmethod
+    def _positive_shape(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 1:
+            raise ValueError("scan_shape entries must be >= 1")
+        return v
+
+    @property
+    def n_positions(self) -> int:
+        """Number of scan positions."""
+        return self.scan_shape[0] * self.scan_shape[1]
+
+    def resolved_stream_endpoint(self) -> str:
+        """The stream endpoint, defaulting to the detector host on port 31001."""
+        if self.stream_endpoint:
+            return self.stream_endpoint
+        if self.detector_url:
+            from urllib.parse import urlparse
+
+            host = urlparse(self.detector_url).hostname or "127.0.0.1"
+            return f"tcp://{host}:31001"
+        raise ConfigError("neither stream_endpoint nor detector_url is set")
+
+
+class ApiSettings(_Model):
+    """HTTP server settings."""
+
+    host: str = Field("127.0.0.1", description="Bind address")
+    port: int = Field(8000, ge=0, le=65535, description="Bind port (0: any free port)")
+    token: SecretStr | None = Field(None, description="Bearer token for control endpoints")
+    protect_reads: bool = Field(False, description="Require the token for read endpoints too")
+
+
+class Settings(BaseSettings):
+    """The service's settings: env ``STEMDAQ_*`` (nested with ``__``), YAML, CLI flags."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STEMDAQ_", env_nested_delimiter="__", extra="forbid", yaml_file=None
+    )
+
+    data_dir: Path = Field(Path("data"), description="Root of all acquisition files")
+    state_dir: Path | None = Field(None, description="Where history is kept; default data_dir/.stemdaq")
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    api_token: SecretStr | None = Field(None, description="Alias of api.token (STEMDAQ_API_TOKEN)")
+    acquisition: AcquisitionConfig = Field(default_factory=AcquisitionConfig)
+    queue_size: int = Field(4096, ge=16, description="Frames buffered between receiver and writer")
+    compress_workers: int = Field(2, ge=1, description="Threads compressing raw frames")
+    log_level: str = Field("INFO", description="Python logging level")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: CLI/init > env > YAML file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token for control endpoints, if any."""
+        secret = self.api.token or self.api_token
+        return secret.get_secret_value() if secret else None
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        """Directory of the persistent history."""
+        return self.state_dir or self.data_dir / ".stemdaq"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from env, an optional YAML file and CLI overrides.
+
+    Raises
+    ------
+    ConfigError
+        With one readable message listing every invalid setting.
+    """
+    if config_file is not None and not Path(config_file).is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(yaml_file=config_file)
+
+    try:
+        settings = _FileSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    return Settings.model_validate(settings.model_dump())
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per invalid field: ``scan_shape.0: Input should be ... (got -1)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        lines.append(f"{loc}: {err['msg']}{got}")
+    return "invalid settings: " + "; ".join(lines)

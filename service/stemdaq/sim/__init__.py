@@ -1,0 +1,1 @@
+"""stemdaq sim package."""
