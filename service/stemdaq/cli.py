@@ -1,10 +1,23 @@
-"""The ``stemdaq`` command line (typer): serve, sim, acquire, inspect, status, start, stop, watch."""
+"""The ``stemdaq`` command line (typer).
+
+Each group of commands lives in ``stemdaq.commands``; this module only assembles them:
+
+- ``acquire``, ``inspect``: one acquisition into one file / check a file (no server needed)
+- ``sim``: the simulated detector
+- ``serve``: the REST service; ``status``, ``start``, ``stop``, ``watch``: its client side
+"""
 
 from __future__ import annotations
 
 import typer
 
+from stemdaq.commands import files, service, simulator
+
 app = typer.Typer(no_args_is_help=True, help="4D-STEM acquisition and storage service.")
+
+files.register(app)
+simulator.register(app)
+service.register(app)
 
 
 @app.command()
@@ -13,3 +26,8 @@ def version() -> None:
     from stemdaq import __version__
 
     typer.echo(__version__)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Console entry point."""
+    app()
