@@ -204,4 +204,5 @@ class AcquisitionInfo(BaseModel):
     elapsed_seconds: float = Field(0.0, description="Seconds since the series start")
     eta_seconds: float | None = Field(None, description="Estimated seconds to completion")
     error: str | None = Field(None, description="Why the acquisition failed, if it did")
+    warnings: list[str] = Field(default_factory=list, description="Things worth knowing, e.g. no end message")
     config: dict[str, Any] = Field(default_factory=dict, description="Effective acquisition config")
