@@ -1,9 +1,202 @@
-"""CLI commands (placeholder, filled by its owner)."""
+"""``stemdaq acquire`` (one acquisition into one file, no server) and ``stemdaq inspect``."""
 
 from __future__ import annotations
 
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from stemdaq.config import AcquisitionConfig, Compression, LengthUnit
+from stemdaq.errors import StemdaqError
+from stemdaq.models import AcquisitionInfo, AcquisitionState
+
+logger = logging.getLogger(__name__)
+
+
+def parse_pair(text: str, kind: type = int, sep: str = "x") -> tuple[Any, Any]:
+    """``"64x32"`` -> ``(64, 32)``; a single number applies to both."""
+    parts = [p for p in text.lower().replace(",", sep).split(sep) if p]
+    try:
+        values = [kind(p) for p in parts]
+    except ValueError:
+        raise typer.BadParameter(f"expected N{sep}M, got {text!r}") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2:
+        raise typer.BadParameter(f"expected N{sep}M, got {text!r}")
+    return values[0], values[1]
+
+
+def summary_table(info: AcquisitionInfo) -> Table:
+    """The end-of-acquisition summary: what was written, missing, dropped (by reason)."""
+    c = info.counters
+    table = Table(title=f"acquisition {info.id}: {info.state.value}", show_header=False)
+    table.add_row("file", info.file_path)
+    table.add_row("frames expected", str(c.frames_expected))
+    table.add_row("frames written", str(c.frames_written))
+    table.add_row("frames missing (gaps)", str(c.frames_missing))
+    table.add_row("frames dropped", str(c.frames_dropped))
+    for reason, n in sorted(c.dropped.items()):
+        if n:
+            table.add_row(f"  dropped: {reason}", str(n))
+    table.add_row("messages ignored", str(c.messages_ignored))
+    table.add_row("bytes written", f"{c.bytes_written / 1e6:.1f} MB")
+    if info.elapsed_seconds > 0:
+        table.add_row("rate", f"{c.frames_written / info.elapsed_seconds:.0f} frames/s")
+    for w in info.warnings:
+        table.add_row("warning", w)
+    if info.error:
+        table.add_row("error", info.error)
+    return table
+
+
+def frames_lost(info: AcquisitionInfo) -> bool:
+    """True if the file lacks any frame the scan should have."""
+    return info.state is not AcquisitionState.COMPLETED or info.counters.frames_written < info.frames_expected
+
+
+def acquire(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output NeXus file")],
+    scan: Annotated[str, typer.Option(help="Scan shape n_m x n_k, e.g. 64x64")] = "64x64",
+    detector: Annotated[
+        str | None, typer.Option(help="SIMPLON URL (active mode), e.g. http://127.0.0.1:8080")
+    ] = None,
+    stream: Annotated[str | None, typer.Option(help="ZeroMQ stream endpoint (passive mode)")] = None,
+    step: Annotated[str, typer.Option(help="Scan step m x k (one value: both)")] = "1",
+    unit: Annotated[str, typer.Option(help="Scan unit: m, um, nm, angstrom")] = "nm",
+    serpentine: Annotated[bool, typer.Option(help="Odd rows are scanned backwards")] = False,
+    compression: Annotated[str, typer.Option(help="bslz4, lz4, zstd, blosc, gzip, none")] = "bslz4",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the series start")] = 60.0,
+    end_timeout: Annotated[float, typer.Option(help="Seconds of silence that end a series")] = 10.0,
+    metadata: Annotated[
+        Path | None, typer.Option(help="YAML/JSON file with user metadata (sample, microscope, ...)")
+    ] = None,
+    simulation: Annotated[bool, typer.Option(help="Mark the data as simulated")] = False,
+) -> None:
+    """Record one acquisition into one file (no server needed).
+
+    --detector alone: configure, arm and trigger the detector over SIMPLON and read its stream
+    on port 31001; --stream alone: wait for a series someone else starts; both: control one
+    and read the other. Exits 1 if any frame of the scan is missing from the file.
+    """
+    from stemdaq.acquisition import Acquisition
+
+    if detector is None and stream is None:
+        raise typer.BadParameter("give --detector, --stream or both")
+    try:
+        config = AcquisitionConfig(
+            detector_url=detector,
+            stream_endpoint=stream,
+            scan_shape=parse_pair(scan, int),
+            scan_step=parse_pair(step, float),
+            scan_unit=_literal(unit, LengthUnit),
+            serpentine=serpentine,
+            compression=_literal(compression, Compression),
+            start_timeout=timeout,
+            end_timeout=end_timeout,
+            metadata=_load_metadata(metadata),
+            is_simulation=simulation,
+        )
+    except (ValueError, StemdaqError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    acq = Acquisition(config, out, acq_id=out.stem)
+    previous = signal.signal(signal.SIGINT, lambda *_: acq.abort())
+    try:
+        try:
+            acq.start()
+        except StemdaqError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            acq.close()
+            raise typer.Exit(2) from None
+        _follow(acq, console)
+        acq.close()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    info = acq.info()
+    Console().print(summary_table(info))
+    raise typer.Exit(1 if frames_lost(info) else 0)
+
+
+def _follow(acq: Any, console: Console) -> None:
+    """Rich progress bar until the file is closed."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f} frames/s  dropped {task.fields[dropped]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        info = acq.info()
+        task = progress.add_task(info.state.value, total=info.frames_expected, rate=0.0, dropped=0)
+        while not acq.wait(0.2):
+            info = acq.info()
+            progress.update(
+                task,
+                description=info.state.value,
+                completed=info.frames_written,
+                total=info.frames_expected,
+                rate=info.frames_per_second,
+                dropped=info.frames_dropped,
+            )
+        info = acq.info()
+        progress.update(task, description=info.state.value, completed=info.frames_written, rate=0.0)
+
+
+def _literal(value: str, literal: Any) -> Any:
+    allowed = literal.__args__
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _load_metadata(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read metadata file {path}: {exc}") from None
+
+
+def inspect(
+    file: Annotated[Path, typer.Argument(help="NeXus file written by stemdaq")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Summarise a file (NXimage groups, shapes, units, compression, frames written/missing).
+
+    Exits 1 when the file breaks the stemdaq/NXem layout, 2 when it cannot be read.
+    """
+    from stemdaq.writer import inspect_file
+
+    try:
+        report = inspect_file(file)
+    except (OSError, StemdaqError) as exc:
+        typer.echo(f"error: cannot inspect {file}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        Console().print(report)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``acquire`` and ``inspect``."""
+    app.command()(acquire)
+    app.command()(inspect)
+
+
+__all__ = ["acquire", "inspect", "register", "frames_lost", "summary_table", "parse_pair"]
