@@ -1,0 +1,98 @@
+"""``create_app(settings)``: the FastAPI application of the stemdaq service.
+
+Routers per resource under ``/api/v1``; ``/healthz`` and ``/metrics`` at the root. The lifespan
+starts the :class:`~stemdaq.manager.AcquisitionManager` (loads the history) and, at shutdown,
+aborts a running acquisition and waits for its file to close.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stemdaq import __version__
+from stemdaq.api import errors
+from stemdaq.api.routes import acquisitions, config, events, status
+from stemdaq.api.schemas import Health
+from stemdaq.config import Settings
+from stemdaq.manager import AcquisitionFactory, AcquisitionManager
+from stemdaq.metrics import build_registry
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def operation_id(route: APIRoute) -> str:
+    """Stable OpenAPI operation ids: the handler's name (``get_status``, ``arm_acquisition``)."""
+    return route.name
+
+
+def create_app(
+    settings: Settings,
+    *,
+    factory: AcquisitionFactory | None = None,
+    include_routers: Sequence[tuple[APIRouter, str]] = (),
+) -> FastAPI:
+    """Build the app.
+
+    Parameters
+    ----------
+    settings
+        Service settings (data directory, token, default acquisition config).
+    factory
+        Builds acquisitions; default :class:`stemdaq.acquisition.Acquisition`.
+    include_routers
+        Extra ``(router, prefix)`` pairs to mount (e.g. an HDF5 browser).
+    """
+    manager = AcquisitionManager(settings, factory=factory)
+    registry = build_registry(manager)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await manager.start()
+        logger.info("stemdaq %s serving data from %s", __version__, manager.data_dir)
+        try:
+            yield
+        finally:
+            await manager.close()
+
+    app = FastAPI(
+        title="stemdaq",
+        version=__version__,
+        summary="4D-STEM acquisition service: DECTRIS stream in, NeXus HDF5 out.",
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+    )
+    app.state.settings = settings
+    app.state.manager = manager
+    errors.install(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (status, config, acquisitions, events):
+        api.include_router(module.router)
+    app.include_router(api)
+    for router, prefix in include_routers:
+        app.include_router(router, prefix=prefix)
+
+    @app.get("/healthz", response_model=Health, tags=["service"])
+    async def get_health() -> Health:
+        """Liveness: answers while the event loop runs."""
+        return Health(version=__version__)
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
+    async def get_metrics() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
