@@ -1,0 +1,47 @@
+"""Exceptions of the client: one per kind of answer, each with ``status`` and ``detail``."""
+
+from __future__ import annotations
+
+
+class StemdaqClientError(Exception):
+    """Any error answer from the server (or no answer at all: ``status`` 0)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}" if status else detail)
+        self.status = status
+        self.detail = detail
+
+
+class InvalidRequest(StemdaqClientError, ValueError):
+    """400/422: a bad value, e.g. an invalid config or a file name outside the data directory."""
+
+
+class Unauthorized(StemdaqClientError, PermissionError):
+    """401/403: the bearer token is missing or wrong."""
+
+
+class NotFound(StemdaqClientError, LookupError):
+    """404: no such acquisition."""
+
+
+class Conflict(StemdaqClientError, RuntimeError):
+    """409: an acquisition is already running (or the file is not readable yet)."""
+
+
+class ServerError(StemdaqClientError, RuntimeError):
+    """5xx, e.g. 502 when the detector refused, or the server cannot be reached (status 0)."""
+
+
+def error_for(status: int, detail: str) -> StemdaqClientError:
+    """The exception for an HTTP error status."""
+    if status in (400, 422):
+        return InvalidRequest(status, detail)
+    if status in (401, 403):
+        return Unauthorized(status, detail)
+    if status == 404:
+        return NotFound(status, detail)
+    if status == 409:
+        return Conflict(status, detail)
+    if status >= 500 or status == 0:
+        return ServerError(status, detail)
+    return StemdaqClientError(status, detail)
