@@ -1,9 +1,224 @@
-"""CLI commands (placeholder, filled by its owner)."""
+"""``stemdaq serve`` (the REST service) and its client side: ``status``, ``start``, ``stop``, ``watch``.
+
+The client commands speak HTTP through :mod:`stemdaq_client` only (``--url``/``STEMDAQ_URL``,
+``--token``/``STEMDAQ_API_TOKEN``), so they work against a remote server.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+if TYPE_CHECKING:
+    from stemdaq_client import Acquisition, Client
+
+Url = Annotated[str | None, typer.Option(envvar="STEMDAQ_URL", help="Server URL [default: http://127.0.0.1:8000]")]
+Token = Annotated[str | None, typer.Option(envvar="STEMDAQ_API_TOKEN", help="Bearer token for control commands")]
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Bind port [default: 8000]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Root of all acquisition files [default: ./data]")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML settings file")] = None,
+) -> None:
+    """Run the REST service (settings: env STEMDAQ_*, --config YAML, these flags)."""
+    import uvicorn
+
+    from stemdaq.api.app import create_app
+    from stemdaq.config import load_settings
+    from stemdaq.errors import ConfigError
+
+    try:
+        api = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        settings = load_settings(config, data_dir=data_dir, api=api or None)
+    except (ConfigError, ValueError) as exc:
+        typer.echo(f"stemdaq: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=5,
+    )
+
+
+def _client(url: str | None, token: str | None) -> Client:
+    from stemdaq_client import Client
+
+    return Client(url, token)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+def status(url: Url = None, token: Token = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show the service state and the current (or last) acquisition."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from stemdaq_client import StemdaqClientError
+
+    try:
+        with _client(url, token) as c:
+            st = c.status()
+    except StemdaqClientError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        sys.stdout.write(st.model_dump_json(indent=2) + "\n")
+        return
+    table = Table(title=f"stemdaq {st.version}: {st.state}", show_header=False)
+    table.add_row("data dir", st.data_dir)
+    acq = st.acquisition
+    if acq is not None:
+        table.add_row("acquisition", f"{acq.id} ({acq.state.value})")
+        table.add_row("file", acq.file_path)
+        table.add_row("frames", f"{acq.frames_written} / {acq.frames_expected} written, {acq.frames_dropped} dropped")
+        if not acq.state.is_final:
+            table.add_row("rate", f"{st.frames_per_second:.0f} frames/s, {st.mb_per_second:.1f} MB/s")
+            table.add_row("queue depth", str(st.queue_depth))
+        if acq.error:
+            table.add_row("error", acq.error)
+    Console().print(table)
+
+
+def start(
+    url: Url = None,
+    token: Token = None,
+    scan: Annotated[str | None, typer.Option(help="Scan shape n_m x n_k, e.g. 64x64")] = None,
+    step: Annotated[str | None, typer.Option(help="Scan step m x k (one value: both)")] = None,
+    unit: Annotated[str | None, typer.Option(help="Scan unit: m, um, nm, angstrom")] = None,
+    detector: Annotated[str | None, typer.Option(help="SIMPLON URL (active mode)")] = None,
+    stream: Annotated[str | None, typer.Option(help="ZeroMQ stream endpoint")] = None,
+    file_template: Annotated[str | None, typer.Option(help="File name relative to the data directory")] = None,
+    compression: Annotated[str | None, typer.Option(help="bslz4, lz4, zstd, blosc, gzip, none")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Any other override as key=JSON, e.g. serpentine=true")
+    ] = None,
+    watch_: Annotated[bool, typer.Option("--watch", help="Follow the progress until the file is closed")] = False,
+) -> None:
+    """Arm an acquisition (with overrides of the server's config); prints its id and file."""
+    from stemdaq.commands.files import parse_pair
+    from stemdaq_client import StemdaqClientError
+
+    overrides: dict[str, Any] = {}
+    if scan:
+        overrides["scan_shape"] = list(parse_pair(scan, int))
+    if step:
+        overrides["scan_step"] = list(parse_pair(step, float))
+    for key, value in (("scan_unit", unit), ("detector_url", detector), ("stream_endpoint", stream),
+                       ("file_template", file_template), ("compression", compression)):
+        if value is not None:
+            overrides[key] = value
+    for item in set_ or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    try:
+        with _client(url, token) as c:
+            acq = c.arm(overrides)
+            typer.echo(f"{acq.id} {acq.file_path}")
+            if watch_:
+                final = _follow(c, acq.id)
+                raise typer.Exit(0 if final.state.value == "completed" else 1)
+    except StemdaqClientError as exc:
+        raise _fail(exc) from None
+
+
+def stop(
+    acq_id: Annotated[str | None, typer.Argument(help="Acquisition id [default: the running one]")] = None,
+    url: Url = None,
+    token: Token = None,
+    abort: Annotated[bool, typer.Option(help="Close the file now instead of finishing the series")] = False,
+) -> None:
+    """Stop (or --abort) an acquisition."""
+    from stemdaq_client import StemdaqClientError
+
+    try:
+        with _client(url, token) as c:
+            if acq_id is None:
+                current = c.status().acquisition
+                if current is None or current.state.is_final:
+                    typer.echo("no acquisition is running", err=True)
+                    raise typer.Exit(1)
+                acq_id = current.id
+            acq = c.abort(acq_id) if abort else c.stop(acq_id)
+    except StemdaqClientError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{acq.id} {'abort' if abort else 'stop'} requested ({acq.state.value})")
+
+
+def watch(
+    acq_id: Annotated[str | None, typer.Argument(help="Acquisition id [default: the running one]")] = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Live progress bar of an acquisition until its file is closed."""
+    from stemdaq_client import StemdaqClientError
+
+    try:
+        with _client(url, token) as c:
+            if acq_id is None:
+                current = c.status().acquisition
+                if current is None:
+                    typer.echo("no acquisition yet", err=True)
+                    raise typer.Exit(1)
+                acq_id = current.id
+            final = _follow(c, acq_id)
+    except StemdaqClientError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(0 if final.state.value == "completed" else 1)
+
+
+def _follow(c: Client, acq_id: str, poll: float = 0.25) -> Acquisition:
+    """Rich progress bar, polling ``GET /acquisitions/{id}`` (robust across proxies)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f} frames/s  dropped {task.fields[dropped]}"),
+        TimeRemainingColumn(),
+    )
+    console = Console(stderr=True)
+    with Progress(*columns, console=console) as progress:
+        acq = c.get(acq_id)
+        task = progress.add_task(f"{acq_id} {acq.state.value}", total=acq.frames_expected or None,
+                                 rate=0.0, dropped=0)
+        while True:
+            progress.update(task, description=f"{acq_id} {acq.state.value}", completed=acq.frames_written,
+                            total=acq.frames_expected or None, rate=acq.frames_per_second,
+                            dropped=acq.frames_dropped)
+            if acq.state.is_final:
+                break
+            time.sleep(poll)
+            acq = c.get(acq_id)
+    if acq.error:
+        console.print(f"[red]error:[/red] {acq.error}")
+    return acq
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``serve``, ``status``, ``start``, ``stop`` and ``watch``."""
+    app.command()(serve)
+    app.command()(status)
+    app.command()(start)
+    app.command()(stop)
+    app.command()(watch)
