@@ -250,7 +250,7 @@ class AcquisitionManager:
         logger.error("acquisition %s could not start: %s", self._current_id, exc)
         acq.abort()
         # close() waits for the threads: only call it if they ran and have finished
-        if await asyncio.to_thread(acq.wait, 5.0):
+        if await asyncio.to_thread(acq.wait, 2.0):
             await asyncio.to_thread(acq.close)
         info = acq.info().model_copy(update={"state": AcquisitionState.FAILED, "error": f"start failed: {exc}"})
         await asyncio.to_thread(self._history.save, info)
