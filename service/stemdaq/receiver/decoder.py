@@ -77,8 +77,12 @@ class StreamDecoder:
             try:
                 obj = parse_json(first)
             except DecodeError as exc:
+                if v1.in_split_header:  # a blob of a split header that happens to start with '{'
+                    return v1.header_blob()
                 return [Rejected(DropReason.MALFORMED, exc.detail)]
             if not isinstance(obj, dict):
+                if v1.in_split_header:
+                    return v1.header_blob()
                 return [Rejected(DropReason.MALFORMED, f"JSON message is a {type(obj).__name__}, not an object")]
             return v1.decode(views, obj)
         if v1.in_split_header:

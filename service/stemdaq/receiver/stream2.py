@@ -10,7 +10,7 @@ bytes carry the HDF5 filter framing and are passed on as they are (direct chunk 
 Times are Rationals ``[num, den]`` (den = time base in Hz), converted to seconds.
 
 Decoding is ``cbor2.loads`` without a tag hook (unknown tags come back as ``CBORTag``; measured
-the fastest on cbor2 6), then a walk over the few keys we need.
+the fastest on cbor2 6), dates kept as text, then a walk over the few keys we need.
 """
 
 from __future__ import annotations
@@ -78,6 +78,19 @@ except AttributeError:  # pragma: no cover - cbor2 5
 _SEQS = (list, tuple)
 
 
+def _keep(value: Any, immutable: bool = False) -> Any:
+    return value
+
+
+# DateTime (tag 0) and epoch time (tag 1) are kept as sent: cbor2's own decoder fails the whole
+# message on a date string it cannot parse, and every image carries ``series_date``.
+_LOADS_KW: dict[str, Any] = {"semantic_decoders": {0: _keep, 1: _keep}}
+try:
+    cbor2.loads(b"\xc0\x61x", **_LOADS_KW)
+except TypeError:  # pragma: no cover - cbor2 < 6 has no semantic_decoders argument
+    _LOADS_KW = {}
+
+
 def _rational(value: Any) -> float | None:
     """Rational ``[num, den]`` -> seconds; a plain number is taken as seconds."""
     if type(value) in _SEQS and len(value) == 2:
@@ -91,7 +104,7 @@ def _rational(value: Any) -> float | None:
 def decode_cbor(buf: bytes | memoryview, walk_blocks: bool, quirks: dict[str, int]) -> list[StreamEvent]:
     """Decode one stream v2 message. Never raises."""
     try:
-        msg = cbor2.loads(buf)
+        msg = cbor2.loads(buf, **_LOADS_KW)
     except Exception as exc:  # CBORDecodeError, but also ValueError/OverflowError on odd input
         return [Rejected(DropReason.MALFORMED, f"not valid CBOR: {exc}")]
     if type(msg) is CBORTag and msg.tag == 55799:  # cbor2 builds without the built-in decoder
