@@ -153,8 +153,8 @@ class FakeAcquisition:
             entry = f.create_group("entry")
             entry.attrs["NX_class"] = "NXentry"
             entry.create_dataset("title", data="fake")
-            entry.create_dataset(
-                "data", data=np.zeros((*self.config.scan_shape, 8, 8), "u2"), chunks=(1, 1, 8, 8),
+            entry.create_dataset(  # no data written: fill value only, like gaps
+                "data", shape=(*self.config.scan_shape, 8, 8), dtype=np.uint16, chunks=(1, 1, 8, 8),
                 compression="gzip",
             )
         partial.rename(self.file_path)
