@@ -1,0 +1,409 @@
+"""The simulated DECTRIS detector: SIMPLON state machine + ZeroMQ stream, usable without HTTP.
+
+Life cycle of a series (as on a DCU): ``arm`` sends the start message (state ``ready``); each
+``trigger`` sends frames (state ``acquire``); after the last trigger the end message goes out and
+the detector is ``idle`` again, so ``disarm`` afterwards is a no-op. ``disarm``/``cancel``/
+``abort`` before that stop the frames and send the end message (as DECTRIS and tickit do); the
+``abort_after`` fault stops without one.
+
+Triggers: in ``ints`` each trigger gives ``nimages`` frames and the series has ``ntrigger``
+triggers (``inte``: one frame per trigger). External modes (``exts``/``exte``) have no hardware
+trigger here: one ``trigger`` command stands for the scan engine's whole trigger train and sends
+every frame of the series.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from stemdaq.errors import ConfigError, DetectorError
+from stemdaq.sim.encode import SeriesEncoder, SeriesInfo, n_frames
+from stemdaq.sim.faults import Faults, Injection, InjectionLog
+from stemdaq.sim.frames import FrameGenerator, default_scan_shape
+from stemdaq.sim.params import (
+    BIT_DEPTH_DTYPE,
+    ConfigStore,
+    detector_params,
+    stream_params,
+)
+from stemdaq.sim.server import RestServer
+from stemdaq.sim.stream import StreamSender
+
+logger = logging.getLogger(__name__)
+
+STATES = ("na", "idle", "ready", "acquire", "configure", "initialize", "error")
+
+
+@dataclass
+class _Series:
+    encoder: SeriesEncoder
+    triggers_left: int
+    next_image: int = 0
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    fault_aborted: bool = False
+    end_queued: bool = False
+
+    @property
+    def series_id(self) -> int:
+        return self.encoder.info.series_id
+
+
+class SimulatedDetector:
+    """A DECTRIS-compatible detector on loopback: SIMPLON REST + stream v2/v1 over ZeroMQ PUSH.
+
+    Parameters
+    ----------
+    rest_host, rest_port
+        SIMPLON HTTP server address; port 0 picks a free port (see :attr:`rest_port`).
+    stream_port
+        ZeroMQ PUSH port, bound on ``stream_host`` (default: ``rest_host``); 0 picks a free port.
+    fmt
+        ``cbor`` (stream v2) or ``json``/``legacy`` (stream v1); REST ``stream/config/format``.
+    frame_shape, dtype, compression
+        Initial detector config (``y/x_pixels_in_detector``, ``bit_depth_image``, ``compression``).
+    seed
+        Frames are ``generator.frame(image_id)``, deterministic from the seed.
+    faults
+        :class:`Faults` or its CLI string, applied to every series.
+    frame_time
+        Seconds per frame to pace the stream; ``None`` or 0: as fast as possible (the config's
+        ``frame_time`` is then only announced, default 1 ms).
+    scan_shape
+        Scan shape of the synthetic sample; default: square-ish for the series' frame count.
+    channels
+        Stream v2 channels: ``("threshold_1",)`` or ``("threshold_1", "threshold_2")`` (also
+        REST ``config/threshold/2/mode``); stream v1 carries the first only.
+    """
+
+    def __init__(
+        self,
+        rest_host: str = "127.0.0.1",
+        rest_port: int = 0,
+        stream_port: int = 0,
+        fmt: str = "cbor",
+        frame_shape: tuple[int, int] = (96, 96),
+        dtype: str = "uint16",
+        compression: str = "bslz4",
+        seed: int = 0,
+        faults: Faults | str | None = None,
+        frame_time: float | None = None,
+        scan_shape: tuple[int, int] | None = None,
+        channels: tuple[str, ...] = ("threshold_1",),
+        header_detail: str = "basic",
+        split_header: bool = False,
+        stream_host: str | None = None,
+    ) -> None:
+        if dtype not in BIT_DEPTH_DTYPE.values():
+            raise ConfigError(f"dtype {dtype!r} not one of {sorted(BIT_DEPTH_DTYPE.values())}")
+        self.rest_host = rest_host
+        self.stream_host = stream_host or rest_host
+        self._rest_port_requested = rest_port
+        self._stream_port_requested = stream_port
+        self.seed = seed
+        self.faults = Faults.parse(faults)
+        self.paced = bool(frame_time)
+        self.scan_shape = scan_shape
+        self.split_header = split_header
+        self.config = ConfigStore(detector_params(tuple(frame_shape), dtype, compression, frame_time or 0.001))
+        self.stream_config = ConfigStore(stream_params())
+        self.stream_config.set("format", fmt)
+        self.stream_config.set("header_detail", header_detail)
+        # SIMPLON threshold/{n}/mode; each enabled threshold is one stream v2 channel
+        self.threshold_modes = {n: "enabled" if n <= len(channels) else "disabled" for n in (1, 2)}
+        self.log = InjectionLog()
+        self.sequence_id = 0
+        self._state = "idle"
+        self._series: _Series | None = None
+        self._lock = threading.RLock()
+        self._errors: list[BaseException] = []
+        self._generator: FrameGenerator | None = None
+        self._sender: StreamSender | None = None
+        self._server: RestServer | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> SimulatedDetector:
+        """Bind the stream socket and start the REST server (returns immediately)."""
+        from stemdaq.sim.simplon import create_simplon_app
+
+        self._sender = StreamSender(self.stream_host, self._stream_port_requested, on_error=self._record_error)
+        self._server = RestServer(create_simplon_app(self), self.rest_host, self._rest_port_requested)
+        self._server.start()
+        logger.info("simulated detector: SIMPLON %s, stream %s", self.rest_url, self.stream_endpoint)
+        return self
+
+    def wait_for_listen(self, timeout: float = 10.0) -> None:
+        """Block until the REST server accepts connections; raise on timeout or startup error."""
+        if self._server is None:
+            raise DetectorError("simulator not started")
+        self._server.wait_started(timeout)
+        self.maybe_raise()
+
+    def stop(self) -> None:
+        """Stop sending, shut the REST server down, close the socket."""
+        with self._lock:
+            if self._series is not None:
+                self._series.cancelled.set()
+        if self._server is not None:
+            self._server.stop()
+        if self._sender is not None:
+            self._sender.close()
+        if self._server is not None and self._server.error is not None:
+            self._record_error(self._server.error)
+
+    def __enter__(self) -> SimulatedDetector:
+        self.start()
+        self.wait_for_listen()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def maybe_raise(self) -> None:
+        """Re-raise the first error of a background thread (stream sender, REST server)."""
+        if self._server is not None and self._server.error is not None and not self._errors:
+            self._record_error(self._server.error)
+        if self._errors:
+            raise DetectorError(f"simulated detector failed: {self._errors[0]!r}") from self._errors[0]
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Errors raised in the background threads so far."""
+        with self._lock:
+            return list(self._errors)
+
+    def _record_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self._errors.append(exc)
+            self._state = "error"
+
+    # -- addresses ------------------------------------------------------------------------------
+
+    @property
+    def rest_port(self) -> int:
+        """Bound SIMPLON port."""
+        if self._server is None:
+            raise DetectorError("simulator not started")
+        return self._server.port
+
+    @property
+    def stream_port(self) -> int:
+        """Bound ZeroMQ PUSH port."""
+        if self._sender is None:
+            raise DetectorError("simulator not started")
+        return self._sender.port
+
+    @property
+    def rest_url(self) -> str:
+        """``http://host:port`` of the SIMPLON API."""
+        return f"http://{self.rest_host}:{self.rest_port}"
+
+    @property
+    def stream_endpoint(self) -> str:
+        """``tcp://host:port`` to connect a PULL socket to."""
+        return f"tcp://{self.stream_host}:{self.stream_port}"
+
+    # -- status ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """SIMPLON detector state: idle, ready, acquire, error."""
+        return self._state
+
+    @property
+    def stream_state(self) -> str:
+        """SIMPLON stream state: disabled, ready, acquire, error."""
+        if self.stream_config["mode"] != "enabled":
+            return "disabled"
+        return {"acquire": "acquire", "error": "error"}.get(self._state, "ready")
+
+    @property
+    def dropped(self) -> int:
+        """Messages the stream gave up on (cancelled while the receiver was not taking them)."""
+        return self._sender.dropped if self._sender is not None else 0
+
+    @property
+    def injected(self) -> list[Injection]:
+        """Faults applied so far, in order."""
+        return self.log.snapshot()
+
+    @property
+    def generator(self) -> FrameGenerator:
+        """The frame generator of the current (or last) series: ``generator.frame(image_id)``."""
+        if self._generator is None:
+            self._generator = self._make_generator(n_frames(self.config.values()))
+        return self._generator
+
+    def _make_generator(self, n: int) -> FrameGenerator:
+        cfg = self.config.values()
+        shape = (int(cfg["y_pixels_in_detector"]), int(cfg["x_pixels_in_detector"]))
+        dtype = BIT_DEPTH_DTYPE[int(cfg["bit_depth_image"])]
+        scan = tuple(self.scan_shape) if self.scan_shape else default_scan_shape(n)
+        g = self._generator
+        if g is not None and (g.frame_shape, g.dtype.name, g.scan_shape) == (shape, dtype, scan):
+            return g
+        return FrameGenerator(shape, dtype, scan, self.seed)  # type: ignore[arg-type]
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Block until the series is over and every queued message has been sent."""
+        deadline = time.monotonic() + timeout
+        while self._state not in ("idle", "error") or (self._sender is not None and self._sender.busy):
+            if time.monotonic() > deadline:
+                raise DetectorError(f"simulator still {self._state} after {timeout} s")
+            time.sleep(0.002)
+        self.maybe_raise()
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def configure(self, **values: Any) -> list[str]:
+        """Set detector config values (SIMPLON names); returns the changed names."""
+        changed: list[str] = []
+        for name, value in values.items():
+            changed += [c for c in self.config.set(name, value) if c not in changed]
+        return changed
+
+    def arm(self) -> int:
+        """Arm: queue the start message; returns the sequence id (= the stream's series id)."""
+        with self._lock:
+            if self._state != "idle":
+                raise DetectorError(f"cannot arm in state {self._state!r}")
+            sender = self._require_sender()
+            cfg = self.config.values()
+            n = n_frames(cfg)
+            self._generator = self._make_generator(n)
+            self.sequence_id += 1
+            channels = tuple(f"threshold_{k}" for k, mode in sorted(self.threshold_modes.items()) if mode == "enabled")
+            info = SeriesInfo(
+                series_id=self.sequence_id, n_images=n, config=cfg,
+                fmt=self.stream_config["format"], header_detail=self.stream_config["header_detail"],
+                split_header=self.split_header, channels=channels or ("threshold_1",),
+                user_data={"seed": self.seed, "scan_shape": list(self._generator.scan_shape)},
+                header_appendix=self.stream_config["header_appendix"],
+                image_appendix=self.stream_config["image_appendix"],
+            )
+            triggers = 1 if cfg["trigger_mode"].startswith("ex") else int(cfg["ntrigger"])
+            series = _Series(SeriesEncoder(info, self._generator, self.faults, self.log), triggers)
+            self._series = series
+            self._state = "ready"
+            enabled = self.stream_config["mode"] == "enabled"
+        if enabled:
+            sender.submit(lambda s: self._send_all(s, series, series.encoder.start()))
+        return self.sequence_id
+
+    def trigger(self) -> None:
+        """One trigger: queue the frames it produces (and the end message after the last)."""
+        with self._lock:
+            series = self._series
+            if series is None or self._state not in ("ready", "acquire") or series.triggers_left <= 0:
+                raise DetectorError(f"cannot trigger in state {self._state!r} (arm first)")
+            cfg = series.encoder.info.config
+            total = series.encoder.info.n_images
+            mode = str(cfg["trigger_mode"])
+            per_trigger = total if mode.startswith("ex") else (1 if mode == "inte" else int(cfg["nimages"]))
+            ids = list(range(series.next_image, min(total, series.next_image + per_trigger)))
+            series.next_image += len(ids)
+            series.triggers_left -= 1
+            last = series.triggers_left == 0
+            self._state = "acquire"
+            sender = self._require_sender()
+            pace = float(cfg["frame_time"]) if self.paced else 0.0
+        sender.submit(lambda s: self._send_frames(s, series, ids, pace, last))
+        if last:
+            self._queue_end(series)
+
+    def disarm(self) -> int:
+        """End the series now (the end message goes out); no-op when idle."""
+        return self._close_series()
+
+    def cancel(self) -> int:
+        """Like :meth:`disarm`."""
+        return self._close_series()
+
+    def abort(self) -> int:
+        """Stop the frames at once; the end message is still sent (DECTRIS, tickit)."""
+        return self._close_series()
+
+    def initialize(self) -> int:
+        """Reset to ``idle`` (a running series is aborted) and clear an error state."""
+        seq = self._close_series()
+        with self._lock:
+            self._errors.clear()
+            self._state = "idle"
+        return seq
+
+    def run_series(self, n_images: int, timeout: float = 60.0, wait: bool = True, **config: Any) -> int:
+        """Configure ``ints`` x ``n_images`` (plus ``config``), arm, trigger; wait until sent."""
+        self.configure(trigger_mode="ints", ntrigger=1, nimages=n_images, **config)
+        seq = self.arm()
+        self.trigger()
+        if wait:
+            self.wait_idle(timeout)
+        return seq
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _require_sender(self) -> StreamSender:
+        if self._sender is None:
+            raise DetectorError("simulator not started")
+        return self._sender
+
+    def _close_series(self) -> int:
+        with self._lock:
+            series = self._series
+            if series is None:
+                return self.sequence_id
+            series.cancelled.set()
+            self._state = "idle"
+            self._series = None
+        self._queue_end(series)
+        return self.sequence_id
+
+    def _queue_end(self, series: _Series) -> None:
+        with self._lock:
+            if series.end_queued:
+                return
+            series.end_queued = True
+        self._require_sender().submit(lambda s: self._send_end(s, series))
+
+    def _send_all(self, sender: StreamSender, series: _Series, messages: list[list[bytes]]) -> None:
+        for msg in messages:
+            sender.send(msg, series.cancelled.is_set)
+
+    def _send_frames(self, sender: StreamSender, series: _Series, ids: list[int], pace: float,
+                     last: bool) -> None:
+        enabled = self.stream_config["mode"] == "enabled"
+        encoder = series.encoder
+        t0 = time.perf_counter()
+        for n, image_id in enumerate(encoder.order(ids)):
+            if series.cancelled.is_set() or sender.stopping:
+                return
+            if encoder.aborts_at(image_id):
+                self.log.add("abort_after", series.series_id, image_id)
+                series.fault_aborted = True
+                series.cancelled.set()
+                with self._lock:
+                    if self._series is series:
+                        self._series, self._state = None, "idle"
+                return
+            if pace > 0:
+                delay = t0 + n * pace - time.perf_counter()
+                if delay > 0 and not sender.sleep(delay):
+                    return
+            for msg in encoder.image(image_id):
+                if enabled and not sender.send(msg, series.cancelled.is_set):
+                    return
+        with self._lock:
+            if self._series is series and not last:
+                self._state = "ready"
+
+    def _send_end(self, sender: StreamSender, series: _Series) -> None:
+        if not series.fault_aborted and self.stream_config["mode"] == "enabled":
+            for msg in series.encoder.end():
+                sender.send(msg)
+        with self._lock:
+            if self._series is series:
+                self._series, self._state = None, "idle"
