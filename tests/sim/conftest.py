@@ -1,104 +1,15 @@
-"""Fixtures for the simulator tests, and a minimal independent decoder of its wire formats.
-
-The decoder here is written from the reference notes only (it does not import
-``stemdaq.receiver``), so the simulator and the receiver are each checked against the spec.
-"""
+"""Fixtures for the simulator tests: simulators on free ports, PULL sockets."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import bitshuffle
-import cbor2
-import lz4.block
-import numpy as np
 import pytest
 import zmq
+from sim_wire import decode_v2
 
 from stemdaq.sim import SimulatedDetector
-
-MAGIC = b"\xd9\xd9\xf7"
-TYPED = {64: "uint8", 69: "<u2", 70: "<u4", 85: "<f4"}
-
-
-class Compressed:
-    """A tag-56500 payload, kept raw so tests can look at the framing."""
-
-    def __init__(self, algorithm: str, elem_size: int, data: bytes) -> None:
-        self.algorithm, self.elem_size, self.data = algorithm, elem_size, data
-
-
-def decode_bslz4(data: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    """HDF5 bitshuffle framing: u64 BE nbytes, u32 BE block bytes, then the blocks."""
-    nbytes, block_bytes = struct.unpack(">QI", data[:12])
-    itemsize = np.dtype(dtype).itemsize
-    assert nbytes == int(np.prod(shape)) * itemsize
-    body = np.frombuffer(data, np.uint8, offset=12)
-    return bitshuffle.decompress_lz4(body, shape, np.dtype(dtype), block_bytes // itemsize)
-
-
-def decode_lz4_hdf5(data: bytes) -> bytes:
-    """HDF5 LZ4 filter framing: u64 BE nbytes, u32 BE block bytes, per block u32 BE size + block."""
-    nbytes, block = struct.unpack(">QI", data[:12])
-    out, pos = [], 12
-    while sum(len(b) for b in out) < nbytes:
-        want = min(block, nbytes - sum(len(b) for b in out))
-        (size,) = struct.unpack(">I", data[pos : pos + 4])
-        chunk = data[pos + 4 : pos + 4 + size]
-        out.append(chunk if size == want else lz4.block.decompress(chunk, uncompressed_size=want))
-        pos += 4 + size
-    assert pos == len(data)
-    return b"".join(out)
-
-
-def _tag_hook(decoder: Any, tag: cbor2.CBORTag) -> Any:
-    if tag.tag == 56500:
-        return Compressed(*tag.value)
-    if tag.tag in TYPED:
-        return ("typed", TYPED[tag.tag], tag.value)
-    if tag.tag == 40:
-        dims, (_, dtype, body) = tag.value
-        shape = tuple(dims)
-        if isinstance(body, Compressed):
-            if body.algorithm == "bslz4":
-                assert body.elem_size == np.dtype(dtype).itemsize
-                return decode_bslz4(body.data, dtype, shape)
-            assert body.algorithm == "lz4" and body.elem_size == 0
-            return np.frombuffer(decode_lz4_hdf5(body.data), dtype).reshape(shape)
-        return np.frombuffer(body, dtype).reshape(shape)
-    return tag
-
-
-def decode_v2(message: bytes) -> dict[str, Any]:
-    """One stream v2 message -> dict (arrays decoded); checks the magic and the first key."""
-    assert message[:3] == MAGIC
-    obj = cbor2.loads(message, tag_hook=_tag_hook)
-    assert next(iter(obj)) == "type"
-    return dict(obj)
-
-
-def decode_v1_image(parts: list[bytes]) -> tuple[dict[str, Any], np.ndarray]:
-    """One stream v1 image message -> (dimage header, frame); checks hash and size."""
-    head, desc, blob, times = json.loads(parts[0]), json.loads(parts[1]), parts[2], json.loads(parts[3])
-    assert head["htype"] == "dimage-1.0" and desc["htype"] == "dimage_d-1.0"
-    assert times["htype"] == "dconfig-1.0"
-    assert head["hash"] == hashlib.md5(blob).hexdigest()
-    assert desc["size"] == len(blob)
-    nx, ny = desc["shape"]
-    dtype = np.dtype(desc["type"]).newbyteorder("<")
-    enc = desc["encoding"]
-    if enc == "<":
-        raw = blob
-    elif enc == "lz4<":
-        raw = lz4.block.decompress(blob, uncompressed_size=nx * ny * dtype.itemsize)
-    else:
-        assert enc == f"bs{8 * dtype.itemsize}-lz4<"
-        return head, decode_bslz4(blob, desc["type"], (ny, nx))
-    return head, np.frombuffer(raw, dtype).reshape(ny, nx)
 
 
 @pytest.fixture
