@@ -38,11 +38,10 @@ from stemdaq.models import (
     Counters,
     DropReason,
     Frame,
-    Rejected,
     SeriesEnd,
     SeriesStart,
 )
-from stemdaq.receiver import SeriesTracker, StreamDecoder, ZmqSource
+from stemdaq.receiver import Placement, SeriesTracker, StreamDecoder, ZmqSource
 from stemdaq.writer import NexusWriter, SummaryAccumulator
 
 logger = logging.getLogger(__name__)
@@ -102,7 +101,9 @@ class Acquisition:
         self._on_change = on_change
         self._queue: queue.Queue[list[Any] | _Stop] = queue.Queue(maxsize=max(2, queue_size // _BATCH))
         self._pool = ThreadPoolExecutor(compress_workers, thread_name_prefix=f"stemdaq-compress-{acq_id}")
-        self._tracker = SeriesTracker(config.scan_shape, serpentine=config.serpentine, channel=config.channel)
+        self._tracker = SeriesTracker(
+            config.scan_shape, serpentine=config.serpentine, channel=config.channel, on_new_start="ignore"
+        )
         self._decoder = StreamDecoder()
         self._writer = NexusWriter(self.file_path, config)
         self._summary: SummaryAccumulator | None = None
@@ -331,6 +332,8 @@ class Acquisition:
         series_open = False
         stop_sent = False
         batch: list[Any] = []
+        tracker, decode = self._tracker, self._decoder.decode
+        place = tracker.place
         with source:
             while not stop_sent:
                 parts = source.recv(_POLL_MS)
@@ -354,9 +357,10 @@ class Acquisition:
                         stop_sent = True
                     continue
                 last_msg = now
-                for event in self._decoder.decode(parts):
-                    if isinstance(event, Frame):
-                        placement = self._tracker.accept(event)
+                for event in decode(parts):
+                    kind = type(event)
+                    if kind is Frame:
+                        placement = place(event)
                         if placement is None:
                             continue
                         if not self._opened:
@@ -365,23 +369,20 @@ class Acquisition:
                         if len(batch) >= _BATCH:
                             self._put(batch)
                             batch = []
-                    elif isinstance(event, SeriesStart):
-                        if series_open:
-                            self._tracker.accept(event)  # counted as ignored: one series per file
-                            continue
-                        self._tracker.accept(event)
-                        self._on_series_start(event)
-                        series_open = True
-                    elif isinstance(event, SeriesEnd):
-                        if self._tracker.accept(event) and series_open:
+                    elif kind is SeriesStart:
+                        if tracker.open(event) is not None:  # one series per file
+                            self._on_series_start(event)
+                            series_open = True
+                    elif kind is SeriesEnd:
+                        if tracker.end(event) and series_open:
                             if batch:
                                 self._put(batch)
                                 batch = []
                             self._put(_Stop(AcquisitionState.COMPLETED, None))
                             stop_sent = True
                             break
-                    elif isinstance(event, Rejected):
-                        self._tracker.accept(event)
+                    else:
+                        tracker.reject(event)
                 if self._abort_requested.is_set() and not stop_sent:
                     if batch:
                         self._put(batch)
@@ -431,7 +432,7 @@ class Acquisition:
             self._summary = SummaryAccumulator(self.config.scan_shape, first.shape, first.dtype)
         self._opened = True
 
-    def _prepare(self, placement: Any, frame: Frame) -> tuple[int, int, Any, Frame]:
+    def _prepare(self, placement: Placement, frame: Frame) -> tuple[int, int, Any, Frame]:
         position, channel_index = placement
         if frame.codec is self._writer.filter_codec and frame.codec is not Codec.RAW:
             return position, channel_index, frame.payload, frame
