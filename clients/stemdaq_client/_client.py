@@ -50,7 +50,10 @@ class _SSEParser:
         if line == "":
             event = None
             if self.data:
-                event = Event(event=self.kind, acquisition=Acquisition.model_validate_json("\n".join(self.data)))
+                event = Event(
+                    event=self.kind,
+                    acquisition=Acquisition.model_validate_json("\n".join(self.data)),
+                )
             self.kind, self.data = "message", []
             return event
         if line.startswith(":"):
@@ -83,11 +86,18 @@ class Client:
     ...     c.wait(acq.id, timeout=60).frames_written
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = (url or os.environ.get("STEMDAQ_URL") or DEFAULT_URL).rstrip("/")
-        self._http = httpx.Client(base_url=self.url, headers=_headers(token), timeout=timeout,
-                                  transport=transport)
+        self._http = httpx.Client(
+            base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
+        )
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -121,7 +131,9 @@ class Client:
 
     def put_config(self, changes: dict[str, Any] | None = None, **kwargs: Any) -> Config:
         """Change config fields (others keep their value): ``put_config(scan_shape=[32, 32])``."""
-        return Config.model_validate(self._request("PUT", f"{API}/config", json=_changes(changes, kwargs)))
+        return Config.model_validate(
+            self._request("PUT", f"{API}/config", json=_changes(changes, kwargs))
+        )
 
     def arm(self, overrides: dict[str, Any] | None = None, **kwargs: Any) -> Acquisition:
         """Arm an acquisition with per-acquisition overrides; returns its id and file path."""
@@ -133,11 +145,15 @@ class Client:
 
     def stop(self, acq_id: str) -> Acquisition:
         """Finish on end-of-series (or timeout)."""
-        return Acquisition.model_validate(self._request("POST", f"{API}/acquisitions/{acq_id}/stop"))
+        return Acquisition.model_validate(
+            self._request("POST", f"{API}/acquisitions/{acq_id}/stop")
+        )
 
     def abort(self, acq_id: str) -> Acquisition:
         """Close the file now."""
-        return Acquisition.model_validate(self._request("POST", f"{API}/acquisitions/{acq_id}/abort"))
+        return Acquisition.model_validate(
+            self._request("POST", f"{API}/acquisitions/{acq_id}/abort")
+        )
 
     def get(self, acq_id: str) -> Acquisition:
         """One acquisition."""
@@ -146,7 +162,9 @@ class Client:
     def list(self, offset: int = 0, limit: int = 50) -> AcquisitionPage:
         """A page of the history, newest first."""
         params = {"offset": offset, "limit": limit}
-        return AcquisitionPage.model_validate(self._request("GET", f"{API}/acquisitions", params=params))
+        return AcquisitionPage.model_validate(
+            self._request("GET", f"{API}/acquisitions", params=params)
+        )
 
     def metadata(self, acq_id: str) -> dict[str, Any]:
         """The file's NeXus tree (``{"id", "file_path", "complete", "tree"}``)."""
@@ -157,7 +175,9 @@ class Client:
         """Follow the server-sent events until the server closes the stream."""
         parser = _SSEParser()
         try:
-            with self._http.stream("GET", f"{API}/events", timeout=httpx.Timeout(30.0, read=timeout)) as r:
+            with self._http.stream(
+                "GET", f"{API}/events", timeout=httpx.Timeout(30.0, read=timeout)
+            ) as r:
                 if not r.is_success:
                     r.read()
                     _check(r)
@@ -175,18 +195,27 @@ class Client:
             if acq.state.is_final:
                 return acq
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"acquisition {acq_id} still {acq.state.value} after {timeout} s")
+                raise TimeoutError(
+                    f"acquisition {acq_id} still {acq.state.value} after {timeout} s"
+                )
             time.sleep(poll)
 
 
 class AsyncClient:
     """Asyncio client; same methods as :class:`Client`, awaited."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.url = (url or os.environ.get("STEMDAQ_URL") or DEFAULT_URL).rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(token), timeout=timeout,
-                                       transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -220,31 +249,43 @@ class AsyncClient:
 
     async def put_config(self, changes: dict[str, Any] | None = None, **kwargs: Any) -> Config:
         """Change config fields (others keep their value)."""
-        return Config.model_validate(await self._request("PUT", f"{API}/config", json=_changes(changes, kwargs)))
+        return Config.model_validate(
+            await self._request("PUT", f"{API}/config", json=_changes(changes, kwargs))
+        )
 
     async def arm(self, overrides: dict[str, Any] | None = None, **kwargs: Any) -> Acquisition:
         """Arm an acquisition with per-acquisition overrides."""
         body = _changes(overrides, kwargs)
-        return Acquisition.model_validate(await self._request("POST", f"{API}/acquisitions", json=body))
+        return Acquisition.model_validate(
+            await self._request("POST", f"{API}/acquisitions", json=body)
+        )
 
     start = arm
 
     async def stop(self, acq_id: str) -> Acquisition:
         """Finish on end-of-series (or timeout)."""
-        return Acquisition.model_validate(await self._request("POST", f"{API}/acquisitions/{acq_id}/stop"))
+        return Acquisition.model_validate(
+            await self._request("POST", f"{API}/acquisitions/{acq_id}/stop")
+        )
 
     async def abort(self, acq_id: str) -> Acquisition:
         """Close the file now."""
-        return Acquisition.model_validate(await self._request("POST", f"{API}/acquisitions/{acq_id}/abort"))
+        return Acquisition.model_validate(
+            await self._request("POST", f"{API}/acquisitions/{acq_id}/abort")
+        )
 
     async def get(self, acq_id: str) -> Acquisition:
         """One acquisition."""
-        return Acquisition.model_validate(await self._request("GET", f"{API}/acquisitions/{acq_id}"))
+        return Acquisition.model_validate(
+            await self._request("GET", f"{API}/acquisitions/{acq_id}")
+        )
 
     async def list(self, offset: int = 0, limit: int = 50) -> AcquisitionPage:
         """A page of the history, newest first."""
         params = {"offset": offset, "limit": limit}
-        return AcquisitionPage.model_validate(await self._request("GET", f"{API}/acquisitions", params=params))
+        return AcquisitionPage.model_validate(
+            await self._request("GET", f"{API}/acquisitions", params=params)
+        )
 
     async def metadata(self, acq_id: str) -> dict[str, Any]:
         """The file's NeXus tree."""
@@ -255,7 +296,9 @@ class AsyncClient:
         """Follow the server-sent events until the server closes the stream."""
         parser = _SSEParser()
         try:
-            async with self._http.stream("GET", f"{API}/events", timeout=httpx.Timeout(30.0, read=timeout)) as r:
+            async with self._http.stream(
+                "GET", f"{API}/events", timeout=httpx.Timeout(30.0, read=timeout)
+            ) as r:
                 if not r.is_success:
                     await r.aread()
                     _check(r)
@@ -265,7 +308,9 @@ class AsyncClient:
         except httpx.TransportError as exc:
             raise error_for(0, f"event stream from {self.url} broken: {exc}") from exc
 
-    async def wait(self, acq_id: str, timeout: float | None = None, *, poll: float = 0.2) -> Acquisition:
+    async def wait(
+        self, acq_id: str, timeout: float | None = None, *, poll: float = 0.2
+    ) -> Acquisition:
         """Poll until the acquisition is final; raises ``TimeoutError`` after ``timeout`` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -273,10 +318,10 @@ class AsyncClient:
             if acq.state.is_final:
                 return acq
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"acquisition {acq_id} still {acq.state.value} after {timeout} s")
+                raise TimeoutError(
+                    f"acquisition {acq_id} still {acq.state.value} after {timeout} s"
+                )
             await asyncio.sleep(poll)
 
 
 __all__ = ["Client", "AsyncClient", "StemdaqClientError", "DEFAULT_URL"]
-
-

@@ -12,19 +12,19 @@ class StemdaqClientError(Exception):
         self.detail = detail
 
 
-class InvalidRequest(StemdaqClientError, ValueError):
+class InvalidRequest(StemdaqClientError, ValueError):  # noqa: N818 - HTTP status names
     """400/422: a bad value, e.g. an invalid config or a file name outside the data directory."""
 
 
-class Unauthorized(StemdaqClientError, PermissionError):
+class Unauthorized(StemdaqClientError, PermissionError):  # noqa: N818 - HTTP status names
     """401/403: the bearer token is missing or wrong."""
 
 
-class NotFound(StemdaqClientError, LookupError):
+class NotFound(StemdaqClientError, LookupError):  # noqa: N818 - HTTP status names
     """404: no such acquisition."""
 
 
-class Conflict(StemdaqClientError, RuntimeError):
+class Conflict(StemdaqClientError, RuntimeError):  # noqa: N818 - HTTP status names
     """409: an acquisition is already running (or the file is not readable yet)."""
 
 

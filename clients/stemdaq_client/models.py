@@ -16,7 +16,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class AcquisitionState(str, enum.Enum):
+class AcquisitionState(str, enum.Enum):  # noqa: UP042 - same as the service
     """Life cycle of one acquisition."""
 
     ARMED = "armed"
@@ -29,7 +29,11 @@ class AcquisitionState(str, enum.Enum):
     @property
     def is_final(self) -> bool:
         """True once the file is closed."""
-        return self in (AcquisitionState.COMPLETED, AcquisitionState.ABORTED, AcquisitionState.FAILED)
+        return self in (
+            AcquisitionState.COMPLETED,
+            AcquisitionState.ABORTED,
+            AcquisitionState.FAILED,
+        )
 
 
 class Counters(_Model):

@@ -53,7 +53,8 @@ class HistoryStore:
                     update={
                         "state": AcquisitionState.FAILED,
                         "error": info.error or RESTART_ERROR,
-                        "finished_at": info.finished_at or datetime.now(UTC).isoformat(timespec="milliseconds"),
+                        "finished_at": info.finished_at
+                        or datetime.now(UTC).isoformat(timespec="milliseconds"),
                         "frames_per_second": 0.0,
                         "mb_per_second": 0.0,
                         "queue_depth": 0,

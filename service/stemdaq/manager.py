@@ -94,7 +94,9 @@ def merge_config(base: AcquisitionConfig, changes: dict[str, Any]) -> Acquisitio
     try:
         config = AcquisitionConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc).replace("invalid settings", "invalid config")) from None
+        raise ConfigError(
+            format_validation_error(exc).replace("invalid settings", "invalid config")
+        ) from None
     check_template(config.file_template)
     return config
 
@@ -149,7 +151,10 @@ class AcquisitionManager:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
         records = await asyncio.to_thread(self._history.load)
-        last = max((int(r.id.rsplit("-", 1)[-1]) for r in records if r.id.rsplit("-", 1)[-1].isdigit()), default=0)
+        last = max(
+            (int(r.id.rsplit("-", 1)[-1]) for r in records if r.id.rsplit("-", 1)[-1].isdigit()),
+            default=0,
+        )
         self._seq = itertools.count(last + 1)
         logger.info("history: %d acquisitions in %s", len(records), self._history.directory)
 
@@ -209,7 +214,9 @@ class AcquisitionManager:
         """
         async with self._arm_lock:
             if self._current is not None:
-                raise BusyError(f"acquisition {self._current_id} is running; stop or abort it first")
+                raise BusyError(
+                    f"acquisition {self._current_id} is running; stop or abort it first"
+                )
             config = merge_config(self._config, overrides or {})
             config.resolved_stream_endpoint()  # ConfigError if there is no stream at all
             now = datetime.now(UTC)
@@ -252,7 +259,9 @@ class AcquisitionManager:
         # close() waits for the threads: only call it if they ran and have finished
         if await asyncio.to_thread(acq.wait, 2.0):
             await asyncio.to_thread(acq.close)
-        info = acq.info().model_copy(update={"state": AcquisitionState.FAILED, "error": f"start failed: {exc}"})
+        info = acq.info().model_copy(
+            update={"state": AcquisitionState.FAILED, "error": f"start failed: {exc}"}
+        )
         await asyncio.to_thread(self._history.save, info)
         self._publish(Event("state", info))
         self._current, self._current_id = None, None

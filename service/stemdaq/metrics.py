@@ -8,7 +8,7 @@ exported from the first scrape on, so dashboards and alerts never see a missing 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -26,14 +26,16 @@ if TYPE_CHECKING:
     from stemdaq.manager import AcquisitionManager
 
 #: values of ``stemdaq_state``: the service state reported by ``GET /api/v1/status``
-SERVICE_STATES = ("idle", "armed", "acquiring", "finishing", "error")
+ServiceState = Literal["idle", "armed", "acquiring", "finishing", "error"]
+SERVICE_STATES: tuple[ServiceState, ...] = get_args(ServiceState)
 
 
-def service_state(manager: AcquisitionManager) -> str:
-    """``idle``/``armed``/``acquiring``/``finishing``, or ``error`` if the last acquisition failed."""
+def service_state(manager: AcquisitionManager) -> ServiceState:
+    """``idle``/``armed``/``acquiring``/``finishing``; ``error`` if the last acquisition failed."""
     current = manager.current
     if current is not None and not current.state.is_final:
-        return current.state.value
+        state = current.state.value
+        return state if state in ("armed", "acquiring") else "finishing"  # type: ignore[return-value]
     latest = manager.latest()
     if latest is not None and latest.state.value == "failed":
         return "error"
@@ -49,7 +51,11 @@ class ManagerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Yield every stemdaq metric family."""
         totals = self.manager.totals
-        received, written, nbytes = totals.frames_received, totals.frames_written, totals.bytes_written
+        received, written, nbytes = (
+            totals.frames_received,
+            totals.frames_written,
+            totals.bytes_written,
+        )
         dropped = {r.value: 0 for r in DropReason}
         for reason, n in (totals.dropped or {}).items():
             dropped[reason] = dropped.get(reason, 0) + n
@@ -75,22 +81,32 @@ class ManagerCollector(Collector):
         if len(counts) != len(bounds):
             counts = [0] * len(bounds)
 
-        yield CounterMetricFamily("stemdaq_frames_received", "Frames taken off the detector stream", value=received)
-        yield CounterMetricFamily("stemdaq_frames_written", "Frames stored in NeXus files", value=written)
+        yield CounterMetricFamily(
+            "stemdaq_frames_received", "Frames taken off the detector stream", value=received
+        )
+        yield CounterMetricFamily(
+            "stemdaq_frames_written", "Frames stored in NeXus files", value=written
+        )
         family = CounterMetricFamily(
-            "stemdaq_frames_dropped", "Frames that did not reach the file, by reason", labels=["reason"]
+            "stemdaq_frames_dropped",
+            "Frames that did not reach the file, by reason",
+            labels=["reason"],
         )
         for reason, n in sorted(dropped.items()):
             family.add_metric([reason], n)
         yield family
-        yield CounterMetricFamily("stemdaq_bytes_written", "Chunk bytes written (compressed)", value=nbytes)
+        yield CounterMetricFamily(
+            "stemdaq_bytes_written", "Chunk bytes written (compressed)", value=nbytes
+        )
         yield HistogramMetricFamily(
             "stemdaq_write_duration_seconds",
             "Time to write one frame chunk to HDF5",
             buckets=[(_le(b), n) for b, n in zip(bounds, counts, strict=True)],
             sum_value=latency_sum,
         )
-        yield GaugeMetricFamily("stemdaq_queue_depth", "Frames waiting between receiver and writer", value=queue_depth)
+        yield GaugeMetricFamily(
+            "stemdaq_queue_depth", "Frames waiting between receiver and writer", value=queue_depth
+        )
         state = service_state(self.manager)
         yield StateSetMetricFamily(
             "stemdaq_state", "Service state", value={s: s == state for s in SERVICE_STATES}

@@ -56,7 +56,9 @@ def render_template(
         raise ConfigError(f"file_template {template!r}: {exc}") from None
 
 
-def resolve_in_data_dir(data_dir: Path, relative: str | Path, *, create_parents: bool = True) -> Path:
+def resolve_in_data_dir(
+    data_dir: Path, relative: str | Path, *, create_parents: bool = True
+) -> Path:
     """The absolute path of ``relative`` under ``data_dir``, refusing anything that escapes it.
 
     Rejected: absolute paths, ``..`` components, NUL bytes, over-long names, and names whose
@@ -96,7 +98,9 @@ def resolve_in_data_dir(data_dir: Path, relative: str | Path, *, create_parents:
         try:
             os.makedirs(resolved.parent, exist_ok=True)
         except OSError as exc:
-            raise PathError(f"cannot create directory for {text!r}: {exc.strerror or exc}") from None
+            raise PathError(
+                f"cannot create directory for {text!r}: {exc.strerror or exc}"
+            ) from None
         # a link may have been swapped in while creating: check again
         if not resolved.parent.resolve().is_relative_to(root):
             raise PathError(f"{text!r} resolves outside the data directory")

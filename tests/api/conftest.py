@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import uvicorn
-
 from stemdaq.api.app import create_app
 from stemdaq.config import Settings
 from stemdaq_client import Client
@@ -25,8 +24,14 @@ class ServerThread:
     """uvicorn in a thread, bound to port 0; ``url`` once it listens."""
 
     def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                timeout_graceful_shutdown=2, lifespan="on")
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+            lifespan="on",
+        )
         self.server = uvicorn.Server(config)
         self.app = app
         self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
@@ -60,7 +65,11 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_settings(data_dir: Path) -> Callable[..., Settings]:
     def make(**kwargs: Any) -> Settings:
-        acquisition = {"stream_endpoint": "fake://", "scan_shape": (16, 16), **kwargs.pop("acquisition", {})}
+        acquisition = {
+            "stream_endpoint": "fake://",
+            "scan_shape": (16, 16),
+            **kwargs.pop("acquisition", {}),
+        }
         return Settings(data_dir=data_dir, acquisition=acquisition, **kwargs)
 
     return make
@@ -68,7 +77,7 @@ def make_settings(data_dir: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., ServerThread]]:
-    """``start_server(settings, factory=FakeAcquisition)`` -> a running server (stopped at teardown)."""
+    """``start_server(settings, factory=FakeAcquisition)`` -> a running server until teardown."""
     with contextlib.ExitStack() as stack:
 
         def start(settings: Settings, factory: Any = FakeAcquisition) -> ServerThread:
@@ -78,7 +87,9 @@ def start_server() -> Iterator[Callable[..., ServerThread]]:
 
 
 @pytest.fixture
-def server(start_server: Callable[..., ServerThread], make_settings: Callable[..., Settings]) -> ServerThread:
+def server(
+    start_server: Callable[..., ServerThread], make_settings: Callable[..., Settings]
+) -> ServerThread:
     """A server with the fake engine and no token."""
     return start_server(make_settings())
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
 from stemdaq.config import AcquisitionConfig
 from stemdaq.errors import DetectorError
 from stemdaq.models import AcquisitionInfo, AcquisitionState, Counters, DropReason
@@ -98,7 +97,9 @@ class FakeAcquisition:
             state=self._state,
             file_path=str(self.file_path),
             file_uri=self.file_path.as_uri(),
-            shape=[*self.config.scan_shape, 8, 8] if self._state != AcquisitionState.ARMED else None,
+            shape=[*self.config.scan_shape, 8, 8]
+            if self._state != AcquisitionState.ARMED
+            else None,
             dtype="uint16",
             chunk_shape=[1, 1, 8, 8],
             channels=["threshold_1"],
@@ -154,7 +155,10 @@ class FakeAcquisition:
             entry.attrs["NX_class"] = "NXentry"
             entry.create_dataset("title", data="fake")
             entry.create_dataset(  # no data written: fill value only, like gaps
-                "data", shape=(*self.config.scan_shape, 8, 8), dtype=np.uint16, chunks=(1, 1, 8, 8),
+                "data",
+                shape=(*self.config.scan_shape, 8, 8),
+                dtype=np.uint16,
+                chunks=(1, 1, 8, 8),
                 compression="gzip",
             )
         partial.rename(self.file_path)

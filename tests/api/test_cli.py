@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from stemdaq.cli import app
 from stemdaq_client import Client
+from typer.testing import CliRunner
 
 from .conftest import ServerThread
 
@@ -16,12 +15,15 @@ runner = CliRunner()
 
 
 def test_start_watch_status_stop(server: ServerThread, client: Client) -> None:
-    result = runner.invoke(app, ["start", "--url", server.url, "--scan", "6x7", "--set", "serpentine=true",
-                                 "--watch"])
+    result = runner.invoke(
+        app, ["start", "--url", server.url, "--scan", "6x7", "--set", "serpentine=true", "--watch"]
+    )
     assert result.exit_code == 0, result.output
     acq_id, file_path = result.stdout.split()[:2]
     acq = client.get(acq_id)
-    assert acq.state.value == "completed" and acq.frames_expected == 42 and acq.file_path == file_path
+    assert (
+        acq.state.value == "completed" and acq.frames_expected == 42 and acq.file_path == file_path
+    )
     assert acq.config["serpentine"] is True
     result = runner.invoke(app, ["status", "--url", server.url, "--json"])
     assert result.exit_code == 0 and acq_id in result.stdout
@@ -51,7 +53,11 @@ def test_client_errors_exit_1(server: ServerThread) -> None:
     ],
 )
 def test_serve_rejects_bad_settings(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], args: list[str], message: str
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    env: dict[str, str],
+    args: list[str],
+    message: str,
 ) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer.main
 import yaml
-
 from stemdaq.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,10 +22,16 @@ def test_dockerfile() -> None:
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\w+))?", text, re.MULTILINE)
     assert len(stages) >= 2 and stages[-1][0] == "python:3.11-slim"
-    for directive in ("USER stemdaq", 'VOLUME ["/data"]', "EXPOSE 8000", "HEALTHCHECK", "STOPSIGNAL SIGINT"):
+    for directive in (
+        "USER stemdaq",
+        'VOLUME ["/data"]',
+        "EXPOSE 8000",
+        "HEALTHCHECK",
+        "STOPSIGNAL SIGINT",
+    ):
         assert directive in text, directive
     assert "/healthz" in text and "pip wheel" in text
-    cmd = re.search(r'^CMD \[(.*)\]', text, re.MULTILINE)
+    cmd = re.search(r"^CMD \[(.*)\]", text, re.MULTILINE)
     assert cmd is not None
     args = [a.strip().strip('"') for a in cmd.group(1).split(",")]
     assert args[:2] == ["stemdaq", "serve"]

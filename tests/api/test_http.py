@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from stemdaq.config import Settings
 from stemdaq.models import DropReason
 from stemdaq_client import (
@@ -34,18 +33,31 @@ def test_health_status_and_operation_ids(client: Client, server: ServerThread) -
     spec = httpx.get(f"{server.url}/openapi.json").json()
     ids = {op["operationId"] for ops in spec["paths"].values() for op in ops.values()}
     assert {
-        "get_status", "get_config", "put_config", "arm_acquisition", "list_acquisitions",
-        "get_acquisition", "stop_acquisition", "abort_acquisition", "get_acquisition_metadata",
-        "stream_events", "get_health", "get_metrics",
+        "get_status",
+        "get_config",
+        "put_config",
+        "arm_acquisition",
+        "list_acquisitions",
+        "get_acquisition",
+        "stop_acquisition",
+        "abort_acquisition",
+        "get_acquisition_metadata",
+        "stream_events",
+        "get_health",
+        "get_metrics",
     } <= ids
 
 
 def test_config_partial_update_and_422(client: Client) -> None:
     before = client.get_config()
-    after = client.put_config(scan_shape=[32, 8], scan_unit="um", calibration={"camera_length": 0.1})
+    after = client.put_config(
+        scan_shape=[32, 8], scan_unit="um", calibration={"camera_length": 0.1}
+    )
     assert after.scan_shape == [32, 8] and after.scan_unit == "um"
     assert after.stream_endpoint == before.stream_endpoint  # untouched fields stay
-    assert after.model_extra is not None and after.model_extra["calibration"]["camera_length"] == 0.1
+    assert (
+        after.model_extra is not None and after.model_extra["calibration"]["camera_length"] == 0.1
+    )
     with pytest.raises(InvalidRequest) as err:
         client.put_config(scan_shape=[-1, 4])
     assert err.value.status == 422 and "scan_shape" in err.value.detail
@@ -104,7 +116,9 @@ def test_detector_refusal_is_502_and_status_error(client: Client) -> None:
 
 
 @pytest.mark.parametrize("template", ["../escape_{id}.nxs", "/tmp/abs_{id}.nxs", "link/{id}.nxs"])
-def test_path_traversal_is_rejected(client: Client, data_dir: Path, tmp_path: Path, template: str) -> None:
+def test_path_traversal_is_rejected(
+    client: Client, data_dir: Path, tmp_path: Path, template: str
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (data_dir / "link").symlink_to(outside)
@@ -121,7 +135,11 @@ def test_token_protects_control_endpoints(
     start_server: Callable[..., ServerThread], make_settings: Callable[..., Settings]
 ) -> None:
     server = start_server(make_settings(api={"token": TOKEN}))
-    anonymous, wrong, good = Client(server.url, token=""), Client(server.url, token="nope"), Client(server.url, TOKEN)
+    anonymous, wrong, good = (
+        Client(server.url, token=""),
+        Client(server.url, token="nope"),
+        Client(server.url, TOKEN),
+    )
     assert anonymous.status().state == "idle"  # reads stay open
     for c in (anonymous, wrong):
         with pytest.raises(Unauthorized) as err:
@@ -140,7 +158,9 @@ def test_token_protects_control_endpoints(
     assert good.wait(acq.id, timeout=10).state is AcquisitionState.COMPLETED
 
 
-def test_protect_reads(start_server: Callable[..., ServerThread], make_settings: Callable[..., Settings]) -> None:
+def test_protect_reads(
+    start_server: Callable[..., ServerThread], make_settings: Callable[..., Settings]
+) -> None:
     server = start_server(make_settings(api={"token": TOKEN, "protect_reads": True}))
     with pytest.raises(Unauthorized):
         Client(server.url, token="").status()
@@ -155,7 +175,10 @@ def test_token_from_env(
     server = start_server(Settings(data_dir=data_dir, acquisition={"stream_endpoint": "fake://"}))
     with pytest.raises(Unauthorized):
         Client(server.url, token="").put_config(scan_shape=[4, 4])
-    assert Client(server.url).put_config(scan_shape=[4, 4]).scan_shape == [4, 4]  # client reads env too
+    assert Client(server.url).put_config(scan_shape=[4, 4]).scan_shape == [
+        4,
+        4,
+    ]  # client reads env too
 
 
 def test_events_deliver_state_changes(client: Client) -> None:
@@ -194,9 +217,14 @@ def test_metrics_names(client: Client, server: ServerThread) -> None:
     client.wait(acq.id, timeout=10)
     text = httpx.get(f"{server.url}/metrics").text
     for name in (
-        "stemdaq_frames_received_total", "stemdaq_frames_written_total", "stemdaq_frames_dropped_total",
-        "stemdaq_bytes_written_total", "stemdaq_write_duration_seconds_bucket",
-        "stemdaq_write_duration_seconds_sum", "stemdaq_queue_depth", "stemdaq_state",
+        "stemdaq_frames_received_total",
+        "stemdaq_frames_written_total",
+        "stemdaq_frames_dropped_total",
+        "stemdaq_bytes_written_total",
+        "stemdaq_write_duration_seconds_bucket",
+        "stemdaq_write_duration_seconds_sum",
+        "stemdaq_queue_depth",
+        "stemdaq_state",
     ):
         assert name in text, name
     for reason in DropReason:
@@ -213,6 +241,10 @@ def test_metadata_tree(client: Client) -> None:
     entry = meta["tree"]["children"]["entry"]
     assert entry["attrs"]["NX_class"] == "NXentry"
     data = entry["children"]["data"]
-    assert data["shape"] == [3, 5, 8, 8] and data["dtype"] == "uint16" and data["chunks"] == [1, 1, 8, 8]
+    assert (
+        data["shape"] == [3, 5, 8, 8]
+        and data["dtype"] == "uint16"
+        and data["chunks"] == [1, 1, 8, 8]
+    )
     assert data["filters"][0]["name"].startswith("deflate") and "value" not in data
     assert entry["children"]["title"]["value"] == "fake"

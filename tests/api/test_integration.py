@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from stemdaq.config import Settings
 from stemdaq_client import AcquisitionState, Client, Conflict
 
@@ -36,15 +35,24 @@ def sim() -> Iterator[Any]:
 
 @pytest.fixture
 def slow_sim() -> Iterator[Any]:
-    with SimulatedDetector(rest_port=0, stream_port=0, frame_shape=(96, 96), seed=2, frame_time=0.002) as det:
+    with SimulatedDetector(
+        rest_port=0, stream_port=0, frame_shape=(96, 96), seed=2, frame_time=0.002
+    ) as det:
         det.wait_for_listen()
         yield det
         det.maybe_raise()
 
 
 def _active(sim: Any, data_dir: Path, **acquisition: Any) -> Settings:
-    config = {"detector_url": sim.rest_url, "stream_endpoint": sim.stream_endpoint, "scan_shape": (16, 16),
-              "is_simulation": True, "start_timeout": 10, "end_timeout": 3, **acquisition}
+    config = {
+        "detector_url": sim.rest_url,
+        "stream_endpoint": sim.stream_endpoint,
+        "scan_shape": (16, 16),
+        "is_simulation": True,
+        "start_timeout": 10,
+        "end_timeout": 3,
+        **acquisition,
+    }
     return Settings(data_dir=data_dir, acquisition=config)
 
 
@@ -65,7 +73,9 @@ def test_active_acquisition_history_and_metadata(
         node: dict[str, Any] = meta["tree"]
         for part in final.dataset_path.strip("/").split("/"):
             node = node["children"][part]
-        assert node["shape"][-2:] == [96, 96] and node["chunks"][-2:] == [96, 96] and node["filters"]
+        assert (
+            node["shape"][-2:] == [96, 96] and node["chunks"][-2:] == [96, 96] and node["filters"]
+        )
         metrics = httpx.get(f"{server.url}/metrics").text
         assert "stemdaq_frames_written_total 128.0" in metrics
     # the history survives a restart of the service
@@ -74,7 +84,10 @@ def test_active_acquisition_history_and_metadata(
     with Client(again.url) as c:
         page = c.list()
         assert [a.id for a in page.items] == [acq.id]
-        assert page.items[0].state is AcquisitionState.COMPLETED and page.items[0].frames_written == 128
+        assert (
+            page.items[0].state is AcquisitionState.COMPLETED
+            and page.items[0].frames_written == 128
+        )
 
 
 def test_passive_acquisition_triggered_by_someone_else(
@@ -148,5 +161,3 @@ def test_status_answers_during_a_full_rate_acquisition(
     )
     assert len(latencies) > 10
     assert p99 < 0.5
-
-

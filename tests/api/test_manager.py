@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from stemdaq.config import Settings
 from stemdaq.errors import BusyError, ConfigError, DetectorError, NotFoundError, PathError
 from stemdaq.history import HistoryStore
@@ -64,7 +63,9 @@ async def test_overrides_are_validated(make_settings: Callable[..., Settings]) -
     await manager.close()
 
 
-async def test_detector_refusal_fails_the_acquisition(make_settings: Callable[..., Settings]) -> None:
+async def test_detector_refusal_fails_the_acquisition(
+    make_settings: Callable[..., Settings],
+) -> None:
     manager = AcquisitionManager(make_settings(), factory=FakeAcquisition)
     await manager.start()
     with pytest.raises(DetectorError):
@@ -84,7 +85,9 @@ async def test_close_aborts_a_running_acquisition(make_settings: Callable[..., S
     assert manager.get(info.id).state is AcquisitionState.ABORTED
 
 
-async def test_history_survives_restart_and_interrupted_runs_fail(make_settings: Callable[..., Settings]) -> None:
+async def test_history_survives_restart_and_interrupted_runs_fail(
+    make_settings: Callable[..., Settings],
+) -> None:
     settings = make_settings()
     manager = AcquisitionManager(settings, factory=FakeAcquisition)
     await manager.start()
@@ -111,7 +114,9 @@ async def test_history_survives_restart_and_interrupted_runs_fail(make_settings:
     await again.close()
 
 
-async def test_start_failure_before_threads_is_a_config_error(make_settings: Callable[..., Settings]) -> None:
+async def test_start_failure_before_threads_is_a_config_error(
+    make_settings: Callable[..., Settings],
+) -> None:
     manager = AcquisitionManager(make_settings(), factory=FakeAcquisition)
     await manager.start()
     with pytest.raises(ConfigError, match="invalid endpoint"):

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from stemdaq.errors import ConfigError, PathError
 from stemdaq.paths import render_template, resolve_in_data_dir
 
@@ -19,7 +18,18 @@ def test_relative_name_is_created_inside(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["../x.nxs", "a/../../x.nxs", "/etc/x.nxs", "~/x.nxs", "a\\..\\x.nxs", "x\x00.nxs", "", "dir/", ".", "a" * 300],
+    [
+        "../x.nxs",
+        "a/../../x.nxs",
+        "/etc/x.nxs",
+        "~/x.nxs",
+        "a\\..\\x.nxs",
+        "x\x00.nxs",
+        "",
+        "dir/",
+        ".",
+        "a" * 300,
+    ],
 )
 def test_escaping_names_are_rejected(tmp_path: Path, name: str) -> None:
     with pytest.raises(PathError):
@@ -45,7 +55,17 @@ def test_symlink_out_of_data_dir_is_rejected(tmp_path: Path) -> None:
 
 def test_template_fields() -> None:
     when = datetime(2026, 11, 24, 8, 15, 30, tzinfo=UTC)
-    assert render_template("{date}/{time}_{id}.nxs", acq_id="A", when=when) == "2026-11-24/081530_A.nxs"
-    for bad in ("{user}.nxs", "{id.__class__}.nxs", "{id[0]}.nxs", "{id!r}.nxs", "{.nxs", "{0}.nxs"):
+    assert (
+        render_template("{date}/{time}_{id}.nxs", acq_id="A", when=when)
+        == "2026-11-24/081530_A.nxs"
+    )
+    for bad in (
+        "{user}.nxs",
+        "{id.__class__}.nxs",
+        "{id[0]}.nxs",
+        "{id!r}.nxs",
+        "{.nxs",
+        "{0}.nxs",
+    ):
         with pytest.raises(ConfigError):
             render_template(bad, acq_id="A", when=when)

@@ -10,7 +10,6 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-
 from stemdaq.config import Settings
 
 from .conftest import TOKEN, ServerThread
@@ -53,8 +52,10 @@ def test_no_server_errors(
                 seen = codes.setdefault(case.operation.label, {})
                 seen[response.status_code] = seen.get(response.status_code, 0) + 1
                 if response.status_code >= 500 and response.status_code != 502:
-                    failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                                    f"{response.text[:300]} (body {case.body!r:.300})")
+                    failures.append(
+                        f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                        f"{response.text[:300]} (body {case.body!r:.300})"
+                    )
 
             try:
                 run()

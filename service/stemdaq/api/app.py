@@ -83,7 +83,7 @@ def create_app(
     @app.get("/healthz", response_model=Health, tags=["service"])
     async def get_health() -> Health:
         """Liveness: answers while the event loop runs."""
-        return Health(version=__version__)
+        return Health(status="ok", version=__version__)
 
     @app.get(
         "/metrics",

@@ -8,7 +8,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from stemdaq.errors import BusyError, ConfigError, DetectorError, NotFoundError, PathError, StemdaqError
+from stemdaq.errors import (
+    BusyError,
+    ConfigError,
+    DetectorError,
+    NotFoundError,
+    PathError,
+    StemdaqError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +52,7 @@ async def validation_error_handler(request: Request, exc: RequestValidationError
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "(body)"
         lines.append(f"{loc}: {err.get('msg', 'invalid')}")
     detail = "invalid request: " + "; ".join(lines)
-    return JSONResponse(
-        {"detail": detail, "errors": _jsonable(errors)}, status_code=422
-    )
+    return JSONResponse({"detail": detail, "errors": _jsonable(errors)}, status_code=422)
 
 
 def _jsonable(errors: object) -> object:

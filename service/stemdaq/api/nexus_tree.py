@@ -32,7 +32,7 @@ def read_tree(path: Path, *, swmr: bool) -> dict[str, Any]:
     if not path.exists():
         raise NotFoundError(f"file {path.name} does not exist (yet)")
     last: Exception | None = None
-    for use_swmr in ((True, False) if swmr else (False,)):
+    for use_swmr in (True, False) if swmr else (False,):
         try:
             with h5py.File(path, "r", swmr=use_swmr, locking=False) as f:
                 budget = [_MAX_NODES]
@@ -95,7 +95,11 @@ def _filters(ds: h5py.Dataset) -> list[dict[str, Any]]:
     for i in range(plist.get_nfilters()):
         code, flags, values, name = plist.get_filter(i)
         out.append(
-            {"id": int(code), "name": name.decode(errors="replace"), "options": [int(v) for v in values]}
+            {
+                "id": int(code),
+                "name": name.decode(errors="replace"),
+                "options": [int(v) for v in values],
+            }
         )
     return out
 
@@ -126,9 +130,11 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()] if value.dtype.kind != "O" else [
-            _jsonable(v) for v in value.ravel()
-        ]
+        return (
+            [_jsonable(v) for v in value.tolist()]
+            if value.dtype.kind != "O"
+            else [_jsonable(v) for v in value.ravel()]
+        )
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     if isinstance(value, np.generic):

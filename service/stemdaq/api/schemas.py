@@ -6,9 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from stemdaq.metrics import ServiceState
 from stemdaq.models import AcquisitionInfo
-
-ServiceState = Literal["idle", "armed", "acquiring", "finishing", "error"]
 
 
 class ErrorResponse(BaseModel):

@@ -1,4 +1,4 @@
-"""``stemdaq serve`` (the REST service) and its client side: ``status``, ``start``, ``stop``, ``watch``.
+"""``stemdaq serve`` (the REST service) and its client: ``status``, ``start``, ``stop``, ``watch``.
 
 The client commands speak HTTP through :mod:`stemdaq_client` only (``--url``/``STEMDAQ_URL``,
 ``--token``/``STEMDAQ_API_TOKEN``), so they work against a remote server.
@@ -17,14 +17,21 @@ import typer
 if TYPE_CHECKING:
     from stemdaq_client import Acquisition, Client
 
-Url = Annotated[str | None, typer.Option(envvar="STEMDAQ_URL", help="Server URL [default: http://127.0.0.1:8000]")]
-Token = Annotated[str | None, typer.Option(envvar="STEMDAQ_API_TOKEN", help="Bearer token for control commands")]
+Url = Annotated[
+    str | None,
+    typer.Option(envvar="STEMDAQ_URL", help="Server URL [default: http://127.0.0.1:8000]"),
+]
+Token = Annotated[
+    str | None, typer.Option(envvar="STEMDAQ_API_TOKEN", help="Bearer token for control commands")
+]
 
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Bind port [default: 8000]")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Root of all acquisition files [default: ./data]")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Root of all acquisition files [default: ./data]")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML settings file")] = None,
 ) -> None:
     """Run the REST service (settings: env STEMDAQ_*, --config YAML, these flags)."""
@@ -40,7 +47,9 @@ def serve(
     except (ConfigError, ValueError) as exc:
         typer.echo(f"stemdaq: {exc}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.api.host,
@@ -61,11 +70,12 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
-def status(url: Url = None, token: Token = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(
+    url: Url = None, token: Token = None, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
     """Show the service state and the current (or last) acquisition."""
     from rich.console import Console
     from rich.table import Table
-
     from stemdaq_client import StemdaqClientError
 
     try:
@@ -82,9 +92,14 @@ def status(url: Url = None, token: Token = None, as_json: Annotated[bool, typer.
     if acq is not None:
         table.add_row("acquisition", f"{acq.id} ({acq.state.value})")
         table.add_row("file", acq.file_path)
-        table.add_row("frames", f"{acq.frames_written} / {acq.frames_expected} written, {acq.frames_dropped} dropped")
+        table.add_row(
+            "frames",
+            f"{acq.frames_written} / {acq.frames_expected} written, {acq.frames_dropped} dropped",
+        )
         if not acq.state.is_final:
-            table.add_row("rate", f"{st.frames_per_second:.0f} frames/s, {st.mb_per_second:.1f} MB/s")
+            table.add_row(
+                "rate", f"{st.frames_per_second:.0f} frames/s, {st.mb_per_second:.1f} MB/s"
+            )
             table.add_row("queue depth", str(st.queue_depth))
         if acq.error:
             table.add_row("error", acq.error)
@@ -99,24 +114,37 @@ def start(
     unit: Annotated[str | None, typer.Option(help="Scan unit: m, um, nm, angstrom")] = None,
     detector: Annotated[str | None, typer.Option(help="SIMPLON URL (active mode)")] = None,
     stream: Annotated[str | None, typer.Option(help="ZeroMQ stream endpoint")] = None,
-    file_template: Annotated[str | None, typer.Option(help="File name relative to the data directory")] = None,
-    compression: Annotated[str | None, typer.Option(help="bslz4, lz4, zstd, blosc, gzip, none")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Any other override as key=JSON, e.g. serpentine=true")
+    file_template: Annotated[
+        str | None, typer.Option(help="File name relative to the data directory")
     ] = None,
-    watch_: Annotated[bool, typer.Option("--watch", help="Follow the progress until the file is closed")] = False,
+    compression: Annotated[
+        str | None, typer.Option(help="bslz4, lz4, zstd, blosc, gzip, none")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any other override as key=JSON, e.g. serpentine=true"),
+    ] = None,
+    watch_: Annotated[
+        bool, typer.Option("--watch", help="Follow the progress until the file is closed")
+    ] = False,
 ) -> None:
     """Arm an acquisition (with overrides of the server's config); prints its id and file."""
-    from stemdaq.commands.files import parse_pair
     from stemdaq_client import StemdaqClientError
+
+    from stemdaq.commands.files import parse_pair
 
     overrides: dict[str, Any] = {}
     if scan:
         overrides["scan_shape"] = list(parse_pair(scan, int))
     if step:
         overrides["scan_step"] = list(parse_pair(step, float))
-    for key, value in (("scan_unit", unit), ("detector_url", detector), ("stream_endpoint", stream),
-                       ("file_template", file_template), ("compression", compression)):
+    for key, value in (
+        ("scan_unit", unit),
+        ("detector_url", detector),
+        ("stream_endpoint", stream),
+        ("file_template", file_template),
+        ("compression", compression),
+    ):
         if value is not None:
             overrides[key] = value
     for item in set_ or []:
@@ -139,10 +167,14 @@ def start(
 
 
 def stop(
-    acq_id: Annotated[str | None, typer.Argument(help="Acquisition id [default: the running one]")] = None,
+    acq_id: Annotated[
+        str | None, typer.Argument(help="Acquisition id [default: the running one]")
+    ] = None,
     url: Url = None,
     token: Token = None,
-    abort: Annotated[bool, typer.Option(help="Close the file now instead of finishing the series")] = False,
+    abort: Annotated[
+        bool, typer.Option(help="Close the file now instead of finishing the series")
+    ] = False,
 ) -> None:
     """Stop (or --abort) an acquisition."""
     from stemdaq_client import StemdaqClientError
@@ -162,7 +194,9 @@ def stop(
 
 
 def watch(
-    acq_id: Annotated[str | None, typer.Argument(help="Acquisition id [default: the running one]")] = None,
+    acq_id: Annotated[
+        str | None, typer.Argument(help="Acquisition id [default: the running one]")
+    ] = None,
     url: Url = None,
     token: Token = None,
 ) -> None:
@@ -188,7 +222,13 @@ def _follow(c: Client, acq_id: str, poll: float = 0.25) -> Acquisition:
     import time
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (
         TextColumn("{task.description}"),
@@ -200,12 +240,18 @@ def _follow(c: Client, acq_id: str, poll: float = 0.25) -> Acquisition:
     console = Console(stderr=True)
     with Progress(*columns, console=console) as progress:
         acq = c.get(acq_id)
-        task = progress.add_task(f"{acq_id} {acq.state.value}", total=acq.frames_expected or None,
-                                 rate=0.0, dropped=0)
+        task = progress.add_task(
+            f"{acq_id} {acq.state.value}", total=acq.frames_expected or None, rate=0.0, dropped=0
+        )
         while True:
-            progress.update(task, description=f"{acq_id} {acq.state.value}", completed=acq.frames_written,
-                            total=acq.frames_expected or None, rate=acq.frames_per_second,
-                            dropped=acq.frames_dropped)
+            progress.update(
+                task,
+                description=f"{acq_id} {acq.state.value}",
+                completed=acq.frames_written,
+                total=acq.frames_expected or None,
+                rate=acq.frames_per_second,
+                dropped=acq.frames_dropped,
+            )
             if acq.state.is_final:
                 break
             time.sleep(poll)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path as PathParam, Query, Response
+from fastapi import APIRouter, Body, Query, Response
+from fastapi import Path as PathParam
 
 from stemdaq.api.deps import ControlAuth, ManagerDep, ReadAuth
 from stemdaq.api.nexus_tree import read_tree
@@ -17,8 +18,12 @@ from stemdaq.models import AcquisitionInfo
 router = APIRouter(prefix="/acquisitions", tags=["acquisitions"])
 
 AcqId = Annotated[str, PathParam(description="Acquisition id, e.g. 20261124-081530-0001")]
-_NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such acquisition"}}
-_CONTROL = {401: {"model": ErrorResponse, "description": "Bearer token missing or wrong"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such acquisition"}
+}
+_CONTROL: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Bearer token missing or wrong"}
+}
 
 
 @router.post(
@@ -38,7 +43,7 @@ async def arm_acquisition(
     response: Response,
     overrides: Annotated[
         AcquisitionConfig | None,
-        Body(description="Per-acquisition changes to the current config (e.g. scan_shape, file_template)"),
+        Body(description="Per-acquisition changes to the current config, e.g. scan_shape"),
     ] = None,
 ) -> AcquisitionInfo:
     """Arm an acquisition: reserve the file, connect to the stream and, with a SIMPLON URL
@@ -60,7 +65,9 @@ async def list_acquisitions(
     return AcquisitionPage(items=items, total=total, offset=offset, limit=limit)
 
 
-@router.get("/{acq_id}", response_model=AcquisitionInfo, dependencies=[ReadAuth], responses=_NOT_FOUND)
+@router.get(
+    "/{acq_id}", response_model=AcquisitionInfo, dependencies=[ReadAuth], responses=_NOT_FOUND
+)
 async def get_acquisition(manager: ManagerDep, acq_id: AcqId) -> AcquisitionInfo:
     """State, counters, and what bluesky needs: file URI, dataset path, shape, dtype, chunks."""
     return manager.get(acq_id)
@@ -105,4 +112,6 @@ async def get_acquisition_metadata(manager: ManagerDep, acq_id: AcqId) -> NexusT
         if await asyncio.to_thread(partial.exists):
             path = partial
     tree = await asyncio.to_thread(read_tree, path, swmr=running)
-    return NexusTree(id=info.id, file_path=str(path), complete=not running and path == final, tree=tree)
+    return NexusTree(
+        id=info.id, file_path=str(path), complete=not running and path == final, tree=tree
+    )

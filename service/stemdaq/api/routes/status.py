@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from stemdaq import __version__
@@ -17,7 +19,7 @@ async def get_status(manager: ManagerDep) -> Status:
     """State (idle, armed, acquiring, finishing, error), current acquisition, counters, rates."""
     info = manager.latest()
     running = manager.current is not None and info is not None and not info.state.is_final
-    fields = {}
+    fields: dict[str, Any] = {}
     if info is not None:
         fields = {
             "frames_expected": info.frames_expected,
