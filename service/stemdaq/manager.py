@@ -309,6 +309,14 @@ class AcquisitionManager:
         self._subscribers.add(q)
         return q
 
+    def end_streams(self) -> None:
+        """End every event stream now (thread- and signal-safe): the server is going down."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        for q in list(self._subscribers):
+            loop.call_soon_threadsafe(_put_dropping_oldest, q, None)
+
     def unsubscribe(self, q: asyncio.Queue[Event | None]) -> None:
         """Stop delivering to ``q``."""
         self._subscribers.discard(q)

@@ -49,6 +49,7 @@ class ServerThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.app.state.manager.end_streams()  # as `stemdaq serve` does on Ctrl-C
         self.server.should_exit = True
         self.thread.join(timeout=30)
         if self.thread.is_alive():  # pragma: no cover - a hang is a bug

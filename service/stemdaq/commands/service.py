@@ -50,13 +50,30 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.api.host,
         port=settings.api.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
     )
+    _run(config, on_exit=app.state.manager.end_streams)
+
+
+def _run(config: Any, on_exit: Any) -> None:
+    """``uvicorn.Server(config).run()``, ending the event streams first on Ctrl-C/SIGTERM.
+
+    Without that, uvicorn's shutdown waits for the open SSE responses until its graceful timeout.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            on_exit()
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
 
 
 def _client(url: str | None, token: str | None) -> Client:
