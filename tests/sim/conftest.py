@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import zmq
 from sim_wire import decode_v2
-
 from stemdaq.sim import SimulatedDetector
 
 

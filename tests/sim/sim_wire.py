@@ -80,7 +80,12 @@ def decode_v2(message: bytes) -> dict[str, Any]:
 
 def decode_v1_image(parts: list[bytes]) -> tuple[dict[str, Any], np.ndarray]:
     """One stream v1 image message -> (dimage header, frame); checks hash and size."""
-    head, desc, blob, times = json.loads(parts[0]), json.loads(parts[1]), parts[2], json.loads(parts[3])
+    head, desc, blob, times = (
+        json.loads(parts[0]),
+        json.loads(parts[1]),
+        parts[2],
+        json.loads(parts[3]),
+    )
     assert head["htype"] == "dimage-1.0" and desc["htype"] == "dimage_d-1.0"
     assert times["htype"] == "dconfig-1.0"
     assert head["hash"] == hashlib.md5(blob).hexdigest()

@@ -10,18 +10,18 @@ import h5py
 import hdf5plugin
 import numpy as np
 import pytest
-
+from sim_wire import decode_v1_image, decode_v2
 from stemdaq.sim import FrameGenerator, default_scan_shape, encode_series
 from stemdaq.sim.compress import bslz4, lz4_hdf5
 from stemdaq.sim.faults import WRONG_SERIES_OFFSET, InjectionLog
-
-from sim_wire import decode_v1_image, decode_v2
 
 DTYPES = ["uint8", "uint16", "uint32"]
 COMPRESSIONS = ["bslz4", "lz4", "none"]
 
 
-def _gen(n: int, shape: tuple[int, int] = (96, 96), dtype: str = "uint16", seed: int = 0) -> FrameGenerator:
+def _gen(
+    n: int, shape: tuple[int, int] = (96, 96), dtype: str = "uint16", seed: int = 0
+) -> FrameGenerator:
     return FrameGenerator(shape, dtype, default_scan_shape(n), seed)
 
 
@@ -41,18 +41,53 @@ def test_v2_frames_bit_for_bit(dtype: str, compression: str) -> None:
 
 
 def test_v2_start_image_end_fields() -> None:
-    start, image, *_, end = (decode_v2(m[0]) for m in encode_series(3, frame_shape=(96, 128), frame_time=0.002))
-    for key in ("series_id", "series_unique_id", "arm_date", "beam_center_x", "beam_center_y", "channels",
-                "count_time", "frame_time", "detector_description", "detector_serial_number", "image_dtype",
-                "image_size_x", "image_size_y", "incident_energy", "incident_wavelength", "number_of_images",
-                "pixel_size_x", "pixel_size_y", "saturation_value", "sensor_material", "sensor_thickness",
-                "threshold_energy", "user_data"):
+    start, image, *_, end = (
+        decode_v2(m[0]) for m in encode_series(3, frame_shape=(96, 128), frame_time=0.002)
+    )
+    for key in (
+        "series_id",
+        "series_unique_id",
+        "arm_date",
+        "beam_center_x",
+        "beam_center_y",
+        "channels",
+        "count_time",
+        "frame_time",
+        "detector_description",
+        "detector_serial_number",
+        "image_dtype",
+        "image_size_x",
+        "image_size_y",
+        "incident_energy",
+        "incident_wavelength",
+        "number_of_images",
+        "pixel_size_x",
+        "pixel_size_y",
+        "saturation_value",
+        "sensor_material",
+        "sensor_thickness",
+        "threshold_energy",
+        "user_data",
+    ):
         assert key in start, key
-    assert start["image_size_x"] == 128 and start["image_size_y"] == 96 and start["number_of_images"] == 3
+    assert (
+        start["image_size_x"] == 128
+        and start["image_size_y"] == 96
+        and start["number_of_images"] == 3
+    )
     assert start["channels"] == ["threshold_1"] or tuple(start["channels"]) == ("threshold_1",)
     assert start["saturation_value"] == 65535 and start["sensor_material"] == "Si"
-    assert list(image)[:9] == ["type", "series_id", "series_unique_id", "image_id", "real_time",
-                               "series_date", "start_time", "stop_time", "data"]
+    assert list(image)[:9] == [
+        "type",
+        "series_id",
+        "series_unique_id",
+        "image_id",
+        "real_time",
+        "series_date",
+        "start_time",
+        "stop_time",
+        "data",
+    ]
     assert list(image["real_time"]) == [100_000, 50_000_000]
     assert list(image["stop_time"]) == [100_000, 50_000_000]
     assert end == {"type": "end", "series_id": 1, "series_unique_id": start["series_unique_id"]}
@@ -73,16 +108,33 @@ def test_v2_header_detail_all_and_two_channels() -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("compression", COMPRESSIONS)
 def test_v1_parts_hash_and_frames(dtype: str, compression: str) -> None:
-    msgs = encode_series(4, fmt="json", frame_shape=(96, 128), dtype=dtype, compression=compression, series_id=9)
+    msgs = encode_series(
+        4, fmt="json", frame_shape=(96, 128), dtype=dtype, compression=compression, series_id=9
+    )
     header, images, end = msgs[0], msgs[1:-1], msgs[-1]
     assert json.loads(header[0]) == {"htype": "dheader-1.0", "series": 9, "header_detail": "basic"}
     config = json.loads(header[1])
     assert len(header) == 2
-    for key in ("nimages", "ntrigger", "trigger_mode", "x_pixels_in_detector", "y_pixels_in_detector",
-                "bit_depth_image", "compression", "count_time", "frame_time", "description",
-                "detector_number", "x_pixel_size", "software_version"):
+    for key in (
+        "nimages",
+        "ntrigger",
+        "trigger_mode",
+        "x_pixels_in_detector",
+        "y_pixels_in_detector",
+        "bit_depth_image",
+        "compression",
+        "count_time",
+        "frame_time",
+        "description",
+        "detector_number",
+        "x_pixel_size",
+        "software_version",
+    ):
         assert key in config, key
-    assert config["x_pixels_in_detector"] == 128 and config["bit_depth_image"] == 8 * np.dtype(dtype).itemsize
+    assert (
+        config["x_pixels_in_detector"] == 128
+        and config["bit_depth_image"] == 8 * np.dtype(dtype).itemsize
+    )
     gen = _gen(4, (96, 128), dtype)
     for i, parts in enumerate(images):
         assert len(parts) == 4
@@ -90,7 +142,12 @@ def test_v1_parts_hash_and_frames(dtype: str, compression: str) -> None:
         assert head["series"] == 9 and head["frame"] == i
         desc = json.loads(parts[1])
         assert desc["shape"] == [128, 96]
-        assert desc["encoding"] == {"bslz4": f"bs{8 * np.dtype(dtype).itemsize}-lz4<", "lz4": "lz4<", "none": "<"}[compression]
+        assert (
+            desc["encoding"]
+            == {"bslz4": f"bs{8 * np.dtype(dtype).itemsize}-lz4<", "lz4": "lz4<", "none": "<"}[
+                compression
+            ]
+        )
         np.testing.assert_array_equal(frame, gen.frame(i))
         assert isinstance(json.loads(parts[3])["start_time"], int)
     assert end == [b'{"htype": "dseries_end-1.0", "series": 9}']
@@ -102,7 +159,10 @@ def test_v1_header_detail_and_split_header(detail: str, n_parts: int) -> None:
     assert len(msgs[0]) == n_parts and len(msgs) == 3
     if detail == "all":
         assert [json.loads(msgs[0][k])["htype"] for k in (2, 4, 6)] == [
-            "dflatfield-1.0", "dpixelmask-1.0", "dcountrate_table-1.0"]
+            "dflatfield-1.0",
+            "dpixelmask-1.0",
+            "dcountrate_table-1.0",
+        ]
         assert len(msgs[0][3]) == 96 * 96 * 4
     split = encode_series(1, fmt="json", header_detail=detail, split_header=True)
     assert [m[0] for m in split[:n_parts]] == msgs[0] and all(len(m) == 1 for m in split[:n_parts])
@@ -113,10 +173,14 @@ def test_framings_decode_with_hdf5_filters(tmp_path: Path, dtype: str) -> None:
     frame = FrameGenerator((97, 130), dtype, (2, 2), seed=5).frame(1)
     path = tmp_path / "chunks.h5"
     with h5py.File(path, "w") as f:
-        for name, filt, chunk in (("bslz4", hdf5plugin.Bitshuffle(cname="lz4"), bslz4(frame)),
-                                  ("lz4", hdf5plugin.LZ4(), lz4_hdf5(frame)),
-                                  ("lz4_blocks", hdf5plugin.LZ4(), lz4_hdf5(frame, 4096))):
-            ds = f.create_dataset(name, shape=(1, *frame.shape), dtype=dtype, chunks=(1, *frame.shape), **filt)
+        for name, filt, chunk in (
+            ("bslz4", hdf5plugin.Bitshuffle(cname="lz4"), bslz4(frame)),
+            ("lz4", hdf5plugin.LZ4(), lz4_hdf5(frame)),
+            ("lz4_blocks", hdf5plugin.LZ4(), lz4_hdf5(frame, 4096)),
+        ):
+            ds = f.create_dataset(
+                name, shape=(1, *frame.shape), dtype=dtype, chunks=(1, *frame.shape), **filt
+            )
             ds.id.write_direct_chunk((0, 0, 0), chunk)
     with h5py.File(path) as f:
         for name in ("bslz4", "lz4", "lz4_blocks"):
@@ -134,8 +198,19 @@ def _ids(msgs: list[list[bytes]]) -> list[tuple[int, int]]:
 
 def test_faults_drop_duplicate_reorder_wrong_series() -> None:
     log = InjectionLog()
-    msgs = encode_series(8, series_id=4, faults="drop=1;duplicate=3;reorder=5;wrong_series=2", log=log)
-    assert _ids(msgs) == [(4, 0), (4 + WRONG_SERIES_OFFSET, 2), (4, 3), (4, 3), (4, 4), (4, 6), (4, 5), (4, 7)]
+    msgs = encode_series(
+        8, series_id=4, faults="drop=1;duplicate=3;reorder=5;wrong_series=2", log=log
+    )
+    assert _ids(msgs) == [
+        (4, 0),
+        (4 + WRONG_SERIES_OFFSET, 2),
+        (4, 3),
+        (4, 3),
+        (4, 4),
+        (4, 6),
+        (4, 5),
+        (4, 7),
+    ]
     assert decode_v2(msgs[-1][0])["type"] == "end"
     assert sorted(e[0] for e in log.entries) == ["drop", "duplicate", "reorder", "wrong_series"]
     assert all(e.series_id == 4 for e in log.entries)

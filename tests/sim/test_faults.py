@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
 from stemdaq.errors import ConfigError
 from stemdaq.sim import Faults
 
 
 def test_parse_full_cli_string() -> None:
-    spec = "drop=3,7;duplicate=5;reorder=10;corrupt=12;truncate=14;wrong_series=20;abort_after=50;no_end"
+    spec = "drop=3,7;duplicate=5;reorder=10;corrupt=12;truncate=14;wrong_series=20;"
+    spec += "abort_after=50;no_end"
     f = Faults.parse(spec)
     assert f.drop == {3, 7} and f.duplicate == {5} and f.reorder == {10}
     assert f.corrupt == {12} and f.truncate == {14} and f.wrong_series == {20}
@@ -24,7 +24,9 @@ def test_parse_ranges_spaces_and_empty() -> None:
     assert Faults.parse(f) is f
 
 
-@pytest.mark.parametrize("bad", ["explode=3", "drop", "drop=x", "drop=5-2", "abort_after=-1", "no_end=7"])
+@pytest.mark.parametrize(
+    "bad", ["explode=3", "drop", "drop=x", "drop=5-2", "abort_after=-1", "no_end=7"]
+)
 def test_parse_errors_are_config_errors(bad: str) -> None:
     with pytest.raises(ConfigError):
         Faults.parse(bad)

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-
 from stemdaq.errors import ConfigError
 from stemdaq.sim import FrameGenerator, default_scan_shape
 

@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-
 from stemdaq.sim import SimulatedDetector
 
 D = "/detector/api/1.8.0"
@@ -27,7 +26,9 @@ def test_version_discovery(http: httpx.Client) -> None:
 
 def test_config_get_body(http: httpx.Client) -> None:
     body = http.get(f"{D}/config/trigger_mode").json()
-    assert body["value"] == "ints" and body["value_type"] == "string" and body["access_mode"] == "rw"
+    assert (
+        body["value"] == "ints" and body["value_type"] == "string" and body["access_mode"] == "rw"
+    )
     assert body["allowed_values"] == ["exte", "exts", "inte", "ints"]
     body = http.get(f"{D}/config/count_time").json()
     assert body["value_type"] == "float" and body["unit"] == "s" and "min" in body
@@ -45,14 +46,27 @@ def test_config_put_returns_changed_list(http: httpx.Client) -> None:
     changed = http.put(f"{D}/config/roi_mode", json={"value": "merge2x2"}).json()
     assert {"roi_mode", "x_pixels_in_detector", "y_pixels_in_detector"} <= set(changed)
     assert http.get(f"{D}/config/x_pixels_in_detector").json()["value"] == 48
-    assert http.put(f"{D}/config/bit_depth_image", json={"value": 8}).json() == ["bit_depth_image", "bit_depth_readout"]
+    assert http.put(f"{D}/config/bit_depth_image", json={"value": 8}).json() == [
+        "bit_depth_image",
+        "bit_depth_readout",
+    ]
     assert http.put(f"{D}/config/compression", json={"value": "lz4"}).json() == ["compression"]
 
 
-@pytest.mark.parametrize(("param", "value"), [
-    ("nimages", "ten"), ("nimages", 0), ("nimages", 1.5), ("nimages", True), ("trigger_mode", "auto"),
-    ("compression", "zstd"), ("bit_depth_image", 12), ("count_time", "fast"), ("x_pixel_size", 1e-4),
-])
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("nimages", "ten"),
+        ("nimages", 0),
+        ("nimages", 1.5),
+        ("nimages", True),
+        ("trigger_mode", "auto"),
+        ("compression", "zstd"),
+        ("bit_depth_image", 12),
+        ("count_time", "fast"),
+        ("x_pixel_size", 1e-4),
+    ],
+)
 def test_config_put_bad_value_is_400(http: httpx.Client, param: str, value: object) -> None:
     r = http.put(f"{D}/config/{param}", json={"value": value})
     assert r.status_code == 400 and r.json()["detail"]
@@ -91,7 +105,11 @@ def test_commands_and_state_transitions(http: httpx.Client) -> None:
     assert http.put(f"{D}/command/cancel").json() == {"sequence id": 3}
     assert http.put(f"{D}/command/initialize").status_code == 200
     assert state() == "idle"
-    assert http.get(f"{S}/status/dropped").json() == {"value": 0, "value_type": "uint", "access_mode": "r"}
+    assert http.get(f"{S}/status/dropped").json() == {
+        "value": 0,
+        "value_type": "uint",
+        "access_mode": "r",
+    }
 
 
 def test_stream_config(http: httpx.Client) -> None:
@@ -108,6 +126,8 @@ def test_stream_config(http: httpx.Client) -> None:
 
 def test_threshold_channels(http: httpx.Client) -> None:
     assert http.get(f"{D}/config/threshold/2/mode").json()["value"] == "disabled"
-    assert http.put(f"{D}/config/threshold/2/mode", json={"value": "enabled"}).json() == ["threshold/2/mode"]
+    assert http.put(f"{D}/config/threshold/2/mode", json={"value": "enabled"}).json() == [
+        "threshold/2/mode"
+    ]
     assert http.put(f"{D}/config/threshold/1/mode", json={"value": "disabled"}).status_code == 400
     assert http.get(f"{D}/config/threshold/3/mode").status_code == 404

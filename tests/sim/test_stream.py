@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from conftest import Puller
 from sim_wire import decode_v1_image, decode_v2
-
 from stemdaq.sim import SimulatedDetector, run_sim
 from stemdaq.sim.faults import WRONG_SERIES_OFFSET, Injection
 
@@ -23,10 +22,18 @@ def _images(msgs: list[list[bytes]]) -> list[dict]:
     return [d for d in (decode_v2(m[0]) for m in msgs) if d["type"] == "image"]
 
 
-@pytest.mark.parametrize(("dtype", "compression"), [
-    ("uint8", "bslz4"), ("uint16", "bslz4"), ("uint32", "bslz4"),
-    ("uint16", "lz4"), ("uint32", "lz4"), ("uint8", "none"), ("uint16", "none"),
-])
+@pytest.mark.parametrize(
+    ("dtype", "compression"),
+    [
+        ("uint8", "bslz4"),
+        ("uint16", "bslz4"),
+        ("uint32", "bslz4"),
+        ("uint16", "lz4"),
+        ("uint32", "lz4"),
+        ("uint8", "none"),
+        ("uint16", "none"),
+    ],
+)
 def test_v2_series_bit_for_bit(make_sim: MakeSim, pull: Pull, dtype: str, compression: str) -> None:
     det = make_sim(dtype=dtype, compression=compression, frame_shape=(96, 128), seed=11)
     p = pull(det.stream_endpoint)
@@ -69,11 +76,19 @@ def test_over_http_like_a_dcu(make_sim: MakeSim, pull: Pull) -> None:
         first = [decode_v2(p.recv()[0]) for _ in range(4)]
         assert [d["image_id"] for d in first] == [0, 1, 2, 3]
         time.sleep(0.05)
-        assert http.get("/detector/api/1.8.0/status/state").json()["value"] == "ready"  # 1 trigger left
+        assert (
+            http.get("/detector/api/1.8.0/status/state").json()["value"] == "ready"
+        )  # 1 trigger left
         assert p.recv(0.2) is None
         http.put("/detector/api/1.8.0/command/trigger")
         rest = p.until_end()
-        assert [d.get("image_id") for d in map(decode_v2, (m[0] for m in rest))] == [4, 5, 6, 7, None]
+        assert [d.get("image_id") for d in map(decode_v2, (m[0] for m in rest))] == [
+            4,
+            5,
+            6,
+            7,
+            None,
+        ]
         det.wait_idle(5)
         assert http.get("/detector/api/1.8.0/status/state").json()["value"] == "idle"
         assert http.put("/detector/api/1.8.0/command/disarm").json() == {"sequence id": seq}
@@ -109,16 +124,25 @@ def test_fault_injection_over_the_wire(make_sim: MakeSim, pull: Pull) -> None:
             continue
         order.append((d["series_id"], d["image_id"]))
         if d["series_id"] == seq:
-            np.testing.assert_array_equal(d["data"]["threshold_1"], det.generator.frame(d["image_id"]))
+            np.testing.assert_array_equal(
+                d["data"]["threshold_1"], det.generator.frame(d["image_id"])
+            )
     expected = [(seq, i) for i in (0, 1, 2, 4, 5, 5, 6, 8, 9, 11, 10, 13, 15)]
     expected += [(seq + WRONG_SERIES_OFFSET, 16), (seq, 17), (seq, 18), (seq, 19)]
     assert order == expected
     assert len(broken) == 2
     assert decode_v2(msgs[-1][0])["type"] == "end"
-    assert sorted(det.injected) == sorted([
-        Injection("drop", seq, 3), Injection("drop", seq, 7), Injection("duplicate", seq, 5),
-        Injection("reorder", seq, 10), Injection("corrupt", seq, 12), Injection("truncate", seq, 14),
-        Injection("wrong_series", seq, 16)])
+    assert sorted(det.injected) == sorted(
+        [
+            Injection("drop", seq, 3),
+            Injection("drop", seq, 7),
+            Injection("duplicate", seq, 5),
+            Injection("reorder", seq, 10),
+            Injection("corrupt", seq, 12),
+            Injection("truncate", seq, 14),
+            Injection("wrong_series", seq, 16),
+        ]
+    )
 
 
 def test_abort_after_fault_stops_without_end(make_sim: MakeSim, pull: Pull) -> None:
@@ -198,14 +222,25 @@ def test_two_channels(make_sim: MakeSim, pull: Pull) -> None:
     det.run_series(2)
     start, *images, _ = (decode_v2(m[0]) for m in p.until_end())
     assert list(start["channels"]) == ["threshold_1", "threshold_2"]
-    np.testing.assert_array_equal(images[1]["data"]["threshold_2"], det.generator.frame(1, channel=1))
+    np.testing.assert_array_equal(
+        images[1]["data"]["threshold_2"], det.generator.frame(1, channel=1)
+    )
 
 
 def test_run_sim_reports_ports_and_stops(pull: Pull) -> None:
     ready: list[SimulatedDetector] = []
     stop = threading.Event()
-    thread = threading.Thread(target=run_sim, kwargs=dict(
-        rest_port=0, stream_port=0, seed=3, faults="drop=1", on_ready=ready.append, stop_event=stop))
+    thread = threading.Thread(
+        target=run_sim,
+        kwargs={
+            "rest_port": 0,
+            "stream_port": 0,
+            "seed": 3,
+            "faults": "drop=1",
+            "on_ready": ready.append,
+            "stop_event": stop,
+        },
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 10

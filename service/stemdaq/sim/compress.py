@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
-import bitshuffle
-import lz4.block
+import bitshuffle  # type: ignore[import-untyped]
+import lz4.block  # type: ignore[import-untyped]
 import numpy as np
 
 BSLZ4_BLOCK_BYTES = 8192  # what DECTRIS detectors use (seen in captured EIGER2 messages)
@@ -52,7 +53,8 @@ def lz4_bare(data: bytes | memoryview | np.ndarray) -> bytes:
 
 def _bytes_view(data: bytes | memoryview | np.ndarray) -> memoryview:
     if isinstance(data, np.ndarray):
-        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        flat: Any = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        return memoryview(flat)
     return memoryview(data).cast("B")
 
 
@@ -63,5 +65,7 @@ def frame_payload(frame: np.ndarray, compression: str, *, bare_lz4: bool = False
     if compression == "lz4":
         return lz4_bare(frame) if bare_lz4 else lz4_hdf5(frame)
     if compression == "none":
-        return np.ascontiguousarray(frame).astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
+        return (
+            np.ascontiguousarray(frame).astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
+        )
     raise ValueError(f"unknown compression {compression!r}")

@@ -108,7 +108,11 @@ class SimulatedDetector:
         self.paced = bool(frame_time)
         self.scan_shape = scan_shape
         self.split_header = split_header
-        self.config = ConfigStore(detector_params(tuple(frame_shape), dtype, compression, frame_time or 0.001))
+        self.config = ConfigStore(
+            detector_params(
+                (int(frame_shape[0]), int(frame_shape[1])), dtype, compression, frame_time or 0.001
+            )
+        )
         self.stream_config = ConfigStore(stream_params())
         self.stream_config.set("format", fmt)
         self.stream_config.set("header_detail", header_detail)
@@ -130,10 +134,16 @@ class SimulatedDetector:
         """Bind the stream socket and start the REST server (returns immediately)."""
         from stemdaq.sim.simplon import create_simplon_app
 
-        self._sender = StreamSender(self.stream_host, self._stream_port_requested, on_error=self._record_error)
-        self._server = RestServer(create_simplon_app(self), self.rest_host, self._rest_port_requested)
+        self._sender = StreamSender(
+            self.stream_host, self._stream_port_requested, on_error=self._record_error
+        )
+        self._server = RestServer(
+            create_simplon_app(self), self.rest_host, self._rest_port_requested
+        )
         self._server.start()
-        logger.info("simulated detector: SIMPLON %s, stream %s", self.rest_url, self.stream_endpoint)
+        logger.info(
+            "simulated detector: SIMPLON %s, stream %s", self.rest_url, self.stream_endpoint
+        )
         return self
 
     def wait_for_listen(self, timeout: float = 10.0) -> None:
@@ -168,7 +178,9 @@ class SimulatedDetector:
         if self._server is not None and self._server.error is not None and not self._errors:
             self._record_error(self._server.error)
         if self._errors:
-            raise DetectorError(f"simulated detector failed: {self._errors[0]!r}") from self._errors[0]
+            raise DetectorError(
+                f"simulated detector failed: {self._errors[0]!r}"
+            ) from self._errors[0]
 
     @property
     def errors(self) -> list[BaseException]:
@@ -251,7 +263,9 @@ class SimulatedDetector:
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until the series is over and every queued message has been sent."""
         deadline = time.monotonic() + timeout
-        while self._state not in ("idle", "error") or (self._sender is not None and self._sender.busy):
+        while self._state not in ("idle", "error") or (
+            self._sender is not None and self._sender.busy
+        ):
             if time.monotonic() > deadline:
                 raise DetectorError(f"simulator still {self._state} after {timeout} s")
             time.sleep(0.002)
@@ -276,11 +290,19 @@ class SimulatedDetector:
             n = n_frames(cfg)
             self._generator = self._make_generator(n)
             self.sequence_id += 1
-            channels = tuple(f"threshold_{k}" for k, mode in sorted(self.threshold_modes.items()) if mode == "enabled")
+            channels = tuple(
+                f"threshold_{k}"
+                for k, mode in sorted(self.threshold_modes.items())
+                if mode == "enabled"
+            )
             info = SeriesInfo(
-                series_id=self.sequence_id, n_images=n, config=cfg,
-                fmt=self.stream_config["format"], header_detail=self.stream_config["header_detail"],
-                split_header=self.split_header, channels=channels or ("threshold_1",),
+                series_id=self.sequence_id,
+                n_images=n,
+                config=cfg,
+                fmt=self.stream_config["format"],
+                header_detail=self.stream_config["header_detail"],
+                split_header=self.split_header,
+                channels=channels or ("threshold_1",),
                 user_data={"seed": self.seed, "scan_shape": list(self._generator.scan_shape)},
                 header_appendix=self.stream_config["header_appendix"],
                 image_appendix=self.stream_config["image_appendix"],
@@ -298,12 +320,18 @@ class SimulatedDetector:
         """One trigger: queue the frames it produces (and the end message after the last)."""
         with self._lock:
             series = self._series
-            if series is None or self._state not in ("ready", "acquire") or series.triggers_left <= 0:
+            if (
+                series is None
+                or self._state not in ("ready", "acquire")
+                or series.triggers_left <= 0
+            ):
                 raise DetectorError(f"cannot trigger in state {self._state!r} (arm first)")
             cfg = series.encoder.info.config
             total = series.encoder.info.n_images
             mode = str(cfg["trigger_mode"])
-            per_trigger = total if mode.startswith("ex") else (1 if mode == "inte" else int(cfg["nimages"]))
+            per_trigger = (
+                total if mode.startswith("ex") else (1 if mode == "inte" else int(cfg["nimages"]))
+            )
             ids = list(range(series.next_image, min(total, series.next_image + per_trigger)))
             series.next_image += len(ids)
             series.triggers_left -= 1
@@ -335,7 +363,9 @@ class SimulatedDetector:
             self._state = "idle"
         return seq
 
-    def run_series(self, n_images: int, timeout: float = 60.0, wait: bool = True, **config: Any) -> int:
+    def run_series(
+        self, n_images: int, timeout: float = 60.0, wait: bool = True, **config: Any
+    ) -> int:
         """Configure ``ints`` x ``n_images`` (plus ``config``), arm, trigger; wait until sent."""
         self.configure(trigger_mode="ints", ntrigger=1, nimages=n_images, **config)
         seq = self.arm()
@@ -373,8 +403,9 @@ class SimulatedDetector:
         for msg in messages:
             sender.send(msg, series.cancelled.is_set)
 
-    def _send_frames(self, sender: StreamSender, series: _Series, ids: list[int], pace: float,
-                     last: bool) -> None:
+    def _send_frames(
+        self, sender: StreamSender, series: _Series, ids: list[int], pace: float, last: bool
+    ) -> None:
         enabled = self.stream_config["mode"] == "enabled"
         encoder = series.encoder
         t0 = time.perf_counter()

@@ -52,7 +52,9 @@ class SeriesInfo:
     split_header: bool = False  # v1: header parts as separate messages (LiberTEM ZMQReplay quirk)
     channels: tuple[str, ...] = ("threshold_1",)
     unique_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    arm_date: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
+    arm_date: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds")
+    )
     user_data: dict[str, Any] = field(default_factory=dict)
     header_appendix: str = ""
     image_appendix: str = ""
@@ -179,7 +181,11 @@ class SeriesEncoder:
             msg = self._image_v1(image_id, payloads[0], good[0], series_id)
         if image_id in f.malformed:
             self.log.add("malformed", sid, image_id)
-            msg = [CBOR_MAGIC + b"\xff" + msg[0][4:]] if self.info.v2 else [b'{"htype": "dimage-1.0", '] + msg[1:]
+            msg = (
+                [CBOR_MAGIC + b"\xff" + msg[0][4:]]
+                if self.info.v2
+                else [b'{"htype": "dimage-1.0", '] + msg[1:]
+            )
         if image_id in f.duplicate:
             self.log.add("duplicate", sid, image_id)
             return [msg, list(msg)]
@@ -189,7 +195,9 @@ class SeriesEncoder:
         start = image_id * self.frame_time
         return start, start + self.count_time, self.count_time
 
-    def _image_v2(self, image_id: int, payloads: list[bytes], series_id: int, unique_id: str) -> Message:
+    def _image_v2(
+        self, image_id: int, payloads: list[bytes], series_id: int, unique_id: str
+    ) -> Message:
         ny, nx = self.info.frame_shape
         dtype = self.info.dtype
         tag = TYPED_ARRAY_TAG[dtype]
@@ -227,13 +235,32 @@ class SeriesEncoder:
         encoding = {"bslz4": f"bs{bits}-lz4<", "lz4": "lz4<", "none": "<"}[self.info.compression]
         start, stop, real = self._times(image_id)
         parts = [
-            _json({"htype": "dimage-1.0", "series": series_id, "frame": image_id,
-                   "hash": hashlib.md5(good).hexdigest()}),  # noqa: S324 - the protocol's hash
-            _json({"htype": "dimage_d-1.0", "shape": [nx, ny], "type": dtype,
-                   "encoding": encoding, "size": len(good)}),
+            _json(
+                {
+                    "htype": "dimage-1.0",
+                    "series": series_id,
+                    "frame": image_id,
+                    "hash": hashlib.md5(good).hexdigest(),
+                }
+            ),  # noqa: S324 - the protocol's hash
+            _json(
+                {
+                    "htype": "dimage_d-1.0",
+                    "shape": [nx, ny],
+                    "type": dtype,
+                    "encoding": encoding,
+                    "size": len(good),
+                }
+            ),
             payload,
-            _json({"htype": "dconfig-1.0", "start_time": round(start * 1e9),
-                   "stop_time": round(stop * 1e9), "real_time": round(real * 1e9)}),
+            _json(
+                {
+                    "htype": "dconfig-1.0",
+                    "start_time": round(start * 1e9),
+                    "stop_time": round(stop * 1e9),
+                    "real_time": round(real * 1e9),
+                }
+            ),
         ]
         if self.info.image_appendix:
             parts.append(self.info.image_appendix.encode())
@@ -245,7 +272,9 @@ class SeriesEncoder:
         info, cfg = self.info, self.info.config
         ny, nx = info.frame_shape
         dtype = info.dtype
-        thresholds = {ch: float(cfg["threshold_energy"]) * (1 + 0.5 * n) for n, ch in enumerate(info.channels)}
+        thresholds = {
+            ch: float(cfg["threshold_energy"]) * (1 + 0.5 * n) for n, ch in enumerate(info.channels)
+        }
         msg: dict[str, Any] = {
             "type": "start",
             "series_id": info.series_id,
@@ -280,9 +309,15 @@ class SeriesEncoder:
         if info.header_detail == "all":
             ones = np.ones((ny, nx), "<f4").tobytes()
             zeros = np.zeros((ny, nx), "<u4").tobytes()
-            msg["flatfield"] = {ch: CBORTag(40, [[ny, nx], CBORTag(85, ones)]) for ch in info.channels}
-            msg["pixel_mask"] = {ch: CBORTag(40, [[ny, nx], CBORTag(70, zeros)]) for ch in info.channels}
-            msg["countrate_correction_lookup_table"] = CBORTag(70, np.arange(1000, dtype="<u4").tobytes())
+            msg["flatfield"] = {
+                ch: CBORTag(40, [[ny, nx], CBORTag(85, ones)]) for ch in info.channels
+            }
+            msg["pixel_mask"] = {
+                ch: CBORTag(40, [[ny, nx], CBORTag(70, zeros)]) for ch in info.channels
+            }
+            msg["countrate_correction_lookup_table"] = CBORTag(
+                70, np.arange(1000, dtype="<u4").tobytes()
+            )
         if info.header_appendix:
             msg["user_data"] = {**info.user_data, "header_appendix": info.header_appendix}
         return _v2(msg)
@@ -290,7 +325,15 @@ class SeriesEncoder:
     def _start_v1(self) -> list[Message]:
         info = self.info
         ny, nx = info.frame_shape
-        parts = [_json({"htype": "dheader-1.0", "series": info.series_id, "header_detail": info.header_detail})]
+        parts = [
+            _json(
+                {
+                    "htype": "dheader-1.0",
+                    "series": info.series_id,
+                    "header_detail": info.header_detail,
+                }
+            )
+        ]
         if info.header_detail in ("basic", "all"):
             config = dict(info.config)
             config["bit_depth_image"] = DTYPE_BIT_DEPTH[info.dtype]
@@ -312,7 +355,7 @@ class SeriesEncoder:
 
 
 def n_frames(config: dict[str, Any]) -> int:
-    """Frames in a series: ``nimages*ntrigger`` for ``*s`` trigger modes, ``ntrigger`` for ``*e``."""
+    """Frames in a series: ``nimages*ntrigger`` (``ints``/``exts``), ``ntrigger`` (``*e``)."""
     ntrigger = int(config["ntrigger"])
     if str(config["trigger_mode"]).endswith("e"):
         return ntrigger
@@ -344,9 +387,16 @@ def encode_series(
     config = default_config(frame_shape, dtype, compression, frame_time)
     config.update(nimages=n_images, ntrigger=1, trigger_mode="ints")
     generator = FrameGenerator(frame_shape, dtype, scan_shape or default_scan_shape(n_images), seed)
-    info = SeriesInfo(series_id=series_id, n_images=n_images, config=config, fmt=fmt,
-                      header_detail=header_detail, split_header=split_header, channels=channels,
-                      user_data={"seed": seed, "scan_shape": list(generator.scan_shape)})
+    info = SeriesInfo(
+        series_id=series_id,
+        n_images=n_images,
+        config=config,
+        fmt=fmt,
+        header_detail=header_detail,
+        split_header=split_header,
+        channels=channels,
+        user_data={"seed": seed, "scan_shape": list(generator.scan_shape)},
+    )
     encoder = SeriesEncoder(info, generator, Faults.parse(faults), log)
     messages = encoder.start()
     for image_id in encoder.order(list(range(n_images))):

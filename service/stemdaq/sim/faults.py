@@ -80,7 +80,9 @@ class Faults:
                     raise ConfigError(f"no_end takes no value, got {value!r}")
                 kwargs[key] = True
             else:
-                raise ConfigError(f"unknown fault {key!r}; known: {', '.join(_ID_FAULTS)}, abort_after, no_end")
+                raise ConfigError(
+                    f"unknown fault {key!r}; known: {', '.join(_ID_FAULTS)}, abort_after, no_end"
+                )
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def __str__(self) -> str:

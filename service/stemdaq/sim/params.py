@@ -20,7 +20,7 @@ BIT_DEPTH_DTYPE = {8: "uint8", 16: "uint16", 32: "uint32"}
 DTYPE_BIT_DEPTH = {v: k for k, v in BIT_DEPTH_DTYPE.items()}
 
 
-class ParamNotFound(LookupError):
+class ParamNotFoundError(LookupError):
     """No such parameter (HTTP 404)."""
 
 
@@ -49,7 +49,11 @@ class Param:
                 raise ConfigError(f"{name} expects an integer, got {value!r}")
             value = int(value)
         elif vt == "float":
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
                 raise ConfigError(f"{name} expects a number, got {value!r}")
             value = float(value)
         elif not isinstance(value, str):
@@ -86,7 +90,9 @@ def electron_wavelength_angstrom(energy_ev: float) -> float:
     return h / math.sqrt(2 * m0 * energy * (1 + energy / (2 * m0 * c**2))) * 1e10
 
 
-def detector_params(frame_shape: tuple[int, int], dtype: str, compression: str, frame_time: float) -> dict[str, Param]:
+def detector_params(
+    frame_shape: tuple[int, int], dtype: str, compression: str, frame_time: float
+) -> dict[str, Param]:
     """The detector module's parameters, defaults from the simulator's constructor."""
     ny, nx = frame_shape
     energy = 300_000.0
@@ -103,7 +109,9 @@ def detector_params(frame_shape: tuple[int, int], dtype: str, compression: str, 
         "bit_depth_readout": Param("uint", DTYPE_BIT_DEPTH[dtype], access_mode="r"),
         "roi_mode": Param("string", "disabled", allowed_values=("disabled", "merge2x2")),
         "incident_energy": Param("float", energy, unit="eV", min=1.0, max=1e7),
-        "wavelength": Param("float", electron_wavelength_angstrom(energy), access_mode="r", unit="A"),
+        "wavelength": Param(
+            "float", electron_wavelength_angstrom(energy), access_mode="r", unit="A"
+        ),
         "threshold_energy": Param("float", energy / 2, unit="eV", min=0.0, max=1e7),
         "beam_center_x": Param("float", nx / 2, unit="pixel"),
         "beam_center_y": Param("float", ny / 2, unit="pixel"),
@@ -157,13 +165,13 @@ class ConfigStore:
     def describe(self, name: str) -> dict[str, Any]:
         """GET body of ``name``."""
         if name not in self.params:
-            raise ParamNotFound(name)
+            raise ParamNotFoundError(name)
         return self.params[name].describe(self[name])
 
     def set(self, name: str, value: Any) -> list[str]:
         """Validate and set; returns the names of every parameter whose value changed."""
         if name not in self.params:
-            raise ParamNotFound(name)
+            raise ParamNotFoundError(name)
         value = self.params[name].check(name, value)
         with self._lock:
             updates = {name: value}

@@ -39,9 +39,17 @@ def run_sim(
     """
     stop = stop_event or threading.Event()
     det = SimulatedDetector(
-        rest_host=host, rest_port=rest_port, stream_port=stream_port, fmt=fmt,
-        frame_shape=frame_shape, dtype=dtype, compression=compression, seed=seed,
-        faults=faults, frame_time=frame_time, **kwargs,
+        rest_host=host,
+        rest_port=rest_port,
+        stream_port=stream_port,
+        fmt=fmt,
+        frame_shape=frame_shape,
+        dtype=dtype,
+        compression=compression,
+        seed=seed,
+        faults=faults,
+        frame_time=frame_time,
+        **kwargs,
     )
     previous = None
     in_main = threading.current_thread() is threading.main_thread()
@@ -50,8 +58,13 @@ def run_sim(
     det.start()
     try:
         det.wait_for_listen(10)
-        logger.info("stemdaq sim: SIMPLON %s, stream %s (%s), faults: %s",
-                    det.rest_url, det.stream_endpoint, fmt, det.faults or "none")
+        logger.info(
+            "stemdaq sim: SIMPLON %s, stream %s (%s), faults: %s",
+            det.rest_url,
+            det.stream_endpoint,
+            fmt,
+            det.faults or "none",
+        )
         if on_ready is not None:
             on_ready(det)
         while not stop.wait(0.2):

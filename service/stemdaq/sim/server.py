@@ -28,7 +28,9 @@ class RestServer:
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name=f"stemdaq-sim-rest-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"stemdaq-sim-rest-{self.port}", daemon=True
+        )
         self.error: BaseException | None = None
 
     def _run(self) -> None:

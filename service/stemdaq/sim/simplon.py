@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from stemdaq.errors import ConfigError, DetectorError
-from stemdaq.sim.params import SIMPLON_VERSION, Param, ParamNotFound
+from stemdaq.sim.params import SIMPLON_VERSION, Param, ParamNotFoundError
 
 if TYPE_CHECKING:
     from stemdaq.sim.detector import SimulatedDetector
@@ -30,9 +30,9 @@ async def _value(request: Request) -> Any:
     try:
         body = json.loads(await request.body() or b"null")
     except ValueError:
-        raise ConfigError("body is not JSON; expected {\"value\": ...}") from None
+        raise ConfigError('body is not JSON; expected {"value": ...}') from None
     if not isinstance(body, dict) or "value" not in body:
-        raise ConfigError("expected a JSON body {\"value\": ...}")
+        raise ConfigError('expected a JSON body {"value": ...}')
     return body["value"]
 
 
@@ -40,8 +40,8 @@ def create_simplon_app(det: SimulatedDetector) -> FastAPI:
     """A FastAPI app serving the SIMPLON subset for ``det``."""
     app = FastAPI(title="stemdaq simulated DECTRIS detector (SIMPLON subset)", version=V)
 
-    @app.exception_handler(ParamNotFound)
-    async def _not_found(_: Request, exc: ParamNotFound) -> JSONResponse:
+    @app.exception_handler(ParamNotFoundError)
+    async def _not_found(_: Request, exc: ParamNotFoundError) -> JSONResponse:
         return JSONResponse({"detail": f"no such parameter: {exc.args[0]}"}, status_code=404)
 
     @app.exception_handler(ConfigError)
@@ -85,24 +85,40 @@ def create_simplon_app(det: SimulatedDetector) -> FastAPI:
     @app.put(f"/detector/api/{V}/command/{{command}}")
     def command(command: str) -> dict[str, int]:
         if command not in COMMANDS:
-            raise ParamNotFound(command)
+            raise ParamNotFoundError(command)
         seq = getattr(det, command)()
         return {"sequence id": det.sequence_id if seq is None else seq}
 
     @app.get(f"/detector/api/{V}/status/{{param:path}}")
     async def detector_status(param: str) -> dict[str, Any]:
         if param == "state":
-            return {"value": det.state, "value_type": "string", "access_mode": "r",
-                    "allowed_values": ["na", "idle", "ready", "acquire", "configure", "initialize", "error"]}
+            return {
+                "value": det.state,
+                "value_type": "string",
+                "access_mode": "r",
+                "allowed_values": [
+                    "na",
+                    "idle",
+                    "ready",
+                    "acquire",
+                    "configure",
+                    "initialize",
+                    "error",
+                ],
+            }
         if param == "error":
-            return {"value": [repr(e) for e in det.errors], "value_type": "list", "access_mode": "r"}
+            return {
+                "value": [repr(e) for e in det.errors],
+                "value_type": "list",
+                "access_mode": "r",
+            }
         if param == "builder/dcu_buffer_free":
             return {"value": 100.0, "value_type": "float", "access_mode": "r", "unit": "%"}
         if param in ("temperature", "board_000/th0_temp"):
             return {"value": 30.0, "value_type": "float", "access_mode": "r", "unit": "degC"}
         if param in ("humidity", "board_000/th0_humidity"):
             return {"value": 5.0, "value_type": "float", "access_mode": "r", "unit": "%"}
-        raise ParamNotFound(param)
+        raise ParamNotFoundError(param)
 
     # -- stream ---------------------------------------------------------------------------------
 
@@ -116,11 +132,13 @@ def create_simplon_app(det: SimulatedDetector) -> FastAPI:
             body = json.loads(await request.body() or b"null")
         except ValueError:
             raise ConfigError("body is not JSON") from None
-        if not isinstance(body, dict) or not all(isinstance(v, dict) and "value" in v for v in body.values()):
+        if not isinstance(body, dict) or not all(
+            isinstance(v, dict) and "value" in v for v in body.values()
+        ):
             raise ConfigError('expected {"param": {"value": ...}, ...}')
         for name in body:  # validate everything before changing anything
             if name not in det.stream_config.params:
-                raise ParamNotFound(name)
+                raise ParamNotFoundError(name)
         changed: list[str] = []
         for name, item in body.items():
             changed += det.stream_config.set(name, item["value"])
@@ -137,11 +155,15 @@ def create_simplon_app(det: SimulatedDetector) -> FastAPI:
     @app.get(f"/stream/api/{V}/status/{{param}}")
     async def stream_status(param: str) -> dict[str, Any]:
         if param == "state":
-            return {"value": det.stream_state, "value_type": "string", "access_mode": "r",
-                    "allowed_values": ["disabled", "ready", "acquire", "error"]}
+            return {
+                "value": det.stream_state,
+                "value_type": "string",
+                "access_mode": "r",
+                "allowed_values": ["disabled", "ready", "acquire", "error"],
+            }
         if param == "dropped":
             return {"value": det.dropped, "value_type": "uint", "access_mode": "r"}
-        raise ParamNotFound(param)
+        raise ParamNotFoundError(param)
 
     @app.put(f"/stream/api/{V}/command/initialize")
     async def stream_initialize() -> None:
@@ -153,7 +175,7 @@ def create_simplon_app(det: SimulatedDetector) -> FastAPI:
 def _threshold(det: SimulatedDetector, n: int, param: str, value: Any) -> dict[str, Any]:
     """GET (value None) or PUT ``threshold/{n}/{mode|energy}``; threshold 1 is always enabled."""
     if n not in det.threshold_modes or param not in ("mode", "energy"):
-        raise ParamNotFound(f"threshold/{n}/{param}")
+        raise ParamNotFoundError(f"threshold/{n}/{param}")
     if param == "energy":
         if value is not None:
             if n != 1:

@@ -38,8 +38,13 @@ class StreamSender:
         Called with an exception raised by a job (the thread goes on with the next job).
     """
 
-    def __init__(self, host: str, port: int, hwm: int = 100_000,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        hwm: int = 100_000,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._ctx = zmq.Context()
         self._socket = self._ctx.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
@@ -55,7 +60,9 @@ class StreamSender:
         self._jobs: queue.Queue[object] = queue.Queue()
         self._stopping = threading.Event()
         self._on_error = on_error
-        self._thread = threading.Thread(target=self._run, name=f"stemdaq-sim-push-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"stemdaq-sim-push-{self.port}", daemon=True
+        )
         self._thread.start()
 
     @property
