@@ -15,6 +15,7 @@ import bitshuffle
 import cbor2
 import lz4.block
 import numpy as np
+import zmq
 
 MAGIC = b"\xd9\xd9\xf7"
 TYPED = {64: "uint8", 69: "<u2", 70: "<u4", 85: "<f4"}
@@ -101,3 +102,41 @@ def decode_v1_image(parts: list[bytes]) -> tuple[dict[str, Any], np.ndarray]:
         assert enc == f"bs{8 * dtype.itemsize}-lz4<"
         return head, decode_bslz4(blob, desc["type"], (ny, nx))
     return head, np.frombuffer(raw, dtype).reshape(ny, nx)
+
+
+def _is_v2_end(message: bytes) -> bool:
+    try:
+        return decode_v2(message)["type"] == "end"
+    except Exception:  # noqa: BLE001 - a corrupt frame on purpose
+        return False
+
+
+class Puller:
+    """A PULL socket connected to a simulator's stream."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.PULL)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def recv(self, timeout: float = 5.0) -> list[bytes] | None:
+        """One message, or None after ``timeout`` seconds."""
+        if not self.sock.poll(int(timeout * 1000)):
+            return None
+        return self.sock.recv_multipart()
+
+    def until_end(self, timeout: float = 10.0, v2: bool = True) -> list[list[bytes]]:
+        """Messages up to and including the end message (or until silent for ``timeout``)."""
+        out = []
+        while (msg := self.recv(timeout)) is not None:
+            out.append(msg)
+            if v2 and _is_v2_end(msg[0]):
+                break
+            if not v2 and b"dseries_end-1.0" in msg[0][:40]:
+                break
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ctx.term()

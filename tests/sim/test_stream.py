@@ -9,8 +9,7 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 import pytest
-from conftest import Puller
-from sim_wire import decode_v1_image, decode_v2
+from sim_wire import Puller, decode_v1_image, decode_v2
 from stemdaq.sim import SimulatedDetector, run_sim
 from stemdaq.sim.faults import WRONG_SERIES_OFFSET, Injection
 
