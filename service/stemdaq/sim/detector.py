@@ -134,8 +134,15 @@ class SimulatedDetector:
         """Bind the stream socket and start the REST server (returns immediately)."""
         from stemdaq.sim.simplon import create_simplon_app
 
+        # a blocked send waits, it never drops: the HWM only bounds the memory queued for a slow
+        # receiver (about 1 GiB of raw frames, 64 .. 100000 messages)
+        cfg = self.config.values()
+        frame_bytes = (
+            cfg["x_pixels_in_detector"] * cfg["y_pixels_in_detector"] * cfg["bit_depth_image"] // 8
+        )
+        hwm = max(64, min(100_000, (1 << 30) // max(1, frame_bytes)))
         self._sender = StreamSender(
-            self.stream_host, self._stream_port_requested, on_error=self._record_error
+            self.stream_host, self._stream_port_requested, hwm=hwm, on_error=self._record_error
         )
         self._server = RestServer(
             create_simplon_app(self), self.rest_host, self._rest_port_requested
@@ -201,6 +208,11 @@ class SimulatedDetector:
         if self._server is None:
             raise DetectorError("simulator not started")
         return self._server.port
+
+    @property
+    def port(self) -> int:
+        """Alias of :attr:`rest_port` (the port a client is given)."""
+        return self.rest_port
 
     @property
     def stream_port(self) -> int:
