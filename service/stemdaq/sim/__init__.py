@@ -10,9 +10,10 @@ An independent implementation of the wire protocol (it never imports ``stemdaq.r
 """
 
 from stemdaq.sim.detector import SimulatedDetector
-from stemdaq.sim.encode import SeriesEncoder, SeriesInfo, encode_series
+from stemdaq.sim.encode import SeriesEncoder, SeriesInfo
 from stemdaq.sim.faults import Faults, Injection
 from stemdaq.sim.frames import FrameGenerator, default_scan_shape
+from stemdaq.sim.replay import encode_series
 from stemdaq.sim.run import run_sim
 
 __all__ = [

@@ -2,8 +2,8 @@
 
 A *message* is a list of ZeroMQ frames (parts): stream v2 messages have one part, stream v1
 images four (five with an image appendix). :class:`SeriesEncoder` builds the messages of one
-series and applies the configured faults; :func:`encode_series` returns a whole series for replay
-and benchmarks.
+series and applies the configured faults; :func:`stemdaq.sim.replay.encode_series` returns a
+whole series for replay and benchmarks.
 
 This is an independent implementation of the protocol: it does not share code with
 ``stemdaq.receiver``, so the two check each other.
@@ -30,8 +30,8 @@ from stemdaq.sim.faults import (
     corrupt_payload,
     truncate_payload,
 )
-from stemdaq.sim.frames import FrameGenerator, default_scan_shape
-from stemdaq.sim.params import BIT_DEPTH_DTYPE, DTYPE_BIT_DEPTH, detector_params
+from stemdaq.sim.frames import FrameGenerator
+from stemdaq.sim.params import BIT_DEPTH_DTYPE, DTYPE_BIT_DEPTH
 
 Message = list[bytes]
 
@@ -78,17 +78,6 @@ class SeriesInfo:
     def v2(self) -> bool:
         """True for stream v2 (CBOR)."""
         return self.fmt == "cbor"
-
-
-def default_config(
-    frame_shape: tuple[int, int] = (96, 96),
-    dtype: str = "uint16",
-    compression: str = "bslz4",
-    frame_time: float = 0.001,
-) -> dict[str, Any]:
-    """Detector config values as the simulator starts with them."""
-    params = detector_params(frame_shape, dtype, compression, frame_time)
-    return {name: p.default for name, p in params.items()}
 
 
 def _rational(seconds: float) -> list[int]:
@@ -360,48 +349,3 @@ def n_frames(config: dict[str, Any]) -> int:
     if str(config["trigger_mode"]).endswith("e"):
         return ntrigger
     return int(config["nimages"]) * ntrigger
-
-
-def encode_series(
-    n_images: int,
-    *,
-    fmt: str = "cbor",
-    frame_shape: tuple[int, int] = (96, 96),
-    dtype: str = "uint16",
-    compression: str = "bslz4",
-    seed: int = 0,
-    series_id: int = 1,
-    scan_shape: tuple[int, int] | None = None,
-    channels: tuple[str, ...] = ("threshold_1",),
-    header_detail: str = "basic",
-    split_header: bool = False,
-    frame_time: float = 0.001,
-    faults: Faults | str | None = None,
-    log: InjectionLog | None = None,
-) -> list[Message]:
-    """A whole series (start, images, end) as messages, each a list of ZeroMQ parts.
-
-    The frames are ``FrameGenerator(frame_shape, dtype, scan_shape or
-    default_scan_shape(n_images), seed).frame(i)``, as the live simulator sends them.
-    """
-    config = default_config(frame_shape, dtype, compression, frame_time)
-    config.update(nimages=n_images, ntrigger=1, trigger_mode="ints")
-    generator = FrameGenerator(frame_shape, dtype, scan_shape or default_scan_shape(n_images), seed)
-    info = SeriesInfo(
-        series_id=series_id,
-        n_images=n_images,
-        config=config,
-        fmt=fmt,
-        header_detail=header_detail,
-        split_header=split_header,
-        channels=channels,
-        user_data={"seed": seed, "scan_shape": list(generator.scan_shape)},
-    )
-    encoder = SeriesEncoder(info, generator, Faults.parse(faults), log)
-    messages = encoder.start()
-    for image_id in encoder.order(list(range(n_images))):
-        if encoder.aborts_at(image_id):
-            encoder.log.add("abort_after", series_id, image_id)
-            return messages
-        messages += encoder.image(image_id)
-    return messages + encoder.end()
