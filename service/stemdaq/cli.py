@@ -31,3 +31,7 @@ def version() -> None:
 def main() -> None:  # pragma: no cover - console entry point
     """Console entry point."""
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m stemdaq.cli
+    main()
