@@ -30,7 +30,7 @@ import numpy as np
 
 from stemdaq.config import AcquisitionConfig
 from stemdaq.detector import SimplonClient
-from stemdaq.errors import DecodeError
+from stemdaq.errors import ConfigError, DecodeError
 from stemdaq.models import (
     AcquisitionInfo,
     AcquisitionState,
@@ -148,8 +148,15 @@ class Acquisition:
         Blocks only for the SIMPLON calls (active mode). Raises
         :class:`~stemdaq.errors.DetectorError` if the detector refuses.
         """
-        endpoint = self.config.resolved_stream_endpoint()
-        source = ZmqSource(endpoint)  # connect before arming: the start message must reach us
+        try:
+            endpoint = self.config.resolved_stream_endpoint()
+            source = ZmqSource(endpoint)  # connect before arming: the start message must reach us
+        except Exception as exc:
+            self._error = f"cannot connect to the stream: {exc}"
+            self._state = AcquisitionState.FAILED
+            self._finished_at = _now_iso()
+            self._done.set()
+            raise ConfigError(self._error) from exc
         receiver = threading.Thread(
             target=self._guard, args=(self._receive_loop, source), name=f"stemdaq-rx-{self.acq_id}", daemon=True
         )
@@ -206,6 +213,8 @@ class Acquisition:
 
     def close(self) -> None:
         """Abort if running, wait for the threads and release resources."""
+        if not self._threads:  # never started: nothing runs, nothing to close
+            self._done.set()
         if not self._done.is_set():
             self.abort()
         self._done.wait()
