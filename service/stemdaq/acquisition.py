@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: write-latency histogram bucket upper bounds, seconds
 LATENCY_BUCKETS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1, 1.0)
-_BATCH = 256  # frames handed to the writer at once
+_BATCH = 256  # frames handed to the writer at once ...
+_BATCH_BYTES = 4 << 20  # ... or fewer, when they hold this many payload bytes
 _POLL_MS = 50  # receiver poll period: bounds the latency of stop/abort/timeouts
 
 
@@ -78,7 +79,10 @@ class Acquisition:
     acq_id
         Identifier reported in :meth:`info`.
     queue_size
-        Frames buffered between receiver and writer (memory bound: frames x frame size).
+        Frames buffered between receiver and writer, at most.
+    queue_bytes
+        Payload bytes buffered between receiver and writer, at most (bounds memory for large
+        or uncompressed frames).
     compress_workers
         Threads compressing frames that arrive uncompressed.
     on_change
@@ -92,6 +96,7 @@ class Acquisition:
         *,
         acq_id: str = "0",
         queue_size: int = 4096,
+        queue_bytes: int = 256 << 20,
         compress_workers: int = 2,
         on_change: Callable[[AcquisitionInfo], None] | None = None,
     ) -> None:
@@ -99,7 +104,11 @@ class Acquisition:
         self.file_path = Path(file_path)
         self.acq_id = acq_id
         self._on_change = on_change
-        self._queue: queue.Queue[list[Any] | _Stop] = queue.Queue(maxsize=max(2, queue_size // _BATCH))
+        self._queue: queue.Queue[list[Any] | _Stop] = queue.Queue(
+            maxsize=max(2, min(queue_size // _BATCH, queue_bytes // _BATCH_BYTES))
+        )
+        self._enqueued = 0  # frames put (receiver thread only)
+        self._dequeued = 0  # frames taken (writer thread only)
         self._pool = ThreadPoolExecutor(compress_workers, thread_name_prefix=f"stemdaq-compress-{acq_id}")
         self._tracker = SeriesTracker(
             config.scan_shape, serpentine=config.serpentine, channel=config.channel, on_new_start="ignore"
@@ -290,7 +299,7 @@ class Acquisition:
             counters=counters,
             frames_per_second=fps,
             mb_per_second=mbs,
-            queue_depth=self._queue.qsize() * _BATCH,
+            queue_depth=max(0, self._enqueued - self._dequeued),
             created_at=self._created_at,
             started_at=self._started_at,
             finished_at=self._finished_at,
@@ -341,6 +350,7 @@ class Acquisition:
         series_open = False
         stop_sent = False
         batch: list[Any] = []
+        batch_bytes = 0
         tracker, decode = self._tracker, self._decoder.decode
         place = tracker.place
         with source:
@@ -350,7 +360,7 @@ class Acquisition:
                 if parts is None:
                     if batch:
                         self._put(batch)
-                        batch = []
+                        batch, batch_bytes = [], 0
                     if self._abort_requested.is_set():
                         self._put(_Stop(AcquisitionState.ABORTED, "aborted"))
                         stop_sent = True
@@ -375,9 +385,10 @@ class Acquisition:
                         if not self._opened:
                             self._open_file(event)
                         batch.append(self._prepare(placement, event))
-                        if len(batch) >= _BATCH:
+                        batch_bytes += len(event.payload)
+                        if len(batch) >= _BATCH or batch_bytes >= _BATCH_BYTES:
                             self._put(batch)
-                            batch = []
+                            batch, batch_bytes = [], 0
                     elif kind is SeriesStart:
                         if tracker.open(event) is not None:  # one series per file
                             self._on_series_start(event)
@@ -386,7 +397,7 @@ class Acquisition:
                         if tracker.end(event) and series_open:
                             if batch:
                                 self._put(batch)
-                                batch = []
+                                batch, batch_bytes = [], 0
                             self._put(_Stop(AcquisitionState.COMPLETED, None))
                             stop_sent = True
                             break
@@ -395,7 +406,7 @@ class Acquisition:
                 if self._abort_requested.is_set() and not stop_sent:
                     if batch:
                         self._put(batch)
-                        batch = []
+                        batch, batch_bytes = [], 0
                     self._put(_Stop(AcquisitionState.ABORTED, "aborted"))
                     stop_sent = True
         if batch:  # pragma: no cover - flushed before every stop above
@@ -403,6 +414,8 @@ class Acquisition:
 
     def _put(self, item: list[Any] | _Stop) -> None:
         """Blocking put (back-pressure), but give up waiting when the writer has died."""
+        if type(item) is list:
+            self._enqueued += len(item)
         while True:
             try:
                 self._queue.put(item, timeout=0.5)
@@ -465,6 +478,7 @@ class Acquisition:
             if isinstance(item, _Stop):
                 self._finish(item.state, item.reason)
                 return
+            self._dequeued += len(item)
             if summary_offer is None and self._summary is not None:
                 summary_offer = self._summary.offer
             if self._abort_requested.is_set() and self._state == AcquisitionState.FAILED:
@@ -543,6 +557,7 @@ class Acquisition:
                 return
             if isinstance(item, _Stop):
                 continue
+            self._dequeued += len(item)
             for position, channel_index, chunk, frame in item:
                 try:
                     if isinstance(chunk, Future):
