@@ -1,1 +1,32 @@
-"""stemdaq writer package."""
+"""Frame -> HDF5/NeXus: NXem layout, direct chunk write, bookkeeping, SWMR, crash-safe rename.
+
+Public API::
+
+    NexusWriter          one acquisition file (open / prepare / write / maybe_flush / close)
+    encode_chunk         array -> chunk bytes of an HDF5 filter (GIL-free, any thread)
+    decode_chunk         stream payload (raw / bslz4 / lz4) -> array
+    SummaryAccumulator   summed pattern + total-intensity image, off the hot path
+    write_nximage        any NXimage form (image_1d..4d, stack_1d..3d), shapes checked first
+    inspect_file         layout report of a file (``stemdaq inspect``)
+"""
+
+from stemdaq.writer.axes import electron_wavelength
+from stemdaq.writer.codecs import decode_chunk, encode_chunk
+from stemdaq.writer.inspect import InspectReport, inspect_file
+from stemdaq.writer.layout import Axis, SignalSpec, write_nximage, write_nximage_data
+from stemdaq.writer.nexus import NexusWriter
+from stemdaq.writer.summary import SummaryAccumulator
+
+__all__ = [
+    "Axis",
+    "InspectReport",
+    "NexusWriter",
+    "SignalSpec",
+    "SummaryAccumulator",
+    "decode_chunk",
+    "electron_wavelength",
+    "encode_chunk",
+    "inspect_file",
+    "write_nximage",
+    "write_nximage_data",
+]

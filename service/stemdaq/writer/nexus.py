@@ -1,0 +1,402 @@
+"""One acquisition -> one NXem file: direct chunk writes, bookkeeping, SWMR flushes, close.
+
+Life cycle::
+
+    w = NexusWriter(final_path, config)      # nothing on disk yet
+    w.open(start, endpoint=..., channels=..., frame_shape=..., dtype=..., codec=...)
+        # <final>.partial: all metadata and all datasets at full scan size, then SWMR starts
+    chunk = w.prepare(frame)                 # any thread: encode/convert, no h5py
+    w.write(position, channel_index, chunk, frame)   # writer thread only
+    w.maybe_flush()                          # writer thread, when idle
+    w.close(state, counters, summary)        # end times, counters, summaries; rename
+
+Storage: one chunk per frame ``(1, 1, ny, nx)``, fixed dimensions, fill value 0 (a position
+never written reads as zeros: the ``written`` mask tells gaps from dark frames). The filter is
+chosen at open from the first frame's codec: BSLZ4 -> bitshuffle/LZ4, LZ4 -> LZ4, RAW ->
+``config.compression``. Frames in the dataset's framing are written unchanged
+(``write_direct_chunk``); others are converted by :meth:`NexusWriter.prepare`.
+
+Bookkeeping, per NXimage in ``<image>/frames`` (NXcollection), kept in memory and written at
+each flush: ``written`` [n_m, n_k] uint8, ``frame_id`` int64 (-1: none), ``start_time``,
+``stop_time``, ``real_time`` float64 s (NaN: not given / not written), ``frames_written``
+(scalar, what a SWMR reader polls).
+
+SWMR allows no new objects or attributes, so close() ends SWMR, reopens the file and adds
+``end_time``, the counters and the summaries before renaming ``.partial`` to the final name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from stemdaq.config import AcquisitionConfig
+from stemdaq.errors import DecodeError
+from stemdaq.models import AcquisitionState, Codec, Counters, Frame, SeriesStart
+from stemdaq.writer import metadata as md
+from stemdaq.writer.axes import detector_axes, resolve_geometry, scan_axes
+from stemdaq.writer.codecs import check_framing, decode_chunk, encode_chunk, filter_kwargs
+from stemdaq.writer.layout import SignalSpec, create_nximage, write_nximage, write_nximage_data
+from stemdaq.writer.summary import SummaryAccumulator
+
+logger = logging.getLogger(__name__)
+
+EVENT = "/entry/measurement/event1"
+BOOKKEEPING = "frames"  # NXcollection inside each NXimage
+CODEC_COMPRESSION = {Codec.BSLZ4: "bslz4", Codec.LZ4: "lz4"}
+NO_CHECKSUM = "n/a: stream data, no file checksum"
+
+
+def image_path(channel_index: int) -> str:
+    """HDF5 path of the NXimage group of a recorded channel (image1, image2, ...)."""
+    return f"{EVENT}/image{channel_index + 1}"
+
+
+class NexusWriter:
+    """Write one acquisition as an NXem file (see the module docstring)."""
+
+    def __init__(self, final_path: Path, config: AcquisitionConfig) -> None:
+        self.final_path = Path(final_path)
+        self.tmp_path = self.final_path.with_name(self.final_path.name + ".partial")
+        self.config = config
+        self.filter_codec = Codec.RAW
+        self.compression: str = config.compression
+        self.channels: tuple[str, ...] = ()
+        self.frame_shape: tuple[int, int] | None = None
+        self.dtype: np.dtype | None = None
+        self._f: h5py.File | None = None
+        self._closed = False
+        self._result: Path | None = None
+        self._direct: Codec | None = None  # codec whose payload goes to the file unchanged
+        self._validate = True
+        n_m, n_k = config.scan_shape
+        self._n_k = n_k
+        self._n_pos = n_m * n_k
+        self._frame_nbytes = 0
+        self._itemsize = 1
+        self._last_flush = time.monotonic()
+        self._since_flush = 0
+        self._dirty_lo = self._n_pos
+        self._dirty_hi = -1
+        self._count = 0
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def dataset_path(self) -> str:
+        """Path of the 4D intensity of the first recorded channel."""
+        return f"{image_path(0)}/image_4d/intensity"
+
+    @property
+    def is_open(self) -> bool:
+        """True between open() and close()."""
+        return self._f is not None
+
+    @property
+    def frames_written(self) -> int:
+        """Distinct (position, channel) frames written so far."""
+        return int(self._count)
+
+    # -- open -------------------------------------------------------------------------------
+
+    def open(
+        self,
+        start: SeriesStart,
+        *,
+        endpoint: str,
+        channels: Sequence[str],
+        frame_shape: tuple[int, int],
+        dtype: str,
+        codec: Codec,
+    ) -> None:
+        """Create ``<final>.partial`` with all metadata and datasets, then start SWMR."""
+        if self._f is not None or self._closed:
+            raise RuntimeError(f"{self.final_path.name}: open() called twice")
+        cfg = self.config
+        self.channels = tuple(channels) or ("",)
+        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        self.dtype = np.dtype(dtype)
+        self._itemsize = self.dtype.itemsize
+        self._frame_nbytes = self.frame_shape[0] * self.frame_shape[1] * self._itemsize
+        self.compression = CODEC_COMPRESSION.get(codec, cfg.compression)
+        self.filter_codec = {"bslz4": Codec.BSLZ4, "lz4": Codec.LZ4}.get(self.compression, Codec.RAW)
+        self._direct = (
+            self.filter_codec if self.filter_codec is not Codec.RAW
+            else Codec.RAW if self.compression == "none" else None
+        )
+        n_ch = len(self.channels)
+        self._written = np.zeros((n_ch, self._n_pos), dtype=np.uint8)
+        self._frame_id = np.full((n_ch, self._n_pos), -1, dtype=np.int64)
+        self._t_start = np.full((n_ch, self._n_pos), np.nan)
+        self._t_stop = np.full((n_ch, self._n_pos), np.nan)
+        self._t_real = np.full((n_ch, self._n_pos), np.nan)
+        self._counts = np.zeros(n_ch, dtype=np.int64)
+        self._count = 0
+        self.start = start
+        self.start_time = md.now_iso()
+        self.geometry = resolve_geometry(cfg, start.detector, self.frame_shape)
+
+        self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
+        f = h5py.File(self.tmp_path, "w", libver="latest")
+        try:
+            self._create_layout(f, start, endpoint)
+            f.swmr_mode = True
+        except BaseException:
+            f.close()
+            raise
+        self._f = f
+        self._last_flush = time.monotonic()
+
+    def _create_layout(self, f: h5py.File, start: SeriesStart, endpoint: str) -> None:
+        cfg = self.config
+        if self.frame_shape is None or self.dtype is None:  # pragma: no cover - set by open
+            raise RuntimeError("layout before open()")
+        entry = md.write_entry(f, cfg, start, self.start_time)
+        md.write_instrument(entry, cfg, start, self.geometry, self.frame_shape, self.dtype.str)
+        measurement = entry["measurement"]
+        event = md.group(measurement, "event1", "NXem_event_data")
+        md.put(event, "start_time", self.start_time)
+        entry.attrs["default"] = "measurement"
+        measurement.attrs["default"] = "event1"
+        event.attrs["default"] = "image1"
+
+        n_m, n_k = cfg.scan_shape
+        ny, nx = self.frame_shape
+        axes = {**scan_axes(cfg), **detector_axes(self.geometry, self.frame_shape)}
+        create = {
+            "chunks": (1, 1, ny, nx),
+            "fillvalue": 0,
+            **filter_kwargs(self.compression, cfg.compression_level),
+        }
+        self._dsets: list[h5py.Dataset] = []
+        self._dsids: list[Any] = []
+        self._book: list[dict[str, h5py.Dataset]] = []
+        for index, channel in enumerate(self.channels):
+            image = create_nximage(event, f"image{index + 1}")
+            image.attrs["default"] = "image_4d"
+            self._write_process(image, start, endpoint, channel)
+            data = write_nximage_data(
+                image, "image_4d", axes=axes,
+                intensity=SignalSpec((n_m, n_k, ny, nx), self.dtype, create),
+                signal_long_name="intensity (detector counts)",
+                title=f"4D-STEM, channel {channel}" if channel else "4D-STEM",
+            )
+            ds = data["intensity"]
+            self._dsets.append(ds)
+            self._dsids.append(ds.id)
+            self._book.append(self._create_bookkeeping(image, channel))
+
+    def _write_process(self, image: h5py.Group, start: SeriesStart, endpoint: str, channel: str) -> None:
+        proc = md.group(image, "process", "NXprocess")
+        md.put(proc, "detector_identifier", md.DETECTOR)
+        note = md.group(proc, "input", "NXnote")
+        md.put(note, "type", md.STREAM_TYPES.get(start.protocol, start.protocol))
+        md.put(note, "file_name", endpoint)
+        md.put(note, "context", f"series_id={start.series_id}")
+        md.put(note, "checksum", NO_CHECKSUM)
+        md.put(note, "algorithm", "none")
+        md.put(note, "description", f"channel {channel!r} of series {start.series_id}"
+               + (f" (unique id {start.unique_id})" if start.unique_id else ""))
+        prog = md.group(proc, "program1", "NXprogram")
+        md.put(prog, "program", md.PROGRAM, version=md.program_version())
+
+    def _create_bookkeeping(self, image: h5py.Group, channel: str) -> dict[str, h5py.Dataset]:
+        n_m, n_k = self.config.scan_shape
+        coll = md.group(image, BOOKKEEPING, "NXcollection")
+        md.put(coll, "channel", channel)
+        out: dict[str, h5py.Dataset] = {}
+        chunks = (max(1, min(n_m, (1 << 16) // max(1, n_k))), n_k)
+        for name, dtype, fill, units, doc in (
+            ("written", np.uint8, 0, "", "1 where the frame of this scan position is in the file"),
+            ("frame_id", np.int64, -1, "", "detector image number written here (-1: none)"),
+            ("start_time", np.float64, np.nan, "s", "exposure start since the series arm (NaN: unknown)"),
+            ("stop_time", np.float64, np.nan, "s", "exposure stop since the series arm (NaN: unknown)"),
+            ("real_time", np.float64, np.nan, "s", "exposure duration (NaN: unknown)"),
+        ):
+            ds = coll.create_dataset(name, shape=(n_m, n_k), dtype=dtype, chunks=chunks, fillvalue=fill)
+            ds.attrs["units"] = units
+            ds.attrs["long_name"] = doc
+            out[name] = ds
+        ds = coll.create_dataset("frames_written", data=np.int64(0))
+        ds.attrs["long_name"] = "frames of this channel in the file (updated at each flush)"
+        out["frames_written"] = ds
+        return out
+
+    # -- hot path ---------------------------------------------------------------------------
+
+    def prepare(self, frame: Frame) -> bytes | memoryview | np.ndarray:
+        """Chunk for ``frame`` in the dataset's framing. Thread-safe, no h5py.
+
+        Raises
+        ------
+        DecodeError
+            ``corrupt``: the payload's length or framing is wrong; ``wrong_shape``: the frame
+            does not match the dataset.
+        """
+        if self.dtype is None or self.frame_shape is None:
+            raise RuntimeError("prepare() before open()")
+        if tuple(frame.shape) != self.frame_shape or np.dtype(frame.dtype) != self.dtype:
+            raise DecodeError(
+                "wrong_shape",
+                f"frame {frame.frame_id} is {frame.dtype}{list(frame.shape)}, "
+                f"dataset is {self.dtype}{list(self.frame_shape)}",
+            )
+        if frame.codec is self._direct:
+            check_framing(frame.payload, frame.codec, self._frame_nbytes, self._itemsize)
+            return frame.payload
+        arr = decode_chunk(frame.payload, frame.codec, self.frame_shape, self.dtype)
+        return encode_chunk(arr, self.compression, self.config.compression_level)
+
+    def write(self, position: int, channel_index: int, chunk: Any, frame: Frame) -> int:
+        """Store one frame at flat scan ``position``; return the bytes written. Writer thread only."""
+        if not 0 <= position < self._n_pos:
+            raise IndexError(f"scan position {position} outside 0..{self._n_pos - 1}")
+        if chunk is frame.payload:  # straight off the wire: check it is what the dataset expects
+            if frame.codec is not self._direct:
+                chunk = self.prepare(frame)
+            elif self._validate:
+                check_framing(chunk, frame.codec, self._frame_nbytes, self._itemsize)
+        m, k = divmod(position, self._n_k)
+        if type(chunk) is np.ndarray:
+            self._dsets[channel_index][m, k] = chunk
+            n = chunk.nbytes
+        else:
+            self._dsids[channel_index].write_direct_chunk((m, k, 0, 0), chunk)
+            n = len(chunk)
+        if not self._written[channel_index, position]:
+            self._written[channel_index, position] = 1
+            self._counts[channel_index] += 1
+            self._count += 1
+        self._frame_id[channel_index, position] = frame.frame_id
+        if frame.start_time is not None:
+            self._t_start[channel_index, position] = frame.start_time
+        if frame.stop_time is not None:
+            self._t_stop[channel_index, position] = frame.stop_time
+        if frame.real_time is not None:
+            self._t_real[channel_index, position] = frame.real_time
+        if position < self._dirty_lo:
+            self._dirty_lo = position
+        if position > self._dirty_hi:
+            self._dirty_hi = position
+        self._since_flush += 1
+        if self._since_flush >= self.config.flush_frames:
+            self.flush()
+        elif time.monotonic() - self._last_flush >= self.config.flush_seconds:
+            self.flush()
+        return n
+
+    def maybe_flush(self) -> bool:
+        """Flush if there is something new and ``flush_seconds`` passed. True if it flushed."""
+        if self._f is None or self._since_flush == 0:
+            return False
+        if time.monotonic() - self._last_flush < self.config.flush_seconds:
+            return False
+        self.flush()
+        return True
+
+    def flush(self) -> None:
+        """Write the bookkeeping rows that changed and make everything visible to SWMR readers."""
+        if self._f is None:
+            return
+        if self._dirty_hi >= 0:
+            r0, r1 = self._dirty_lo // self._n_k, self._dirty_hi // self._n_k + 1
+            a, b = r0 * self._n_k, r1 * self._n_k
+            for ch, book in enumerate(self._book):
+                for name, arr in (("written", self._written), ("frame_id", self._frame_id),
+                                  ("start_time", self._t_start), ("stop_time", self._t_stop),
+                                  ("real_time", self._t_real)):
+                    book[name][r0:r1] = arr[ch, a:b].reshape(r1 - r0, self._n_k)
+                book["frames_written"][()] = self._counts[ch]
+        self._f.flush()
+        self._dirty_lo, self._dirty_hi = self._n_pos, -1
+        self._since_flush = 0
+        self._last_flush = time.monotonic()
+
+    # -- close ------------------------------------------------------------------------------
+
+    def close(
+        self,
+        state: AcquisitionState,
+        counters: Counters,
+        summary: SummaryAccumulator | None = None,
+    ) -> Path | None:
+        """Finish the file and rename it to its final name; idempotent.
+
+        Also for aborted/failed acquisitions (a clean close with gaps). When :meth:`open` never
+        happened (no frame arrived) no file is created and ``None`` is returned.
+        """
+        if self._closed:
+            return self._result
+        self._closed = True
+        if self._f is None:
+            if summary is not None:
+                summary.finish()
+            return None
+        try:
+            self.flush()
+        finally:
+            self._f.close()
+            self._f = None
+        sums = summary.finish() if summary is not None else None
+        end_time = md.now_iso()
+        with h5py.File(self.tmp_path, "r+", libver="latest") as f:
+            f["/entry"].create_dataset("end_time", data=end_time)
+            event = f[EVENT]
+            event.create_dataset("end_time", data=end_time)
+            self._write_counters(event, state, counters)
+            if sums is not None:
+                self._write_summaries(event, summary, *sums)  # type: ignore[arg-type]
+        os.replace(self.tmp_path, self.final_path)
+        self._result = self.final_path
+        logger.info("closed %s (%s, %d frames)", self.final_path, state.value, self._count)
+        return self._result
+
+    def _write_counters(self, event: h5py.Group, state: AcquisitionState, counters: Counters) -> None:
+        coll = md.group(event, "acquisition", "NXcollection")
+        md.put(coll, "state", state.value)
+        for name, value in counters.model_dump().items():
+            if isinstance(value, dict):
+                sub = md.group(coll, name, "NXcollection")
+                for key, n in value.items():
+                    md.put(sub, key, np.int64(n))
+            else:
+                md.put(coll, name, np.int64(value))
+        for ch in range(len(self.channels)):
+            grp = event.file[f"{image_path(ch)}/{BOOKKEEPING}"]
+            grp.create_dataset("frames_missing", data=np.int64(self._n_pos - self._counts[ch]))
+            grp["frames_missing"].attrs["long_name"] = "scan positions without a frame (gaps)"
+
+    def _write_summaries(
+        self, event: h5py.Group, summary: SummaryAccumulator,
+        pattern: np.ndarray, total: np.ndarray, included: np.ndarray,
+    ) -> None:
+        if self.frame_shape is None:  # pragma: no cover - set by open
+            raise RuntimeError("summaries before open()")
+        channel = summary.channel or ""
+        complete = bool(included.all())
+        note = "all frames" if complete else f"{int(included.sum())} of {included.size} frames (subsampled)"
+        pat = write_nximage(
+            event, "image_sum", "image_2d",
+            axes=detector_axes(self.geometry, self.frame_shape), intensity=pattern,
+            signal_long_name="summed intensity (counts)",
+            title=f"summed diffraction pattern, channel {channel}: {note}",
+        )
+        img = write_nximage(
+            event, "image_total", "image_2d",
+            axes={"axis_j": scan_axes(self.config)["axis_m"], "axis_i": scan_axes(self.config)["axis_k"]},
+            intensity=total, signal_long_name="total intensity per scan position (counts)",
+            title=f"total intensity, channel {channel}: {note}",
+        )
+        for g in (pat, img):
+            coll = md.group(g, "summary", "NXcollection")
+            md.put(coll, "channel", channel)
+            ds = coll.create_dataset("frames_included", data=included.astype(np.uint8))
+            ds.attrs["long_name"] = "1 where the frame of this scan position is in the sum"
+            md.put(coll, "complete", np.bool_(complete))

@@ -1,0 +1,125 @@
+"""Summed diffraction pattern and total-intensity image, computed off the hot path.
+
+Pre-compressed frames must be decompressed to be summed. :class:`SummaryAccumulator` does that
+in its own thread, fed through a bounded queue that the writer thread never waits on: when the
+CPU cannot keep up, frames are skipped and the ``included`` mask says which positions were used.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import numpy as np
+
+from stemdaq.models import Frame
+from stemdaq.writer.codecs import decode_chunk
+
+logger = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class SummaryAccumulator:
+    """Sum frames of one channel into a pattern [ny, nx] and an image [n_m, n_k].
+
+    Parameters
+    ----------
+    scan_shape
+        (n_m, n_k).
+    frame_shape
+        (ny, nx).
+    dtype
+        Frame dtype; integer frames are summed exactly in uint64, float frames in float64.
+    max_queue
+        Frames waiting to be summed; beyond that :meth:`offer` skips frames.
+    channel
+        Channel to sum; default: the first channel offered.
+    """
+
+    def __init__(
+        self,
+        scan_shape: tuple[int, int],
+        frame_shape: tuple[int, int],
+        dtype: str,
+        max_queue: int = 64,
+        *,
+        channel: str | None = None,
+    ) -> None:
+        self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
+        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        self.dtype = np.dtype(dtype)
+        acc = np.float64 if self.dtype.kind == "f" else np.uint64
+        self._pattern = np.zeros(self.frame_shape, dtype=acc)
+        self._image = np.zeros(self.scan_shape, dtype=acc).reshape(-1)
+        self._mask = np.zeros(self.scan_shape, dtype=bool).reshape(-1)
+        self._n_pos = self.scan_shape[0] * self.scan_shape[1]
+        self._channel = channel
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
+        self.skipped = 0
+        self.failed = 0
+        self._included = 0
+        self._result: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._thread = threading.Thread(target=self._run, name="stemdaq-summary", daemon=True)
+        self._thread.start()
+
+    @property
+    def included(self) -> int:
+        """Frames summed so far."""
+        return self._included
+
+    @property
+    def channel(self) -> str | None:
+        """The channel being summed (None until the first frame)."""
+        return self._channel
+
+    def offer(self, position: int, frame: Frame) -> bool:
+        """Queue a frame for summing; never blocks. False when skipped (or another channel)."""
+        if self._channel is None:
+            self._channel = frame.channel
+        elif frame.channel != self._channel:
+            return False
+        if self._result is not None or not 0 <= position < self._n_pos:
+            return False
+        try:
+            self._queue.put_nowait((position, frame))
+        except queue.Full:
+            self.skipped += 1
+            return False
+        return True
+
+    def _run(self) -> None:
+        shape, dtype = self.frame_shape, self.dtype
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            position, frame = item  # type: ignore[misc]
+            try:
+                arr = decode_chunk(frame.payload, frame.codec, shape, dtype)
+            except Exception as exc:  # a corrupt frame is the writer's business, not ours
+                self.failed += 1
+                logger.debug("summary: frame %d not summed: %s", frame.frame_id, exc)
+                continue
+            if self._mask[position]:  # a duplicate: count each position once
+                continue
+            self._pattern += arr
+            self._image[position] = arr.sum(dtype=self._image.dtype)
+            self._mask[position] = True
+            self._included += 1
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stop the thread; return (sum_pattern [ny, nx], total_image [n_m, n_k], included mask).
+
+        Frames still queued are summed first. Idempotent.
+        """
+        if self._result is None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._result = (
+                self._pattern,
+                self._image.reshape(self.scan_shape),
+                self._mask.reshape(self.scan_shape).copy(),
+            )
+        return self._result
