@@ -70,6 +70,9 @@ class MicroscopeMetadata(_Model):
     model: str | None = Field(None, description="Microscope model")
     serial_number: str | None = Field(None, description="Microscope serial number")
     location: str | None = Field(None, description="Facility / room")
+    emitter_type: str | None = Field(
+        None, description="Electron source emitter type (NXem requires it), e.g. 'cold field emission'"
+    )
 
 
 class UserMetadata(_Model):
