@@ -1,4 +1,267 @@
-from dataclasses import dataclass
+"""``stemdaq inspect``: what is in an acquisition file, and whether it follows the layout.
+
+The report lists the NXimage groups (forms, shapes, dtypes, axis units, compression filter and
+ratio, frames written and missing). ``problems`` are breaks of the stemdaq/NXem layout (the
+command exits non-zero); ``missing_nxem`` is user metadata NXem requires that was not given
+(the file is still fine, just not yet NXem-valid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from stemdaq.errors import LayoutError
+from stemdaq.writer.layout import FORMS
+
+#: user metadata NXem requires, as HDF5 paths, with the setting that fills each
+REQUIRED_USER_METADATA = {
+    "/entry/sample/atom_types": "metadata.sample.atom_types",
+    "/entry/sample/preparation_date": "metadata.sample.preparation_date",
+    "/entry/measurement/instrument/fabrication/vendor": "metadata.microscope.vendor",
+    "/entry/measurement/instrument/fabrication/model": "metadata.microscope.model",
+    "/entry/measurement/instrument/ebeam_column/electron_source/emitter_type":
+        "metadata.microscope.emitter_type",
+}
+_FILTERS = {1: "gzip", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle+lz4", 32015: "zstd"}
+
+
 @dataclass
-class InspectReport: pass
-def inspect_file(p): pass
+class ImageReport:
+    """One NXdata form inside an NXimage group."""
+
+    path: str
+    form: str
+    signal: str
+    shape: list[int]
+    dtype: str
+    axes: dict[str, str]  # axis name -> units
+    compression: str
+    stored_bytes: int
+    ratio: float | None  # uncompressed / stored, over the frames written
+    frames_written: int | None = None
+    frames_missing: int | None = None
+
+
+@dataclass
+class InspectReport:
+    """Result of :func:`inspect_file`."""
+
+    path: str
+    problems: list[str] = field(default_factory=list)
+    missing_nxem: list[str] = field(default_factory=list)
+    images: list[ImageReport] = field(default_factory=list)
+    state: str | None = None
+    partial: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the file follows the layout (missing user metadata does not count)."""
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+    def __str__(self) -> str:
+        lines = [f"{self.path}: {'OK' if self.ok else 'BROKEN LAYOUT'}"
+                 + (f" (state {self.state})" if self.state else "")
+                 + (" (partial: not closed cleanly)" if self.partial else "")]
+        for im in self.images:
+            ratio = f"{im.ratio:.2f}x" if im.ratio else "n/a"
+            lines.append(f"  {im.path}: {im.dtype}{im.shape} {im.compression} ratio {ratio}")
+            lines.append("    axes: " + ", ".join(f"{k} [{v or 'unitless'}]" for k, v in im.axes.items()))
+            if im.frames_written is not None:
+                lines.append(f"    frames written {im.frames_written}, missing {im.frames_missing}")
+        lines += [f"  problem: {p}" for p in self.problems]
+        lines += [f"  NXem needs: {m}" for m in self.missing_nxem]
+        return "\n".join(lines)
+
+    def __rich__(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        status = "[green]OK[/green]" if self.ok else "[red]BROKEN LAYOUT[/red]"
+        head = f"[bold]{self.path}[/bold]: {status}" + (f" (state {self.state})" if self.state else "")
+        if self.partial:
+            head += " [yellow](partial: not closed cleanly)[/yellow]"
+        table = Table(box=None, pad_edge=False)
+        for col in ("NXdata", "dtype", "shape", "axes [units]", "filter", "ratio", "written", "missing"):
+            table.add_column(col, overflow="fold")
+        for im in self.images:
+            table.add_row(*map(Text, (
+                im.path.replace("/entry/measurement/", ""), im.dtype, "x".join(map(str, im.shape)),
+                " ".join(f"{k.removeprefix('axis_')}[{v or '-'}]" for k, v in im.axes.items()),
+                im.compression, f"{im.ratio:.2f}" if im.ratio else "-",
+                "-" if im.frames_written is None else str(im.frames_written),
+                "-" if im.frames_missing is None else str(im.frames_missing),
+            )))
+        notes = [Text.assemble(("problem: ", "red"), p) for p in self.problems]
+        notes += [Text.assemble(("NXem needs ", "yellow"), m) for m in self.missing_nxem]
+        return Group(Text.from_markup(head), table, *notes)
+
+
+def _open(path: Path) -> h5py.File:
+    last: Exception | None = None
+    for swmr in (False, True):  # a crashed SWMR writer leaves a file only SWMR readers open
+        try:
+            return h5py.File(path, "r", swmr=swmr, locking=False)
+        except (OSError, ValueError) as exc:
+            last = exc
+    raise OSError(f"cannot open {path}: {last}")
+
+
+def inspect_file(path: Path | str) -> InspectReport:
+    """Inspect an acquisition file (also a ``.partial`` one being written or left by a crash).
+
+    Raises
+    ------
+    OSError
+        The file cannot be opened as HDF5.
+    """
+    path = Path(path)
+    report = InspectReport(path=str(path), partial=path.name.endswith(".partial"))
+    with _open(path) as f:
+        try:
+            _check(f, report)
+        except LayoutError as exc:
+            report.problems.append(str(exc))
+    return report
+
+
+def _check(f: h5py.File, r: InspectReport) -> None:
+    entry = f.get("entry")
+    if not isinstance(entry, h5py.Group) or _cls(entry) != "NXentry":
+        raise LayoutError("no /entry NXentry group")
+    definition = _text(entry.get("definition"))
+    if definition != "NXem":
+        r.problems.append(f"/entry/definition is {definition!r}, expected 'NXem'")
+    if "start_time" not in entry:
+        r.problems.append("/entry/start_time is missing")
+    if "sample" not in entry or "is_simulation" not in entry["sample"]:
+        r.problems.append("/entry/sample/is_simulation is missing")
+    state = f.get("/entry/measurement/event1/acquisition/state")
+    r.state = _text(state) if state is not None else None
+    for p, setting in REQUIRED_USER_METADATA.items():
+        if p not in f:
+            r.missing_nxem.append(f"{p} (set {setting})")
+    event = f.get("/entry/measurement/event1")
+    if not isinstance(event, h5py.Group):
+        raise LayoutError("no /entry/measurement/event1 group")
+    images = [n for n in event if isinstance(event[n], h5py.Group) and _cls(event[n]) == "NXimage"]
+    if "image1" not in images:
+        r.problems.append("/entry/measurement/event1/image1 (NXimage) is missing")
+    for name in images:
+        for form in event[name]:
+            if form in FORMS and isinstance(event[name][form], h5py.Group):
+                _check_data(event[name][form], form, r)
+    image1 = event.get("image1")
+    if isinstance(image1, h5py.Group) and "image_4d" not in image1:
+        r.problems.append("/entry/measurement/event1/image1/image_4d (NXdata) is missing")
+    _check_default(f, r)
+
+
+def _check_data(data: h5py.Group, form: str, r: InspectReport) -> None:
+    where = data.name
+    if _cls(data) != "NXdata":
+        r.problems.append(f"{where}: NX_class is {_cls(data)!r}, expected NXdata")
+    signal = _text(data.attrs.get("signal"))
+    if not signal or signal not in data:
+        r.problems.append(f"{where}: @signal {signal!r} does not name a dataset")
+        return
+    ds = data[signal]
+    axes = [_text(a) for a in np.atleast_1d(data.attrs.get("axes", []))]
+    if axes != list(FORMS[form]):
+        r.problems.append(f"{where}: @axes is {axes}, expected {list(FORMS[form])}")
+    if ds.ndim != len(FORMS[form]):
+        r.problems.append(f"{where}/{signal}: rank {ds.ndim}, {form} needs {len(FORMS[form])}")
+    units: dict[str, str] = {}
+    for dim, axis in enumerate(axes):
+        if axis not in data:
+            r.problems.append(f"{where}: axis {axis} is missing")
+            continue
+        a = data[axis]
+        if dim < ds.ndim and a.shape != (ds.shape[dim],):
+            r.problems.append(f"{where}/{axis}: {a.shape[0] if a.shape else 0} values, dimension {dim} has {ds.shape[dim]}")
+        if data.attrs.get(f"{axis}_indices") != dim:
+            r.problems.append(f"{where}: @{axis}_indices should be {dim}")
+        for attr in ("units", "long_name"):
+            if attr not in a.attrs:
+                r.problems.append(f"{where}/{axis}: @{attr} is missing")
+        units[axis] = _text(a.attrs.get("units")) or ""
+    for attr in ("units", "long_name"):
+        if attr not in ds.attrs:
+            r.problems.append(f"{where}/{signal}: @{attr} is missing")
+    if signal == "intensity":
+        if "real" not in data:
+            r.problems.append(f"{where}/real is missing (NXem requires it)")
+        elif data["real"].id != ds.id:
+            r.problems.append(f"{where}/real is not a hard link to intensity")
+    written = missing = None
+    book = data.parent.get("frames")
+    if form == "image_4d":
+        if not isinstance(book, h5py.Group) or "written" not in book:
+            r.problems.append(f"{data.parent.name}/frames/written (per-position bookkeeping) is missing")
+        else:
+            mask = book["written"][()]
+            if mask.shape != ds.shape[:2]:
+                r.problems.append(f"{book.name}/written has shape {list(mask.shape)}, scan is {list(ds.shape[:2])}")
+            written = int(np.count_nonzero(mask))
+            missing = int(mask.size - written)
+    stored = int(ds.id.get_storage_size())
+    frame_bytes = int(np.prod(ds.shape[2:])) * ds.dtype.itemsize if ds.ndim > 2 else ds.nbytes
+    raw = frame_bytes * written if written is not None else ds.nbytes
+    r.images.append(ImageReport(
+        path=where, form=form, signal=signal, shape=list(ds.shape), dtype=str(ds.dtype), axes=units,
+        compression=_compression(ds), stored_bytes=stored,
+        ratio=round(raw / stored, 3) if stored and raw else None,
+        frames_written=written, frames_missing=missing,
+    ))
+
+
+def _check_default(f: h5py.File, r: InspectReport) -> None:
+    node: h5py.Group = f
+    for _ in range(8):
+        target = _text(node.attrs.get("default"))
+        if not target:
+            break
+        child = node.get(target)
+        if not isinstance(child, h5py.Group):
+            r.problems.append(f"{node.name}/@default names {target!r}, which is not a group")
+            return
+        node = child
+        if _cls(node) == "NXdata":
+            return
+    r.problems.append(f"the @default chain stops at {node.name} before reaching an NXdata")
+
+
+def _compression(ds: h5py.Dataset) -> str:
+    dcpl = ds.id.get_create_plist()
+    names = []
+    for i in range(dcpl.get_nfilters()):
+        code = dcpl.get_filter(i)[0]
+        names.append(_FILTERS.get(code, f"filter {code}"))
+    return "+".join(names) or "none"
+
+
+def _cls(obj: Any) -> str | None:
+    return _text(obj.attrs.get("NX_class"))
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, h5py.Dataset):
+        value = value[()]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return _text(value[()])
+    return str(value)
