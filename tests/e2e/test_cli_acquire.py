@@ -38,13 +38,14 @@ def sim_process(request) -> Iterator[tuple[str, str]]:
 
 
 def acquire(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([*STEMDAQ, "acquire", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*STEMDAQ, "acquire", "--timeout", "20", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_acquire_active_mode_writes_the_scan(sim_process, tmp_path):
-    rest, _ = sim_process
+    rest, stream = sim_process
     out = tmp_path / "scan.nxs"
-    result = acquire("--detector", rest, "--scan", "6x5", "--step", "2", "--unit", "nm",
+    # the sim's stream is on a free port, not 31001: name both (control one, read the other)
+    result = acquire("--detector", rest, "--stream", stream, "--scan", "6x5", "--step", "2", "--unit", "nm",
                      "--simulation", "--out", str(out))
     assert result.returncode == 0, result.stderr + result.stdout
     assert "frames written" in result.stdout and "30" in result.stdout
@@ -58,9 +59,9 @@ def test_acquire_active_mode_writes_the_scan(sim_process, tmp_path):
 
 @pytest.mark.parametrize("sim_process", [["--faults", "drop=2"]], indirect=True)
 def test_acquire_exits_nonzero_when_frames_are_lost(sim_process, tmp_path):
-    rest, _ = sim_process
+    rest, stream = sim_process
     out = tmp_path / "lossy.nxs"
-    result = acquire("--detector", rest, "--scan", "4x4", "--out", str(out))
+    result = acquire("--detector", rest, "--stream", stream, "--scan", "4x4", "--end-timeout", "2", "--out", str(out))
     assert result.returncode == 1, result.stderr + result.stdout
     assert re.search(r"frames missing \(gaps\)\s*│?\s*1", result.stdout), result.stdout
     assert out.exists()  # the file is still kept, gaps marked
@@ -92,9 +93,9 @@ def test_acquire_without_a_source_is_a_usage_error(tmp_path):
 
 
 def test_inspect_reports_the_file(sim_process, tmp_path):
-    rest, _ = sim_process
+    rest, stream = sim_process
     out = tmp_path / "scan.nxs"
-    assert acquire("--detector", rest, "--scan", "2x3", "--out", str(out)).returncode == 0
+    assert acquire("--detector", rest, "--stream", stream, "--scan", "2x3", "--out", str(out)).returncode == 0
     result = subprocess.run([*STEMDAQ, "inspect", str(out), "--json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
