@@ -8,6 +8,7 @@ Public API::
     SummaryAccumulator   summed pattern + total-intensity image, off the hot path
     write_nximage        any NXimage form (image_1d..4d, stack_1d..3d), shapes checked first
     inspect_file         layout report of a file (``stemdaq inspect``)
+    clear_status_flags   ``h5clear -s`` for a ``.partial`` file left by a killed writer
 """
 
 from stemdaq.writer.axes import electron_wavelength
@@ -15,6 +16,7 @@ from stemdaq.writer.codecs import decode_chunk, encode_chunk
 from stemdaq.writer.inspect import InspectReport, inspect_file
 from stemdaq.writer.layout import Axis, SignalSpec, write_nximage, write_nximage_data
 from stemdaq.writer.nexus import NexusWriter
+from stemdaq.writer.recover import clear_status_flags
 from stemdaq.writer.summary import SummaryAccumulator
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "NexusWriter",
     "SignalSpec",
     "SummaryAccumulator",
+    "clear_status_flags",
     "decode_chunk",
     "electron_wavelength",
     "encode_chunk",
