@@ -5,21 +5,23 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from writer_helpers import DATA, config, start, write_scan
-
 from stemdaq.config import Calibration
 from stemdaq.errors import ShapeError
 from stemdaq.models import DetectorInfo
 from stemdaq.writer import Axis, electron_wavelength, write_nximage
 from stemdaq.writer.axes import detector_axes, resolve_geometry, scan_axes
 from stemdaq.writer.layout import FORMS
+from writer_helpers import DATA, config, start, write_scan
 
 SIZES = {"indices_image": 3, "axis_m": 2, "axis_k": 4, "axis_j": 5, "axis_i": 6}
 
 
 def _axes(form):
-    return {n: Axis(np.arange(SIZES[n], dtype=float), "nm", f"{n} position")
-            for n in FORMS[form] if n != "indices_image"}
+    return {
+        n: Axis(np.arange(SIZES[n], dtype=float), "nm", f"{n} position")
+        for n in FORMS[form]
+        if n != "indices_image"
+    }
 
 
 def _shape(form):
@@ -39,10 +41,24 @@ def test_every_form_with_every_signal_kind(tmp_path, form):
     rng = np.random.default_rng(0)
     real = rng.random(shape)
     imag = rng.random(shape)
-    kwargs = {"indices_image": np.arange(10, 13), "indices_group": [0, 4, 4]} if form.startswith("stack") else {}
+    kwargs = (
+        {"indices_image": np.arange(10, 13), "indices_group": [0, 4, 4]}
+        if form.startswith("stack")
+        else {}
+    )
     with h5py.File(tmp_path / "f.h5", "w") as f:
-        write_nximage(f, "image1", form, axes=_axes(form), intensity=np.abs(real + 1j * imag),
-                      real=real, imag=imag, complex=real + 1j * imag, title=form, **kwargs)
+        write_nximage(
+            f,
+            "image1",
+            form,
+            axes=_axes(form),
+            intensity=np.abs(real + 1j * imag),
+            real=real,
+            imag=imag,
+            complex=real + 1j * imag,
+            title=form,
+            **kwargs,
+        )
     with h5py.File(tmp_path / "f.h5", "r") as f:
         g = f[f"image1/{form}"]
         assert f["image1"].attrs["NX_class"] == "NXimage" and g.attrs["NX_class"] == "NXdata"
@@ -96,8 +112,13 @@ def test_wrong_shapes_raise_before_anything_is_written(tmp_path, form, kwargs, m
 
 def test_missing_axis_raises(tmp_path):
     with h5py.File(tmp_path / "m.h5", "w") as f, pytest.raises(ShapeError, match="axis_j"):
-        write_nximage(f, "image1", "image_2d", axes={"axis_i": Axis(np.arange(6), "nm", "x")},
-                      intensity=np.ones((5, 6)))
+        write_nximage(
+            f,
+            "image1",
+            "image_2d",
+            axes={"axis_i": Axis(np.arange(6), "nm", "x")},
+            intensity=np.ones((5, 6)),
+        )
         assert "image1" not in f
 
 
@@ -119,7 +140,9 @@ def test_scan_axes_nx_length(tmp_path, unit):
 
 
 def test_detector_axes_wavenumber_from_calibration(tmp_path):
-    cal = Calibration(pixel_size=55e-6, camera_length=0.2, beam_energy=200e3, beam_center=(8.0, 6.0))
+    cal = Calibration(
+        pixel_size=55e-6, camera_length=0.2, beam_energy=200e3, beam_center=(8.0, 6.0)
+    )
     final, _ = write_scan(tmp_path / "k.nxs", config(calibration=cal))
     step = 55e-6 / 0.2 / 2.5079e-12 * 1e-9  # 1/nm per pixel
     with h5py.File(final, "r") as f:
@@ -134,18 +157,27 @@ def test_detector_axes_wavenumber_from_calibration(tmp_path):
 
 
 def test_reciprocal_pixel_size_overrides_geometry():
-    cal = Calibration(reciprocal_pixel_size=0.05, pixel_size=55e-6, camera_length=0.2, beam_energy=2e5)
+    cal = Calibration(
+        reciprocal_pixel_size=0.05, pixel_size=55e-6, camera_length=0.2, beam_energy=2e5
+    )
     geo = resolve_geometry(config(calibration=cal), DetectorInfo(), (4, 4))
     axes = detector_axes(geo, (4, 4))
     np.testing.assert_allclose(axes["axis_i"].values, [-0.075, -0.025, 0.025, 0.075])
 
 
 def test_calibration_falls_back_to_the_stream():
-    det = DetectorInfo(pixel_size_x=75e-6, detector_distance=0.1, incident_energy=300e3,
-                       beam_center_x=2.0, beam_center_y=1.0)
+    det = DetectorInfo(
+        pixel_size_x=75e-6,
+        detector_distance=0.1,
+        incident_energy=300e3,
+        beam_center_x=2.0,
+        beam_center_y=1.0,
+    )
     geo = resolve_geometry(config(), det, (4, 5))
     assert geo.calibrated and geo.beam_center == (2.0, 1.0)
-    assert geo.reciprocal_pixel_size == pytest.approx(75e-6 / 0.1 / electron_wavelength(300e3) * 1e-9)
+    assert geo.reciprocal_pixel_size == pytest.approx(
+        75e-6 / 0.1 / electron_wavelength(300e3) * 1e-9
+    )
 
 
 def test_uncalibrated_axes_are_pixel_indices(tmp_path):

@@ -11,12 +11,11 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the filters for reading
 import numpy as np
 import pytest
-from writer_helpers import DATA, FULL_METADATA, config, frame_data, make_frame, write_scan
-
 from stemdaq.config import Calibration
 from stemdaq.errors import DecodeError
 from stemdaq.models import Codec
 from stemdaq.writer import SummaryAccumulator, decode_chunk, encode_chunk, inspect_file
+from writer_helpers import DATA, FULL_METADATA, config, frame_data, make_frame, write_scan
 
 CAL = Calibration(camera_length=0.15, beam_energy=200e3)
 
@@ -45,9 +44,11 @@ def _pynx(path) -> list[str]:
 
 @pytest.mark.validator
 def test_pynx_validate_with_and_without_user_metadata(tmp_path):
-    full, _ = write_scan(tmp_path / "full.nxs",
-                         config(metadata=FULL_METADATA, calibration=CAL, is_simulation=True),
-                         summary=True)
+    full, _ = write_scan(
+        tmp_path / "full.nxs",
+        config(metadata=FULL_METADATA, calibration=CAL, is_simulation=True),
+        summary=True,
+    )
     lines = _pynx(full)
     assert any("is valid according to the `NXem`" in ln for ln in lines), lines
     assert not [ln for ln in lines if "WARNING" in ln or "ERROR" in ln], lines
@@ -56,14 +57,18 @@ def test_pynx_validate_with_and_without_user_metadata(tmp_path):
     lines = _pynx(bare)
     complaints = [ln for ln in lines if "WARNING" in ln or "ERROR" in ln]
     assert any("NOT valid" in ln for ln in complaints)
-    missing = sorted(re.findall(r"required field (\S+) hasn't been supplied", "\n".join(complaints)))
-    assert missing == sorted([
-        "/entry/measurement/instrument/ebeam_column/electron_source/emitter_type",
-        "/entry/measurement/instrument/fabrication/model",
-        "/entry/measurement/instrument/fabrication/vendor",
-        "/entry/sample/atom_types",
-        "/entry/sample/preparation_date",
-    ])
+    missing = sorted(
+        re.findall(r"required field (\S+) hasn't been supplied", "\n".join(complaints))
+    )
+    assert missing == sorted(
+        [
+            "/entry/measurement/instrument/ebeam_column/electron_source/emitter_type",
+            "/entry/measurement/instrument/fabrication/model",
+            "/entry/measurement/instrument/fabrication/vendor",
+            "/entry/sample/atom_types",
+            "/entry/sample/preparation_date",
+        ]
+    )
     other = [ln for ln in complaints if "hasn't been supplied" not in ln and "NOT valid" not in ln]
     assert not other, other
     # inspect lists exactly what the validator asked for
@@ -72,8 +77,9 @@ def test_pynx_validate_with_and_without_user_metadata(tmp_path):
 
 
 def test_inspect_reports_the_file(tmp_path):
-    final, _ = write_scan(tmp_path / "i.nxs", config(metadata=FULL_METADATA, calibration=CAL),
-                          skip=(2,), summary=True)
+    final, _ = write_scan(
+        tmp_path / "i.nxs", config(metadata=FULL_METADATA, calibration=CAL), skip=(2,), summary=True
+    )
     report = inspect_file(final)
     assert report.ok and report.missing_nxem == [] and report.state == "completed"
     main = report.images[0]
@@ -81,13 +87,19 @@ def test_inspect_reports_the_file(tmp_path):
     assert main.compression == "bitshuffle+lz4" and main.ratio > 1
     assert main.frames_written == 11 and main.frames_missing == 1
     assert main.axes == {"axis_m": "nm", "axis_k": "nm", "axis_j": "1/nm", "axis_i": "1/nm"}
-    assert {im.path.rsplit("/", 2)[1] for im in report.images} == {"image1", "image_sum", "image_total"}
+    assert {im.path.rsplit("/", 2)[1] for im in report.images} == {
+        "image1",
+        "image_sum",
+        "image_total",
+    }
     js = json.loads(json.dumps(report.to_json()))
     assert js["ok"] is True and js["images"][0]["frames_missing"] == 1
     assert "image_4d" in str(report)
 
 
-@pytest.mark.parametrize("breakage", ["unlink_real", "bad_axes", "no_bookkeeping", "bad_default", "no_units"])
+@pytest.mark.parametrize(
+    "breakage", ["unlink_real", "bad_axes", "no_bookkeeping", "bad_default", "no_units"]
+)
 def test_inspect_flags_a_broken_layout(tmp_path, breakage):
     final, _ = write_scan(tmp_path / "b.nxs", config())
     with h5py.File(final, "r+") as f:
@@ -115,13 +127,16 @@ def test_inspect_rejects_a_non_nexus_file(tmp_path):
 
 
 def test_summaries_in_the_file(tmp_path):
-    final, frames = write_scan(tmp_path / "s.nxs", config(calibration=CAL), codec=Codec.LZ4, summary=True)
+    final, frames = write_scan(
+        tmp_path / "s.nxs", config(calibration=CAL), codec=Codec.LZ4, summary=True
+    )
     stack = np.stack([frames[p] for p in range(12)]).astype(np.uint64)
     with h5py.File(final, "r") as f:
         ev = f["/entry/measurement/event1"]
         np.testing.assert_array_equal(ev["image_sum/image_2d/intensity"][()], stack.sum(axis=0))
-        np.testing.assert_array_equal(ev["image_total/image_2d/intensity"][()],
-                                      stack.sum(axis=(1, 2)).reshape(3, 4))
+        np.testing.assert_array_equal(
+            ev["image_total/image_2d/intensity"][()], stack.sum(axis=(1, 2)).reshape(3, 4)
+        )
         assert ev["image_sum/image_2d/axis_i"].attrs["units"] == "1/nm"
         assert ev["image_total/image_2d/axis_i"].attrs["units"] == "nm"
         assert ev["image_sum/summary/frames_included"][()].all()
@@ -161,8 +176,13 @@ def test_encode_chunk_matches_the_hdf5_filter(tmp_path, compression):
     arr = frame_data(3, (33, 17), "uint32")
     chunk = encode_chunk(arr, compression, 5)
     with h5py.File(tmp_path / "e.h5", "w") as f:
-        ds = f.create_dataset("d", shape=(1, 33, 17), dtype="uint32", chunks=(1, 33, 17),
-                              **filter_kwargs(compression, 5))
+        ds = f.create_dataset(
+            "d",
+            shape=(1, 33, 17),
+            dtype="uint32",
+            chunks=(1, 33, 17),
+            **filter_kwargs(compression, 5),
+        )
         if isinstance(chunk, np.ndarray):
             assert compression == "blosc"
             ds[0] = chunk
@@ -177,7 +197,9 @@ def test_decode_chunk_of_independent_payloads(codec):
     arr = frame_data(9, (12, 16), "uint16")
     frame = make_frame(0, arr, codec)
     np.testing.assert_array_equal(decode_chunk(frame.payload, codec, (12, 16), "uint16"), arr)
-    np.testing.assert_array_equal(decode_chunk(memoryview(frame.payload), codec, (12, 16), "uint16"), arr)
+    np.testing.assert_array_equal(
+        decode_chunk(memoryview(frame.payload), codec, (12, 16), "uint16"), arr
+    )
     with pytest.raises(DecodeError):
         decode_chunk(frame.payload[:-1], codec, (12, 16), "uint16")
 

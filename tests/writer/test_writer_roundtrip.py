@@ -6,12 +6,11 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the filters for reading
 import numpy as np
 import pytest
-from writer_helpers import BOOK, DATA, config, frame_data, make_frame, start, write_scan
-
 from stemdaq.errors import DecodeError
 from stemdaq.models import AcquisitionState, Codec, Counters
 from stemdaq.writer import NexusWriter
 from stemdaq.writer.codecs import COMPRESSIONS
+from writer_helpers import BOOK, DATA, config, frame_data, make_frame, start, write_scan
 
 FILTER_IDS = {"bslz4": 32008, "lz4": 32004, "zstd": 32015, "blosc": 32001, "gzip": 1}
 
@@ -62,8 +61,14 @@ def test_odd_frame_sizes_and_bitshuffle_tail(tmp_path):
 def test_codec_mismatch_is_reencoded(tmp_path):
     """First frame bslz4 -> bitshuffle dataset; a later LZ4 or raw frame is converted."""
     w = NexusWriter(tmp_path / "m.nxs", config())
-    w.open(start(), endpoint="tcp://x:1", channels=["threshold_1"], frame_shape=(12, 16),
-           dtype="uint16", codec=Codec.BSLZ4)
+    w.open(
+        start(),
+        endpoint="tcp://x:1",
+        channels=["threshold_1"],
+        frame_shape=(12, 16),
+        dtype="uint16",
+        codec=Codec.BSLZ4,
+    )
     assert w.filter_codec is Codec.BSLZ4
     arrs = {p: frame_data(p) for p in range(3)}
     for pos, codec in ((0, Codec.BSLZ4), (1, Codec.LZ4), (2, Codec.RAW)):
@@ -76,15 +81,18 @@ def test_codec_mismatch_is_reencoded(tmp_path):
 
 
 def test_gaps_are_zeros_and_marked(tmp_path):
-    final, frames = write_scan(tmp_path / "g.nxs", config(), skip=(3, 5),
-                               state=AcquisitionState.ABORTED)
+    final, frames = write_scan(
+        tmp_path / "g.nxs", config(), skip=(3, 5), state=AcquisitionState.ABORTED
+    )
     data, _, _, written, frame_id = _read(final)
     assert written.ravel().tolist() == [0 if p in (3, 5) else 1 for p in range(12)]
     assert frame_id.ravel()[3] == -1 and frame_id.ravel()[4] == 4
     assert not data.reshape(-1, 12, 16)[3].any()
     with h5py.File(final, "r") as f:
         assert f[f"{BOOK}/frames_written"][()] == 10 and f[f"{BOOK}/frames_missing"][()] == 2
-        assert np.isnan(f[f"{BOOK}/start_time"][0, 3]) and f[f"{BOOK}/start_time"][1, 0] == pytest.approx(4e-3)
+        assert np.isnan(f[f"{BOOK}/start_time"][0, 3]) and f[f"{BOOK}/start_time"][
+            1, 0
+        ] == pytest.approx(4e-3)
         assert f["/entry/measurement/event1/acquisition/state"][()] == b"aborted"
         assert "end_time" in f["/entry"] and "end_time" in f["/entry/measurement/event1"]
 
@@ -95,15 +103,25 @@ MUTATIONS = {
     "bad-size": lambda p: b"\0" * 8 + p[8:],  # header size field (raw: same length, not corrupt)
     "no-header": lambda p: p[:10],
 }
-CASES = [(c, m) for c in (Codec.BSLZ4, Codec.LZ4, Codec.RAW) for m in MUTATIONS
-         if not (c is Codec.RAW and m == "bad-size")]
+CASES = [
+    (c, m)
+    for c in (Codec.BSLZ4, Codec.LZ4, Codec.RAW)
+    for m in MUTATIONS
+    if not (c is Codec.RAW and m == "bad-size")
+]
 
 
 @pytest.mark.parametrize(("codec", "mutation"), CASES)
 def test_corrupt_payloads_raise_decode_error(tmp_path, codec, mutation):
     w = NexusWriter(tmp_path / "x.nxs", config(compression="bslz4"))
-    w.open(start(), endpoint="tcp://x:1", channels=["c"], frame_shape=(12, 16), dtype="uint16",
-           codec=codec)
+    w.open(
+        start(),
+        endpoint="tcp://x:1",
+        channels=["c"],
+        frame_shape=(12, 16),
+        dtype="uint16",
+        codec=codec,
+    )
     frame = make_frame(0, frame_data(0), codec)
     frame.payload = MUTATIONS[mutation](frame.payload)
     with pytest.raises(DecodeError) as err:
@@ -116,8 +134,14 @@ def test_corrupt_payloads_raise_decode_error(tmp_path, codec, mutation):
 
 def test_wrong_frame_shape_is_rejected(tmp_path):
     w = NexusWriter(tmp_path / "s.nxs", config())
-    w.open(start(), endpoint="tcp://x:1", channels=["c"], frame_shape=(12, 16), dtype="uint16",
-           codec=Codec.RAW)
+    w.open(
+        start(),
+        endpoint="tcp://x:1",
+        channels=["c"],
+        frame_shape=(12, 16),
+        dtype="uint16",
+        codec=Codec.RAW,
+    )
     with pytest.raises(DecodeError) as err:
         w.prepare(make_frame(0, frame_data(0, (16, 12)), Codec.RAW))
     assert err.value.reason == "wrong_shape"
@@ -135,16 +159,28 @@ def test_close_without_open_and_twice(tmp_path):
 
 def test_close_is_idempotent(tmp_path):
     w = NexusWriter(tmp_path / "i.nxs", config())
-    w.open(start(), endpoint="tcp://x:1", channels=["c"], frame_shape=(12, 16), dtype="uint16",
-           codec=Codec.RAW)
+    w.open(
+        start(),
+        endpoint="tcp://x:1",
+        channels=["c"],
+        frame_shape=(12, 16),
+        dtype="uint16",
+        codec=Codec.RAW,
+    )
     first = w.close(AcquisitionState.COMPLETED, Counters(), None)
     assert w.close(AcquisitionState.COMPLETED, Counters(), None) == first == tmp_path / "i.nxs"
 
 
 def test_two_channels_two_nximages(tmp_path):
     w = NexusWriter(tmp_path / "two.nxs", config())
-    w.open(start(), endpoint="tcp://x:1", channels=["threshold_1", "threshold_2"],
-           frame_shape=(12, 16), dtype="uint16", codec=Codec.BSLZ4)
+    w.open(
+        start(),
+        endpoint="tcp://x:1",
+        channels=["threshold_1", "threshold_2"],
+        frame_shape=(12, 16),
+        dtype="uint16",
+        codec=Codec.BSLZ4,
+    )
     a, b = frame_data(1), frame_data(2)
     for ch, arr in enumerate((a, b)):
         frame = make_frame(0, arr, Codec.BSLZ4, channel=f"threshold_{ch + 1}")
@@ -161,8 +197,14 @@ def test_two_channels_two_nximages(tmp_path):
 
 def test_position_out_of_range(tmp_path):
     w = NexusWriter(tmp_path / "r.nxs", config())
-    w.open(start(), endpoint="tcp://x:1", channels=["c"], frame_shape=(12, 16), dtype="uint16",
-           codec=Codec.BSLZ4)
+    w.open(
+        start(),
+        endpoint="tcp://x:1",
+        channels=["c"],
+        frame_shape=(12, 16),
+        dtype="uint16",
+        codec=Codec.BSLZ4,
+    )
     frame = make_frame(0, frame_data(0), Codec.BSLZ4)
     with pytest.raises(IndexError):
         w.write(12, 0, frame.payload, frame)

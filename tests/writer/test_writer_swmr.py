@@ -14,10 +14,9 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the filters for reading
 import numpy as np
 import pytest
-from writer_helpers import BOOK, DATA, config, frame_data, make_frame, start
-
 from stemdaq.models import AcquisitionState, Codec, Counters
 from stemdaq.writer import NexusWriter, clear_status_flags, inspect_file
+from writer_helpers import BOOK, DATA, config, frame_data, make_frame, start
 
 HERE = Path(__file__).parent
 
@@ -43,10 +42,20 @@ READER = textwrap.dedent("""
 def test_second_process_sees_frames_written_grow(tmp_path):
     cfg = config(scan_shape=(4, 5), flush_frames=2)
     w = NexusWriter(tmp_path / "live.nxs", cfg)
-    w.open(start(), endpoint="tcp://x:1", channels=["threshold_1"], frame_shape=(12, 16),
-           dtype="uint16", codec=Codec.BSLZ4)
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(w.tmp_path), "20"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    w.open(
+        start(),
+        endpoint="tcp://x:1",
+        channels=["threshold_1"],
+        frame_shape=(12, 16),
+        dtype="uint16",
+        codec=Codec.BSLZ4,
+    )
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(w.tmp_path), "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(0.5)  # let the reader open the file
         for pos in range(20):
@@ -60,14 +69,22 @@ def test_second_process_sees_frames_written_grow(tmp_path):
     seen = [int(x) for x in out.split()]
     assert reader.returncode == 0, err
     assert seen[-1] == 20 and seen == sorted(seen)
-    assert len([n for n in seen if 0 < n < 20]) >= 3, seen  # it saw the count grow, not just the end
+    assert len([n for n in seen if 0 < n < 20]) >= 3, (
+        seen
+    )  # it saw the count grow, not just the end
     w.close(AcquisitionState.COMPLETED, Counters(), None)
 
 
 def test_maybe_flush_flushes_after_flush_seconds(tmp_path):
     w = NexusWriter(tmp_path / "t.nxs", config(flush_frames=1000, flush_seconds=0.05))
-    w.open(start(), endpoint="tcp://x:1", channels=["c"], frame_shape=(12, 16), dtype="uint16",
-           codec=Codec.BSLZ4)
+    w.open(
+        start(),
+        endpoint="tcp://x:1",
+        channels=["c"],
+        frame_shape=(12, 16),
+        dtype="uint16",
+        codec=Codec.BSLZ4,
+    )
     frame = make_frame(0, frame_data(0), Codec.BSLZ4)
     w.write(0, 0, frame.payload, frame)
     time.sleep(0.06)
@@ -104,8 +121,12 @@ WRITER = textwrap.dedent("""
 @pytest.mark.skipif(sys.platform == "win32", reason="kill -9")
 def test_kill_9_leaves_a_readable_partial_file(tmp_path):
     final = tmp_path / "crash.nxs"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(final)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(final)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.strip() == "written", proc.stderr.read() if proc.poll() is not None else line

@@ -13,7 +13,6 @@ from typing import Any
 import bitshuffle
 import lz4.block
 import numpy as np
-
 from stemdaq.config import AcquisitionConfig
 from stemdaq.models import AcquisitionState, Codec, Counters, DetectorInfo, Frame, SeriesStart
 from stemdaq.writer import NexusWriter
@@ -25,10 +24,19 @@ FULL_METADATA: dict[str, Any] = {
     "title": "writer test",
     "experiment_identifier": "P-1",
     "users": [{"name": "A. User", "affiliation": "Lab", "orcid": "0000-0000-0000-0000"}],
-    "sample": {"name": "Si wedge", "atom_types": ["Si", "O"],
-               "preparation_date": "2024-05-01T10:00:00+02:00"},
-    "microscope": {"name": "TEM-1", "vendor": "ThermoFisher", "model": "Spectra 300",
-                   "serial_number": "S-42", "location": "Lab 1", "emitter_type": "cold field emission"},
+    "sample": {
+        "name": "Si wedge",
+        "atom_types": ["Si", "O"],
+        "preparation_date": "2024-05-01T10:00:00+02:00",
+    },
+    "microscope": {
+        "name": "TEM-1",
+        "vendor": "ThermoFisher",
+        "model": "Spectra 300",
+        "serial_number": "S-42",
+        "location": "Lab 1",
+        "emitter_type": "cold field emission",
+    },
     "dwell_time": 1e-3,
 }
 
@@ -40,13 +48,26 @@ def config(**kw: Any) -> AcquisitionConfig:
 
 
 def start(series_id: int = 7, **det: Any) -> SeriesStart:
-    info = {"description": "Dectris ARINA Si 192x192", "serial_number": "E-32-0001",
-            "pixel_size_x": 100e-6, "pixel_size_y": 100e-6, "sensor_material": "Si",
-            "sensor_thickness": 320e-6, "bit_depth_image": 16, "count_time": 9e-4,
-            "frame_time": 1e-3, "beam_center_x": 7.5, "beam_center_y": 5.5}
+    info = {
+        "description": "Dectris ARINA Si 192x192",
+        "serial_number": "E-32-0001",
+        "pixel_size_x": 100e-6,
+        "pixel_size_y": 100e-6,
+        "sensor_material": "Si",
+        "sensor_thickness": 320e-6,
+        "bit_depth_image": 16,
+        "count_time": 9e-4,
+        "frame_time": 1e-3,
+        "beam_center_x": 7.5,
+        "beam_center_y": 5.5,
+    }
     info.update(det)
-    return SeriesStart(series_id=series_id, protocol="stream2", channels=("threshold_1",),
-                       detector=DetectorInfo(**info))
+    return SeriesStart(
+        series_id=series_id,
+        protocol="stream2",
+        channels=("threshold_1",),
+        detector=DetectorInfo(**info),
+    )
 
 
 def frame_data(i: int, shape: tuple[int, int] = (12, 16), dtype: str = "uint16") -> np.ndarray:
@@ -70,24 +91,49 @@ def lz4_hdf5(arr: np.ndarray) -> bytes:
 
 
 def make_frame(i: int, arr: np.ndarray, codec: Codec, channel: str = "threshold_1") -> Frame:
-    payload = {Codec.RAW: arr.tobytes, Codec.BSLZ4: lambda: bslz4(arr),
-               Codec.LZ4: lambda: lz4_hdf5(arr)}[codec]()
-    return Frame(series_id=7, frame_id=i, channel=channel, shape=arr.shape, dtype=str(arr.dtype),
-                 codec=codec, payload=payload, start_time=i * 1e-3, stop_time=i * 1e-3 + 9e-4,
-                 real_time=9e-4)
+    payload = {
+        Codec.RAW: arr.tobytes,
+        Codec.BSLZ4: lambda: bslz4(arr),
+        Codec.LZ4: lambda: lz4_hdf5(arr),
+    }[codec]()
+    return Frame(
+        series_id=7,
+        frame_id=i,
+        channel=channel,
+        shape=arr.shape,
+        dtype=str(arr.dtype),
+        codec=codec,
+        payload=payload,
+        start_time=i * 1e-3,
+        stop_time=i * 1e-3 + 9e-4,
+        real_time=9e-4,
+    )
 
 
 def write_scan(
-    path: Path, cfg: AcquisitionConfig, *, codec: Codec = Codec.BSLZ4, dtype: str = "uint16",
-    shape: tuple[int, int] = (12, 16), skip: tuple[int, ...] = (), summary: bool = False,
-    state: AcquisitionState = AcquisitionState.COMPLETED, direct: bool = True,
+    path: Path,
+    cfg: AcquisitionConfig,
+    *,
+    codec: Codec = Codec.BSLZ4,
+    dtype: str = "uint16",
+    shape: tuple[int, int] = (12, 16),
+    skip: tuple[int, ...] = (),
+    summary: bool = False,
+    state: AcquisitionState = AcquisitionState.COMPLETED,
+    direct: bool = True,
 ) -> tuple[Path | None, dict[int, np.ndarray]]:
     """Write a whole scan the way the orchestrator does; return the final path and the frames."""
     from stemdaq.writer import SummaryAccumulator
 
     w = NexusWriter(path, cfg)
-    w.open(start(), endpoint="tcp://127.0.0.1:31001", channels=["threshold_1"], frame_shape=shape,
-           dtype=dtype, codec=codec)
+    w.open(
+        start(),
+        endpoint="tcp://127.0.0.1:31001",
+        channels=["threshold_1"],
+        frame_shape=shape,
+        dtype=dtype,
+        codec=codec,
+    )
     acc = SummaryAccumulator(cfg.scan_shape, shape, dtype) if summary else None
     frames: dict[int, np.ndarray] = {}
     for pos in range(cfg.n_positions):

@@ -79,10 +79,16 @@ def detector_axes(geometry: DetectorGeometry, frame_shape: tuple[int, int]) -> d
     ny, nx = frame_shape
     if geometry.reciprocal_pixel_size is None:
         return {
-            "axis_j": Axis(np.arange(ny, dtype=np.float64), UNCALIBRATED_UNITS,
-                           "detector y, pixel index (uncalibrated)"),
-            "axis_i": Axis(np.arange(nx, dtype=np.float64), UNCALIBRATED_UNITS,
-                           "detector x, pixel index (uncalibrated)"),
+            "axis_j": Axis(
+                np.arange(ny, dtype=np.float64),
+                UNCALIBRATED_UNITS,
+                "detector y, pixel index (uncalibrated)",
+            ),
+            "axis_i": Axis(
+                np.arange(nx, dtype=np.float64),
+                UNCALIBRATED_UNITS,
+                "detector x, pixel index (uncalibrated)",
+            ),
         }
     d = geometry.reciprocal_pixel_size
     cx, cy = geometry.beam_center
@@ -100,8 +106,14 @@ def scan_axes(config: AcquisitionConfig) -> dict[str, Axis]:
         raise ValueError(f"unknown length unit {unit!r}")
     name = LENGTH_UNIT_NAMES[unit]
     return {
-        "axis_m": Axis(config.scan_origin[0] + config.scan_step[0] * np.arange(n_m, dtype=np.float64),
-                       name, f"scan position y ({name})"),
-        "axis_k": Axis(config.scan_origin[1] + config.scan_step[1] * np.arange(n_k, dtype=np.float64),
-                       name, f"scan position x ({name})"),
+        "axis_m": Axis(
+            config.scan_origin[0] + config.scan_step[0] * np.arange(n_m, dtype=np.float64),
+            name,
+            f"scan position y ({name})",
+        ),
+        "axis_k": Axis(
+            config.scan_origin[1] + config.scan_step[1] * np.arange(n_k, dtype=np.float64),
+            name,
+            f"scan position x ({name})",
+        ),
     }

@@ -61,8 +61,11 @@ def filter_kwargs(compression: str, level: int | None = None) -> dict[str, Any]:
         return dict(hdf5plugin.Zstd(clevel=3 if level is None else max(1, min(level, 22))))
     if compression == "blosc":
         return dict(
-            hdf5plugin.Blosc(cname="lz4", clevel=5 if level is None else min(level, 9),
-                             shuffle=hdf5plugin.Blosc.SHUFFLE)
+            hdf5plugin.Blosc(
+                cname="lz4",
+                clevel=5 if level is None else min(level, 9),
+                shuffle=hdf5plugin.Blosc.SHUFFLE,
+            )
         )
     if compression == "gzip":
         return {"compression": "gzip", "compression_opts": 4 if level is None else min(level, 9)}
@@ -75,7 +78,7 @@ def _as_bytes(arr: np.ndarray) -> memoryview:
     flat = np.ascontiguousarray(arr)
     if flat.dtype.byteorder == ">":
         flat = flat.astype(flat.dtype.newbyteorder("<"))
-    return memoryview(flat.reshape(-1).view(np.uint8))
+    return memoryview(flat.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
 def encode_chunk(arr: np.ndarray, compression: str, level: int | None = None) -> bytes | np.ndarray:
@@ -135,13 +138,17 @@ def check_framing(payload: bytes | memoryview, codec: Codec, nbytes: int, itemsi
         raise DecodeError("corrupt", f"{codec.value} payload of {size} bytes has no header")
     total, block = _HEADER.unpack_from(view, 0)
     if total != nbytes:
-        raise DecodeError("corrupt", f"{codec.value} header says {total} bytes, frame needs {nbytes}")
+        raise DecodeError(
+            "corrupt", f"{codec.value} header says {total} bytes, frame needs {nbytes}"
+        )
     if block <= 0:
         raise DecodeError("corrupt", f"{codec.value} header has block size {block}")
     off, remaining, tail = 12, nbytes, 0
     if codec is Codec.BSLZ4:
         if block % itemsize:
-            raise DecodeError("corrupt", f"bslz4 block size {block} is not a multiple of {itemsize}")
+            raise DecodeError(
+                "corrupt", f"bslz4 block size {block} is not a multiple of {itemsize}"
+            )
         n_elems = nbytes // itemsize
         block_elems = block // itemsize
         last = (n_elems % block_elems) - (n_elems % block_elems) % _BSHUF_MULT
@@ -180,7 +187,9 @@ def decode_chunk(
         if codec is Codec.BSLZ4:
             out = bitshuffle.decompress_lz4(buf[12:], tuple(shape), dt, block // dt.itemsize)
             return np.asarray(out)
-        return np.frombuffer(_lz4_blocks(memoryview(payload).cast("B"), nbytes, block), dtype=dt).reshape(shape)
+        return np.frombuffer(
+            _lz4_blocks(memoryview(payload).cast("B"), nbytes, block), dtype=dt
+        ).reshape(shape)
     except DecodeError:
         raise
     except Exception as exc:  # lz4/bitshuffle errors: bad compressed data

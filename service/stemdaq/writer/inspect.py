@@ -24,8 +24,9 @@ REQUIRED_USER_METADATA = {
     "/entry/sample/preparation_date": "metadata.sample.preparation_date",
     "/entry/measurement/instrument/fabrication/vendor": "metadata.microscope.vendor",
     "/entry/measurement/instrument/fabrication/model": "metadata.microscope.model",
-    "/entry/measurement/instrument/ebeam_column/electron_source/emitter_type":
-        "metadata.microscope.emitter_type",
+    "/entry/measurement/instrument/ebeam_column/electron_source/emitter_type": (
+        "metadata.microscope.emitter_type"
+    ),
 }
 _FILTERS = {1: "gzip", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle+lz4", 32015: "zstd"}
 
@@ -70,13 +71,17 @@ class InspectReport:
         return d
 
     def __str__(self) -> str:
-        lines = [f"{self.path}: {'OK' if self.ok else 'BROKEN LAYOUT'}"
-                 + (f" (state {self.state})" if self.state else "")
-                 + (" (partial: not closed cleanly)" if self.partial else "")]
+        lines = [
+            f"{self.path}: {'OK' if self.ok else 'BROKEN LAYOUT'}"
+            + (f" (state {self.state})" if self.state else "")
+            + (" (partial: not closed cleanly)" if self.partial else "")
+        ]
         for im in self.images:
             ratio = f"{im.ratio:.2f}x" if im.ratio else "n/a"
             lines.append(f"  {im.path}: {im.dtype}{im.shape} {im.compression} ratio {ratio}")
-            lines.append("    axes: " + ", ".join(f"{k} [{v or 'unitless'}]" for k, v in im.axes.items()))
+            lines.append(
+                "    axes: " + ", ".join(f"{k} [{v or 'unitless'}]" for k, v in im.axes.items())
+            )
             if im.frames_written is not None:
                 lines.append(f"    frames written {im.frames_written}, missing {im.frames_missing}")
         lines += [f"  problem: {p}" for p in self.problems]
@@ -89,20 +94,41 @@ class InspectReport:
         from rich.text import Text
 
         status = "[green]OK[/green]" if self.ok else "[red]BROKEN LAYOUT[/red]"
-        head = f"[bold]{self.path}[/bold]: {status}" + (f" (state {self.state})" if self.state else "")
+        head = f"[bold]{self.path}[/bold]: {status}" + (
+            f" (state {self.state})" if self.state else ""
+        )
         if self.partial:
             head += " [yellow](partial: not closed cleanly)[/yellow]"
         table = Table(box=None, pad_edge=False)
-        for col in ("NXdata", "dtype", "shape", "axes [units]", "filter", "ratio", "written", "missing"):
+        for col in (
+            "NXdata",
+            "dtype",
+            "shape",
+            "axes [units]",
+            "filter",
+            "ratio",
+            "written",
+            "missing",
+        ):
             table.add_column(col, overflow="fold")
         for im in self.images:
-            table.add_row(*map(Text, (
-                im.path.replace("/entry/measurement/", ""), im.dtype, "x".join(map(str, im.shape)),
-                " ".join(f"{k.removeprefix('axis_')}[{v or '-'}]" for k, v in im.axes.items()),
-                im.compression, f"{im.ratio:.2f}" if im.ratio else "-",
-                "-" if im.frames_written is None else str(im.frames_written),
-                "-" if im.frames_missing is None else str(im.frames_missing),
-            )))
+            table.add_row(
+                *map(
+                    Text,
+                    (
+                        im.path.replace("/entry/measurement/", ""),
+                        im.dtype,
+                        "x".join(map(str, im.shape)),
+                        " ".join(
+                            f"{k.removeprefix('axis_')}[{v or '-'}]" for k, v in im.axes.items()
+                        ),
+                        im.compression,
+                        f"{im.ratio:.2f}" if im.ratio else "-",
+                        "-" if im.frames_written is None else str(im.frames_written),
+                        "-" if im.frames_missing is None else str(im.frames_missing),
+                    ),
+                )
+            )
         notes = [Text.assemble(("problem: ", "red"), p) for p in self.problems]
         notes += [Text.assemble(("NXem needs ", "yellow"), m) for m in self.missing_nxem]
         return Group(Text.from_markup(head), table, *notes)
@@ -177,7 +203,7 @@ def _check_data(data: h5py.Group, form: str, r: InspectReport) -> None:
         r.problems.append(f"{where}: @signal {signal!r} does not name a dataset")
         return
     ds = data[signal]
-    axes = [_text(a) for a in np.atleast_1d(data.attrs.get("axes", []))]
+    axes = [_text(a) or "" for a in np.atleast_1d(data.attrs.get("axes", []))]
     if axes != list(FORMS[form]):
         r.problems.append(f"{where}: @axes is {axes}, expected {list(FORMS[form])}")
     if ds.ndim != len(FORMS[form]):
@@ -189,7 +215,10 @@ def _check_data(data: h5py.Group, form: str, r: InspectReport) -> None:
             continue
         a = data[axis]
         if dim < ds.ndim and a.shape != (ds.shape[dim],):
-            r.problems.append(f"{where}/{axis}: {a.shape[0] if a.shape else 0} values, dimension {dim} has {ds.shape[dim]}")
+            r.problems.append(
+                f"{where}/{axis}: {a.shape[0] if a.shape else 0} values, "
+                f"dimension {dim} has {ds.shape[dim]}"
+            )
         if data.attrs.get(f"{axis}_indices") != dim:
             r.problems.append(f"{where}: @{axis}_indices should be {dim}")
         for attr in ("units", "long_name"):
@@ -208,22 +237,36 @@ def _check_data(data: h5py.Group, form: str, r: InspectReport) -> None:
     book = data.parent.get("frames")
     if form == "image_4d":
         if not isinstance(book, h5py.Group) or "written" not in book:
-            r.problems.append(f"{data.parent.name}/frames/written (per-position bookkeeping) is missing")
+            r.problems.append(
+                f"{data.parent.name}/frames/written (per-position bookkeeping) is missing"
+            )
         else:
             mask = book["written"][()]
             if mask.shape != ds.shape[:2]:
-                r.problems.append(f"{book.name}/written has shape {list(mask.shape)}, scan is {list(ds.shape[:2])}")
+                r.problems.append(
+                    f"{book.name}/written has shape {list(mask.shape)}, "
+                    f"scan is {list(ds.shape[:2])}"
+                )
             written = int(np.count_nonzero(mask))
             missing = int(mask.size - written)
     stored = int(ds.id.get_storage_size())
     frame_bytes = int(np.prod(ds.shape[2:])) * ds.dtype.itemsize if ds.ndim > 2 else ds.nbytes
     raw = frame_bytes * written if written is not None else ds.nbytes
-    r.images.append(ImageReport(
-        path=where, form=form, signal=signal, shape=list(ds.shape), dtype=str(ds.dtype), axes=units,
-        compression=_compression(ds), stored_bytes=stored,
-        ratio=round(raw / stored, 3) if stored and raw else None,
-        frames_written=written, frames_missing=missing,
-    ))
+    r.images.append(
+        ImageReport(
+            path=where,
+            form=form,
+            signal=signal,
+            shape=list(ds.shape),
+            dtype=str(ds.dtype),
+            axes=units,
+            compression=_compression(ds),
+            stored_bytes=stored,
+            ratio=round(raw / stored, 3) if stored and raw else None,
+            frames_written=written,
+            frames_missing=missing,
+        )
+    )
 
 
 def _check_default(f: h5py.File, r: InspectReport) -> None:

@@ -31,7 +31,13 @@ FORMS: dict[str, tuple[str, ...]] = {
     "stack_3d": ("indices_image", "axis_k", "axis_j", "axis_i"),
 }
 #: axis name -> NXimage symbol
-SYMBOLS = {"indices_image": "n_img", "axis_m": "n_m", "axis_k": "n_k", "axis_j": "n_j", "axis_i": "n_i"}
+SYMBOLS = {
+    "indices_image": "n_img",
+    "axis_m": "n_m",
+    "axis_k": "n_k",
+    "axis_j": "n_j",
+    "axis_i": "n_i",
+}
 SIGNALS = ("intensity", "real", "imag", "complex")
 
 
@@ -72,7 +78,9 @@ def signal_shape(form: str, signals: Mapping[str, np.ndarray | SignalSpec]) -> t
             raise ShapeError(f"{form}: unknown signal {name!r}; one of {', '.join(SIGNALS)}")
         s = tuple(value.shape)
         if len(s) != rank:
-            raise ShapeError(f"{form}/{name} must have rank {rank} [{symbols}], got shape {list(s)}")
+            raise ShapeError(
+                f"{form}/{name} must have rank {rank} [{symbols}], got shape {list(s)}"
+            )
         if shape is not None and s != shape:
             raise ShapeError(f"{form}/{name} has shape {list(s)}, other signals have {list(shape)}")
         shape = s
@@ -104,7 +112,9 @@ def check_axes(form: str, shape: tuple[int, ...], axes: Mapping[str, Axis]) -> N
 
 
 def check_indices(
-    form: str, n_img: int, indices_image: Sequence[int] | np.ndarray | None,
+    form: str,
+    n_img: int,
+    indices_image: Sequence[int] | np.ndarray | None,
     indices_group: Sequence[int] | np.ndarray | None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Stack indices: ``indices_image`` counts from an offset in steps of one."""
@@ -123,7 +133,9 @@ def check_indices(
     if indices_group is not None:
         grp = np.asarray(indices_group)
         if grp.shape != (n_img,):
-            raise ShapeError(f"{form}/indices_group must have n_img = {n_img} values, got {grp.shape}")
+            raise ShapeError(
+                f"{form}/indices_group must have n_img = {n_img} values, got {grp.shape}"
+            )
         if grp.dtype.kind not in "iu":
             raise ShapeError(f"{form}/indices_group must be integers, got {grp.dtype}")
     return img, grp
@@ -157,9 +169,11 @@ def write_nximage_data(
     ShapeError
         Before anything is written, when a shape, dtype, axis or index does not fit.
     """
-    given = {k: v for k, v in
-             (("intensity", intensity), ("real", real), ("imag", imag), ("complex", complex))
-             if v is not None}
+    given = {
+        k: v
+        for k, v in (("intensity", intensity), ("real", real), ("imag", imag), ("complex", complex))
+        if v is not None
+    }
     shape = signal_shape(form, given)
     check_axes(form, shape, axes)
     img, grp = check_indices(form, shape[0], indices_image, indices_group)
@@ -168,7 +182,9 @@ def write_nximage_data(
 
     data = parent.create_group(form)
     data.attrs["NX_class"] = "NXdata"
-    plotted = "intensity" if "intensity" in given else "real" if "real" in given else next(iter(given))
+    plotted = (
+        "intensity" if "intensity" in given else "real" if "real" in given else next(iter(given))
+    )
     data.attrs["signal"] = plotted
     axis_names = list(FORMS[form])
     data.attrs["axes"] = axis_names
@@ -178,10 +194,14 @@ def write_nximage_data(
         data.create_dataset("title", data=title)
     for name, value in given.items():
         if isinstance(value, SignalSpec):
-            ds = data.create_dataset(name, shape=value.shape, dtype=value.dtype, **value.create_kwargs)
+            ds = data.create_dataset(
+                name, shape=value.shape, dtype=value.dtype, **value.create_kwargs
+            )
         else:
             ds = data.create_dataset(name, data=np.asarray(value))
-        label = signal_long_name if name in ("intensity", "real") else f"{signal_long_name} ({name})"
+        label = (
+            signal_long_name if name in ("intensity", "real") else f"{signal_long_name} ({name})"
+        )
         ds.attrs["long_name"] = label
         ds.attrs["units"] = signal_units
     if link_real and "intensity" in given and "real" not in given:

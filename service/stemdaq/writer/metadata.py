@@ -19,7 +19,10 @@ from stemdaq.writer.axes import DetectorGeometry
 PROGRAM = "stemdaq"
 INSTRUMENT = "/entry/measurement/instrument"
 DETECTOR = f"{INSTRUMENT}/detector1"
-STREAM_TYPES = {"stream2": "application/x-dectris-stream2", "stream1": "application/x-dectris-stream1"}
+STREAM_TYPES = {
+    "stream2": "application/x-dectris-stream2",
+    "stream1": "application/x-dectris-stream1",
+}
 
 
 def program_version() -> str:

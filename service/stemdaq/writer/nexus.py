@@ -126,10 +126,15 @@ class NexusWriter:
         self._itemsize = self.dtype.itemsize
         self._frame_nbytes = self.frame_shape[0] * self.frame_shape[1] * self._itemsize
         self.compression = CODEC_COMPRESSION.get(codec, cfg.compression)
-        self.filter_codec = {"bslz4": Codec.BSLZ4, "lz4": Codec.LZ4}.get(self.compression, Codec.RAW)
+        self.filter_codec = {"bslz4": Codec.BSLZ4, "lz4": Codec.LZ4}.get(
+            self.compression, Codec.RAW
+        )
         self._direct = (
-            self.filter_codec if self.filter_codec is not Codec.RAW
-            else Codec.RAW if self.compression == "none" else None
+            self.filter_codec
+            if self.filter_codec is not Codec.RAW
+            else Codec.RAW
+            if self.compression == "none"
+            else None
         )
         n_ch = len(self.channels)
         self._written = np.zeros((n_ch, self._n_pos), dtype=np.uint8)
@@ -183,7 +188,9 @@ class NexusWriter:
             image.attrs["default"] = "image_4d"
             self._write_process(image, start, endpoint, channel)
             data = write_nximage_data(
-                image, "image_4d", axes=axes,
+                image,
+                "image_4d",
+                axes=axes,
                 intensity=SignalSpec((n_m, n_k, ny, nx), self.dtype, create),
                 signal_long_name="intensity (detector counts)",
                 title=f"4D-STEM, channel {channel}" if channel else "4D-STEM",
@@ -193,7 +200,9 @@ class NexusWriter:
             self._dsids.append(ds.id)
             self._book.append(self._create_bookkeeping(image, channel))
 
-    def _write_process(self, image: h5py.Group, start: SeriesStart, endpoint: str, channel: str) -> None:
+    def _write_process(
+        self, image: h5py.Group, start: SeriesStart, endpoint: str, channel: str
+    ) -> None:
         proc = md.group(image, "process", "NXprocess")
         md.put(proc, "detector_identifier", md.DETECTOR)
         note = md.group(proc, "input", "NXnote")
@@ -202,8 +211,12 @@ class NexusWriter:
         md.put(note, "context", f"series_id={start.series_id}")
         md.put(note, "checksum", NO_CHECKSUM)
         md.put(note, "algorithm", "none")
-        md.put(note, "description", f"channel {channel!r} of series {start.series_id}"
-               + (f" (unique id {start.unique_id})" if start.unique_id else ""))
+        md.put(
+            note,
+            "description",
+            f"channel {channel!r} of series {start.series_id}"
+            + (f" (unique id {start.unique_id})" if start.unique_id else ""),
+        )
         prog = md.group(proc, "program1", "NXprogram")
         md.put(prog, "program", md.PROGRAM, version=md.program_version())
 
@@ -216,11 +229,25 @@ class NexusWriter:
         for name, dtype, fill, units, doc in (
             ("written", np.uint8, 0, "", "1 where the frame of this scan position is in the file"),
             ("frame_id", np.int64, -1, "", "detector image number written here (-1: none)"),
-            ("start_time", np.float64, np.nan, "s", "exposure start since the series arm (NaN: unknown)"),
-            ("stop_time", np.float64, np.nan, "s", "exposure stop since the series arm (NaN: unknown)"),
+            (
+                "start_time",
+                np.float64,
+                np.nan,
+                "s",
+                "exposure start since the series arm (NaN: unknown)",
+            ),
+            (
+                "stop_time",
+                np.float64,
+                np.nan,
+                "s",
+                "exposure stop since the series arm (NaN: unknown)",
+            ),
             ("real_time", np.float64, np.nan, "s", "exposure duration (NaN: unknown)"),
         ):
-            ds = coll.create_dataset(name, shape=(n_m, n_k), dtype=dtype, chunks=chunks, fillvalue=fill)
+            ds = coll.create_dataset(
+                name, shape=(n_m, n_k), dtype=dtype, chunks=chunks, fillvalue=fill
+            )
             ds.attrs["units"] = units
             ds.attrs["long_name"] = doc
             out[name] = ds
@@ -255,7 +282,7 @@ class NexusWriter:
         return encode_chunk(arr, self.compression, self.config.compression_level)
 
     def write(self, position: int, channel_index: int, chunk: Any, frame: Frame) -> int:
-        """Store one frame at flat scan ``position``; return the bytes written. Writer thread only."""
+        """Store one frame at flat scan ``position``; return bytes written. Writer thread only."""
         if not 0 <= position < self._n_pos:
             raise IndexError(f"scan position {position} outside 0..{self._n_pos - 1}")
         if chunk is frame.payload:  # straight off the wire: check it is what the dataset expects
@@ -309,9 +336,13 @@ class NexusWriter:
             r0, r1 = self._dirty_lo // self._n_k, self._dirty_hi // self._n_k + 1
             a, b = r0 * self._n_k, r1 * self._n_k
             for ch, book in enumerate(self._book):
-                for name, arr in (("written", self._written), ("frame_id", self._frame_id),
-                                  ("start_time", self._t_start), ("stop_time", self._t_stop),
-                                  ("real_time", self._t_real)):
+                for name, arr in (
+                    ("written", self._written),
+                    ("frame_id", self._frame_id),
+                    ("start_time", self._t_start),
+                    ("stop_time", self._t_stop),
+                    ("real_time", self._t_real),
+                ):
                     book[name][r0:r1] = arr[ch, a:b].reshape(r1 - r0, self._n_k)
                 book["frames_written"][()] = self._counts[ch]
         self._f.flush()
@@ -358,7 +389,9 @@ class NexusWriter:
         logger.info("closed %s (%s, %d frames)", self.final_path, state.value, self._count)
         return self._result
 
-    def _write_counters(self, event: h5py.Group, state: AcquisitionState, counters: Counters) -> None:
+    def _write_counters(
+        self, event: h5py.Group, state: AcquisitionState, counters: Counters
+    ) -> None:
         coll = md.group(event, "acquisition", "NXcollection")
         md.put(coll, "state", state.value)
         for name, value in counters.model_dump().items():
@@ -374,24 +407,41 @@ class NexusWriter:
             grp["frames_missing"].attrs["long_name"] = "scan positions without a frame (gaps)"
 
     def _write_summaries(
-        self, event: h5py.Group, summary: SummaryAccumulator,
-        pattern: np.ndarray, total: np.ndarray, included: np.ndarray,
+        self,
+        event: h5py.Group,
+        summary: SummaryAccumulator,
+        pattern: np.ndarray,
+        total: np.ndarray,
+        included: np.ndarray,
     ) -> None:
         if self.frame_shape is None:  # pragma: no cover - set by open
             raise RuntimeError("summaries before open()")
         channel = summary.channel or ""
         complete = bool(included.all())
-        note = "all frames" if complete else f"{int(included.sum())} of {included.size} frames (subsampled)"
+        note = (
+            "all frames"
+            if complete
+            else f"{int(included.sum())} of {included.size} frames (subsampled)"
+        )
         pat = write_nximage(
-            event, "image_sum", "image_2d",
-            axes=detector_axes(self.geometry, self.frame_shape), intensity=pattern,
+            event,
+            "image_sum",
+            "image_2d",
+            axes=detector_axes(self.geometry, self.frame_shape),
+            intensity=pattern,
             signal_long_name="summed intensity (counts)",
             title=f"summed diffraction pattern, channel {channel}: {note}",
         )
         img = write_nximage(
-            event, "image_total", "image_2d",
-            axes={"axis_j": scan_axes(self.config)["axis_m"], "axis_i": scan_axes(self.config)["axis_k"]},
-            intensity=total, signal_long_name="total intensity per scan position (counts)",
+            event,
+            "image_total",
+            "image_2d",
+            axes={
+                "axis_j": scan_axes(self.config)["axis_m"],
+                "axis_i": scan_axes(self.config)["axis_k"],
+            },
+            intensity=total,
+            signal_long_name="total intensity per scan position (counts)",
             title=f"total intensity, channel {channel}: {note}",
         )
         for g in (pat, img):

@@ -28,25 +28,44 @@ def lookup3(data: bytes, initval: int = 0) -> int:
     while n - off > 12:
         x, y, z = struct.unpack_from("<III", data, off)
         a, b, c = (a + x) & _M32, (b + y) & _M32, (c + z) & _M32
-        a = (a - c) & _M32; a ^= _rot(c, 4); c = (c + b) & _M32  # noqa: E702
-        b = (b - a) & _M32; b ^= _rot(a, 6); a = (a + c) & _M32  # noqa: E702
-        c = (c - b) & _M32; c ^= _rot(b, 8); b = (b + a) & _M32  # noqa: E702
-        a = (a - c) & _M32; a ^= _rot(c, 16); c = (c + b) & _M32  # noqa: E702
-        b = (b - a) & _M32; b ^= _rot(a, 19); a = (a + c) & _M32  # noqa: E702
-        c = (c - b) & _M32; c ^= _rot(b, 4); b = (b + a) & _M32  # noqa: E702
+        a = (a - c) & _M32
+        a ^= _rot(c, 4)
+        c = (c + b) & _M32  # noqa: E702
+        b = (b - a) & _M32
+        b ^= _rot(a, 6)
+        a = (a + c) & _M32  # noqa: E702
+        c = (c - b) & _M32
+        c ^= _rot(b, 8)
+        b = (b + a) & _M32  # noqa: E702
+        a = (a - c) & _M32
+        a ^= _rot(c, 16)
+        c = (c + b) & _M32  # noqa: E702
+        b = (b - a) & _M32
+        b ^= _rot(a, 19)
+        a = (a + c) & _M32  # noqa: E702
+        c = (c - b) & _M32
+        c ^= _rot(b, 4)
+        b = (b + a) & _M32  # noqa: E702
         off += 12
     rest = data[off:]
     if not rest:
         return c
     x, y, z = struct.unpack("<III", rest.ljust(12, b"\0"))
     a, b, c = (a + x) & _M32, (b + y) & _M32, (c + z) & _M32
-    c ^= b; c = (c - _rot(b, 14)) & _M32  # noqa: E702
-    a ^= c; a = (a - _rot(c, 11)) & _M32  # noqa: E702
-    b ^= a; b = (b - _rot(a, 25)) & _M32  # noqa: E702
-    c ^= b; c = (c - _rot(b, 16)) & _M32  # noqa: E702
-    a ^= c; a = (a - _rot(c, 4)) & _M32  # noqa: E702
-    b ^= a; b = (b - _rot(a, 14)) & _M32  # noqa: E702
-    c ^= b; c = (c - _rot(b, 24)) & _M32  # noqa: E702
+    c ^= b
+    c = (c - _rot(b, 14)) & _M32  # noqa: E702
+    a ^= c
+    a = (a - _rot(c, 11)) & _M32  # noqa: E702
+    b ^= a
+    b = (b - _rot(a, 25)) & _M32  # noqa: E702
+    c ^= b
+    c = (c - _rot(b, 16)) & _M32  # noqa: E702
+    a ^= c
+    a = (a - _rot(c, 4)) & _M32  # noqa: E702
+    b ^= a
+    b = (b - _rot(a, 14)) & _M32  # noqa: E702
+    c ^= b
+    c = (c - _rot(b, 24)) & _M32  # noqa: E702
     return c
 
 

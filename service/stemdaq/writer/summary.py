@@ -18,9 +18,6 @@ from stemdaq.writer.codecs import decode_chunk
 
 logger = logging.getLogger(__name__)
 
-_STOP = object()
-
-
 class SummaryAccumulator:
     """Sum frames of one channel into a pattern [ny, nx] and an image [n_m, n_k].
 
@@ -56,7 +53,7 @@ class SummaryAccumulator:
         self._mask = np.zeros(self.scan_shape, dtype=bool).reshape(-1)
         self._n_pos = self.scan_shape[0] * self.scan_shape[1]
         self._channel = channel
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[tuple[int, Frame] | None] = queue.Queue(maxsize=max_queue)
         self.skipped = 0
         self.failed = 0
         self._included = 0
@@ -93,9 +90,9 @@ class SummaryAccumulator:
         shape, dtype = self.frame_shape, self.dtype
         while True:
             item = self._queue.get()
-            if item is _STOP:
+            if item is None:  # finish()
                 return
-            position, frame = item  # type: ignore[misc]
+            position, frame = item
             try:
                 arr = decode_chunk(frame.payload, frame.codec, shape, dtype)
             except Exception as exc:  # a corrupt frame is the writer's business, not ours
@@ -115,7 +112,7 @@ class SummaryAccumulator:
         Frames still queued are summed first. Idempotent.
         """
         if self._result is None:
-            self._queue.put(_STOP)
+            self._queue.put(None)
             self._thread.join()
             self._result = (
                 self._pattern,
