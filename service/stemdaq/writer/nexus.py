@@ -62,7 +62,9 @@ def image_path(channel_index: int) -> str:
 class NexusWriter:
     """Write one acquisition as an NXem file (see the module docstring)."""
 
-    def __init__(self, final_path: Path, config: AcquisitionConfig) -> None:
+    def __init__(
+        self, final_path: Path, config: AcquisitionConfig, *, validate_framing: bool = True
+    ) -> None:
         self.final_path = Path(final_path)
         self.tmp_path = self.final_path.with_name(self.final_path.name + ".partial")
         self.config = config
@@ -75,7 +77,11 @@ class NexusWriter:
         self._closed = False
         self._result: Path | None = None
         self._direct: Codec | None = None  # codec whose payload goes to the file unchanged
-        self._validate = True
+        # walk the block table of pre-compressed payloads written unchanged (~1-2 us a frame):
+        # a corrupt chunk would make reads of the whole dataset fail
+        self._validate = validate_framing
+        self._flush_frames = config.flush_frames
+        self._flush_seconds = config.flush_seconds
         n_m, n_k = config.scan_shape
         self._n_k = n_k
         self._n_pos = n_m * n_k
@@ -313,9 +319,9 @@ class NexusWriter:
         if position > self._dirty_hi:
             self._dirty_hi = position
         self._since_flush += 1
-        if self._since_flush >= self.config.flush_frames:
+        if self._since_flush >= self._flush_frames:
             self.flush()
-        elif time.monotonic() - self._last_flush >= self.config.flush_seconds:
+        elif time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
         return n
 
@@ -323,7 +329,7 @@ class NexusWriter:
         """Flush if there is something new and ``flush_seconds`` passed. True if it flushed."""
         if self._f is None or self._since_flush == 0:
             return False
-        if time.monotonic() - self._last_flush < self.config.flush_seconds:
+        if time.monotonic() - self._last_flush < self._flush_seconds:
             return False
         self.flush()
         return True
