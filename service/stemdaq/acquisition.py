@@ -1,27 +1,30 @@
-"""One acquisition: detector stream -> bounded queue -> NeXus file. Knows nothing about HTTP.
+"""One acquisition: detector stream -> NeXus file. Knows nothing about HTTP.
 
 Threads (the data plane never runs on an event loop)::
 
-    receiver thread   ZMQ PULL (zero-copy) -> StreamDecoder -> SeriesTracker -> batches
-                      raw frames go to the compression pool first (futures keep the order)
-         | bounded queue of batches (back-pressure: when full, the receiver stops reading and
-         | the detector's ZMQ send buffer fills; nothing is dropped here)
-    writer thread     one HDF5 writer: direct chunk write, bookkeeping, flushes, close
-    compress pool     bitshuffle/LZ4/zstd/zlib release the GIL: raw frames use all cores
-    summary thread    (SummaryAccumulator) sums frames it has time for, never blocks the writer
+    data thread     ZMQ PULL (zero-copy) -> StreamDecoder -> SeriesTracker -> NexusWriter.write
+                    (direct chunk write of detector-compressed frames: one HDF5 call per frame)
+    compress pool   frames that arrive uncompressed are compressed here (bitshuffle, LZ4, zstd
+                    and zlib release the GIL, so raw frames use every core); a bounded window of
+                    pending frames is written in order as they complete
+    summary thread  (SummaryAccumulator) sums the frames it has time for, never blocks writing
 
-Errors in a background thread are stored and surface in :meth:`Acquisition.info` / ``state``.
+Back-pressure, not loss: while the data thread writes it does not read, so messages wait in
+ZeroMQ's receive queue (``rcvhwm``) and then in the detector's send queue. Errors in a
+background thread are stored and surface in :meth:`Acquisition.info` / ``state``.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+
+import zmq
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,24 +50,13 @@ from stemdaq.writer import NexusWriter, SummaryAccumulator
 logger = logging.getLogger(__name__)
 
 #: write-latency histogram bucket upper bounds, seconds
+_REASONS = {r.value for r in DropReason}
 LATENCY_BUCKETS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1, 1.0)
-_BATCH = 256  # frames handed to the writer at once ...
-_BATCH_BYTES = 4 << 20  # ... or fewer, when they hold this many payload bytes
-_POLL_MS = 50  # receiver poll period: bounds the latency of stop/abort/timeouts
+_POLL_MS = 50  # idle poll period: bounds the latency of stop/abort/timeouts
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-class _Stop:
-    """Queue sentinel: the writer closes the file with ``state``."""
-
-    __slots__ = ("state", "reason")
-
-    def __init__(self, state: AcquisitionState, reason: str | None) -> None:
-        self.state = state
-        self.reason = reason
 
 
 class Acquisition:
@@ -79,10 +71,9 @@ class Acquisition:
     acq_id
         Identifier reported in :meth:`info`.
     queue_size
-        Frames buffered between receiver and writer, at most.
+        Messages ZeroMQ may buffer on our side while the data thread writes (``RCVHWM``).
     queue_bytes
-        Payload bytes buffered between receiver and writer, at most (bounds memory for large
-        or uncompressed frames).
+        Payload bytes of uncompressed frames waiting for the compression pool, at most.
     compress_workers
         Threads compressing frames that arrive uncompressed.
     on_change
@@ -104,11 +95,10 @@ class Acquisition:
         self.file_path = Path(file_path)
         self.acq_id = acq_id
         self._on_change = on_change
-        self._queue: queue.Queue[list[Any] | _Stop] = queue.Queue(
-            maxsize=max(2, min(queue_size // _BATCH, queue_bytes // _BATCH_BYTES))
-        )
-        self._enqueued = 0  # frames put (receiver thread only)
-        self._dequeued = 0  # frames taken (writer thread only)
+        self._rcvhwm = queue_size
+        self._pending_bytes = queue_bytes
+        self._pending: collections.deque[tuple[int, int, Future[Any], Frame]] = collections.deque()
+        self._pending_nbytes = 0
         self._pool = ThreadPoolExecutor(compress_workers, thread_name_prefix=f"stemdaq-compress-{acq_id}")
         self._tracker = SeriesTracker(
             config.scan_shape, serpentine=config.serpentine, channel=config.channel, on_new_start="ignore"
@@ -130,7 +120,7 @@ class Acquisition:
         self._frame_shape: tuple[int, int] | None = None
         self._dtype: str | None = None
         self._opened = False
-        # counters owned by the writer thread (plain ints: reads from other threads are atomic)
+        # counters owned by the data thread (plain ints: reads from other threads are atomic)
         self._written = 0
         self._bytes_written = 0
         self._write_dropped: dict[str, int] = {}
@@ -159,22 +149,17 @@ class Acquisition:
         """
         try:
             endpoint = self.config.resolved_stream_endpoint()
-            source = ZmqSource(endpoint)  # connect before arming: the start message must reach us
+            # connect before arming: the start message must reach us
+            source = ZmqSource(endpoint, rcvhwm=self._rcvhwm)
         except Exception as exc:
             self._error = f"cannot connect to the stream: {exc}"
             self._state = AcquisitionState.FAILED
             self._finished_at = _now_iso()
             self._done.set()
             raise ConfigError(self._error) from exc
-        receiver = threading.Thread(
-            target=self._guard, args=(self._receive_loop, source), name=f"stemdaq-rx-{self.acq_id}", daemon=True
-        )
-        writer = threading.Thread(
-            target=self._guard, args=(self._write_loop,), name=f"stemdaq-wr-{self.acq_id}", daemon=True
-        )
-        self._threads = [receiver, writer]
-        writer.start()
-        receiver.start()
+        data = threading.Thread(target=self._run, args=(source,), name=f"stemdaq-data-{self.acq_id}", daemon=True)
+        self._threads = [data]
+        data.start()
         if self.config.detector_url:
             try:
                 self._arm_detector()
@@ -299,7 +284,7 @@ class Acquisition:
             counters=counters,
             frames_per_second=fps,
             mb_per_second=mbs,
-            queue_depth=max(0, self._enqueued - self._dequeued),
+            queue_depth=len(self._pending),
             created_at=self._created_at,
             started_at=self._started_at,
             finished_at=self._finished_at,
@@ -312,20 +297,16 @@ class Acquisition:
 
     # -- background threads -------------------------------------------------------------------
 
-    def _guard(self, target: Callable[..., None], *args: Any) -> None:
-        """Run a thread body; an exception fails the acquisition instead of vanishing."""
+    def _run(self, source: ZmqSource) -> None:
+        """The data thread: receive and write until the series is over, then close the file."""
+        state, reason = AcquisitionState.FAILED, "data thread ended unexpectedly"
         try:
-            target(*args)
-        except Exception as exc:
-            logger.exception("%s failed", threading.current_thread().name)
-            message = f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                self._error = self._error or message
-            self._abort_requested.set()
-            if target == self._write_loop:
-                self._finish(AcquisitionState.FAILED, message)
-            else:
-                self._put(_Stop(AcquisitionState.FAILED, message))
+            with source:
+                state, reason = self._receive(source)
+        except Exception as exc:  # stored and surfaced; the file is still closed below
+            logger.exception("acquisition %s: data thread failed", self.acq_id)
+            state, reason = AcquisitionState.FAILED, f"{type(exc).__name__}: {exc}"
+        self._finish(state, reason)
 
     def _set_state(self, state: AcquisitionState) -> None:
         with self._lock:
@@ -342,87 +323,62 @@ class Acquisition:
             except Exception:
                 logger.exception("on_change callback failed")
 
-    def _receive_loop(self, source: ZmqSource) -> None:
-        """Receiver thread: socket -> decoder -> tracker -> batches for the writer."""
+    def _receive(self, source: ZmqSource) -> tuple[AcquisitionState, str | None]:
+        """Receive, place and write frames; return how the series ended."""
         cfg = self.config
-        t_armed = time.monotonic()
-        last_msg = t_armed
+        t_armed = last_msg = time.monotonic()
         series_open = False
-        stop_sent = False
-        batch: list[Any] = []
-        batch_bytes = 0
         tracker, decode = self._tracker, self._decoder.decode
-        place = tracker.place
-        with source:
-            while not stop_sent:
-                parts = source.recv(_POLL_MS)
-                now = time.monotonic()
-                if parts is None:
-                    if batch:
-                        self._put(batch)
-                        batch, batch_bytes = [], 0
-                    if self._abort_requested.is_set():
-                        self._put(_Stop(AcquisitionState.ABORTED, "aborted"))
-                        stop_sent = True
-                    elif not series_open and now - t_armed > cfg.start_timeout:
-                        self._put(_Stop(AcquisitionState.FAILED, f"no series start within {cfg.start_timeout:g} s"))
-                        stop_sent = True
-                    elif not series_open and self._stop_requested.is_set():
-                        self._put(_Stop(AcquisitionState.ABORTED, "stopped before the series started"))
-                        stop_sent = True
-                    elif series_open and now - last_msg > cfg.end_timeout:
-                        self._warnings.append(f"no end-of-series message: closed after {cfg.end_timeout:g} s of silence")
-                        self._put(_Stop(AcquisitionState.COMPLETED, "end timeout"))
-                        stop_sent = True
-                    continue
-                last_msg = now
-                for event in decode(parts):
-                    kind = type(event)
-                    if kind is Frame:
-                        placement = place(event)
-                        if placement is None:
-                            continue
-                        if not self._opened:
-                            self._open_file(event)
-                        batch.append(self._prepare(placement, event))
-                        batch_bytes += len(event.payload)
-                        if len(batch) >= _BATCH or batch_bytes >= _BATCH_BYTES:
-                            self._put(batch)
-                            batch, batch_bytes = [], 0
-                    elif kind is SeriesStart:
-                        if tracker.open(event) is not None:  # one series per file
-                            self._on_series_start(event)
-                            series_open = True
-                    elif kind is SeriesEnd:
-                        if tracker.end(event) and series_open:
-                            if batch:
-                                self._put(batch)
-                                batch, batch_bytes = [], 0
-                            self._put(_Stop(AcquisitionState.COMPLETED, None))
-                            stop_sent = True
-                            break
-                    else:
-                        tracker.reject(event)
-                if self._abort_requested.is_set() and not stop_sent:
-                    if batch:
-                        self._put(batch)
-                        batch, batch_bytes = [], 0
-                    self._put(_Stop(AcquisitionState.ABORTED, "aborted"))
-                    stop_sent = True
-        if batch:  # pragma: no cover - flushed before every stop above
-            self._put(batch)
-
-    def _put(self, item: list[Any] | _Stop) -> None:
-        """Blocking put (back-pressure), but give up waiting when the writer has died."""
-        if type(item) is list:
-            self._enqueued += len(item)
+        place, write = tracker.place, self._write
+        sock = source.socket
+        flags = zmq.NOBLOCK
+        next_tick = t_armed + 1.0
         while True:
-            try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if self._done.is_set():
-                    return
+            try:  # drain what is there without a poll per message; poll only when idle
+                parts = sock.recv_multipart(flags, copy=False)
+            except zmq.Again:
+                parts = None
+            now = time.monotonic()
+            if parts is None:
+                self._write_pending(block=True)
+                if self._opened:
+                    self._writer.maybe_flush()
+                if now >= next_tick:
+                    next_tick = self._tick(now)
+                if self._abort_requested.is_set():
+                    return AcquisitionState.ABORTED, "aborted"
+                if not series_open:
+                    if self._stop_requested.is_set():
+                        return AcquisitionState.ABORTED, "stopped before the series started"
+                    if now - t_armed > cfg.start_timeout:
+                        return AcquisitionState.FAILED, f"no series start within {cfg.start_timeout:g} s"
+                elif now - last_msg > cfg.end_timeout:
+                    self._warnings.append(
+                        f"no end-of-series message: closed after {cfg.end_timeout:g} s of silence"
+                    )
+                    return AcquisitionState.COMPLETED, "end timeout"
+                source.recv_ready(_POLL_MS)
+                continue
+            last_msg = now
+            for event in decode(parts):
+                kind = type(event)
+                if kind is Frame:
+                    placement = place(event)
+                    if placement is not None:
+                        write(placement, event)
+                elif kind is SeriesStart:
+                    if tracker.open(event) is not None:  # one series per file
+                        self._on_series_start(event)
+                        series_open = True
+                elif kind is SeriesEnd:
+                    if tracker.end(event) and series_open:
+                        return AcquisitionState.COMPLETED, None
+                else:
+                    tracker.reject(event)
+            if now >= next_tick:
+                next_tick = self._tick(now)
+                if self._abort_requested.is_set():
+                    return AcquisitionState.ABORTED, "aborted"
 
     def _on_series_start(self, start: SeriesStart) -> None:
         self._start = start
@@ -454,88 +410,81 @@ class Acquisition:
             self._summary = SummaryAccumulator(self.config.scan_shape, first.shape, first.dtype)
         self._opened = True
 
-    def _prepare(self, placement: Placement, frame: Frame) -> tuple[int, int, Any, Frame]:
+    def _write(self, placement: Placement, frame: Frame) -> None:
+        """Write a placed frame now, or hand it to the compression pool (written in order later)."""
+        if not self._opened:
+            self._open_file(frame)
         position, channel_index = placement
         if frame.codec is self._writer.filter_codec and frame.codec is not Codec.RAW:
-            return position, channel_index, frame.payload, frame
-        future: Future[Any] = self._pool.submit(self._writer.prepare, frame)
-        return position, channel_index, future, frame
+            if self._pending:  # keep file order = arrival order
+                self._write_pending(block=True)
+            self._store(position, channel_index, frame.payload, frame)
+            return
+        self._pending.append((position, channel_index, self._pool.submit(self._writer.prepare, frame), frame))
+        self._pending_nbytes += len(frame.payload)
+        self._write_pending(block=self._pending_nbytes > self._pending_bytes)
 
-    def _write_loop(self) -> None:
-        """Writer thread: the only thread that writes HDF5 after the file is open."""
-        writer, summary_offer = self._writer, None
-        lat_counts, buckets = self._latency_counts, LATENCY_BUCKETS
-        perf = time.perf_counter
-        next_tick = time.monotonic() + 1.0
-        while True:
+    def _write_pending(self, block: bool) -> None:
+        """Write the compressed frames that are ready, oldest first; ``block``: wait for all."""
+        pending = self._pending
+        while pending and (block or pending[0][2].done()):
+            position, channel_index, future, frame = pending.popleft()
+            self._pending_nbytes -= len(frame.payload)
             try:
-                item = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if self._opened:
-                    writer.maybe_flush()
-                next_tick = self._tick(next_tick)
+                chunk = future.result()
+            except DecodeError as exc:
+                self._drop(DropReason(exc.reason) if exc.reason in _REASONS else DropReason.CORRUPT, frame, str(exc))
                 continue
-            if isinstance(item, _Stop):
-                self._finish(item.state, item.reason)
-                return
-            self._dequeued += len(item)
-            if summary_offer is None and self._summary is not None:
-                summary_offer = self._summary.offer
-            if self._abort_requested.is_set() and self._state == AcquisitionState.FAILED:
+            except Exception as exc:
+                self._drop(DropReason.CORRUPT, frame, f"{type(exc).__name__}: {exc}")
                 continue
-            for position, channel_index, chunk, frame in item:
-                try:
-                    if isinstance(chunk, Future):
-                        chunk = chunk.result()
-                    t0 = perf()
-                    self._bytes_written += writer.write(position, channel_index, chunk, frame)
-                    dt = perf() - t0
-                except DecodeError as exc:
-                    self._drop(DropReason.CORRUPT, frame, str(exc))
-                    continue
-                except Exception as exc:
-                    self._drop(DropReason.WRITE_ERROR, frame, str(exc))
-                    continue
-                self._written += 1
-                self._latency_sum += dt
-                lat_counts[bisect.bisect_left(buckets, dt)] += 1
-                if summary_offer is not None:
-                    summary_offer(position, frame)
-            next_tick = self._tick(next_tick)
+            self._store(position, channel_index, chunk, frame)
+
+    def _store(self, position: int, channel_index: int, chunk: Any, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._bytes_written += self._writer.write(position, channel_index, chunk, frame)
+        except DecodeError as exc:
+            self._drop(DropReason(exc.reason) if exc.reason in _REASONS else DropReason.CORRUPT, frame, str(exc))
+            return
+        except Exception as exc:
+            self._drop(DropReason.WRITE_ERROR, frame, f"{type(exc).__name__}: {exc}")
+            return
+        dt = time.perf_counter() - t0
+        self._written += 1
+        self._latency_sum += dt
+        self._latency_counts[bisect.bisect_left(LATENCY_BUCKETS, dt)] += 1
+        if self._summary is not None:
+            self._summary.offer(position, frame)
 
     def _drop(self, reason: DropReason, frame: Frame, detail: str) -> None:
         self._write_dropped[reason.value] = self._write_dropped.get(reason.value, 0) + 1
         logger.warning("frame %d (%s) dropped: %s: %s", frame.frame_id, frame.channel, reason.value, detail)
 
-    def _tick(self, next_tick: float) -> float:
-        now = time.monotonic()
-        if now < next_tick:
-            return next_tick
+    def _tick(self, now: float) -> float:
+        """Once a second: update the rates and tell the listener."""
         t0, n0 = self._rate_mark
-        dn = self._written - n0
-        fps = dn / (now - t0) if now > t0 else 0.0
+        fps = (self._written - n0) / (now - t0) if now > t0 else 0.0
         self._rate = (fps, fps * self._frame_nbytes / 1e6)
         self._rate_mark = (now, self._written)
         self._notify()
         return now + 1.0
 
     def _finish(self, state: AcquisitionState, reason: str | None) -> None:
-        """Close the file (writer thread, or the failing thread when the writer is gone)."""
+        """Write what is pending, close (and rename) the file, publish the final state."""
         with self._lock:
-            if self._done.is_set() or getattr(self, "_finishing", False):
-                return
-            self._finishing = True
-        if state == AcquisitionState.FAILED and self._error is None:
-            self._error = reason
+            self._error = self._error or (reason if state == AcquisitionState.FAILED else None)
         self._set_state(AcquisitionState.FINISHING)
-        # drain what is still queued (frames already received are never thrown away)
-        self._drain()
         try:
-            if self.config.detector_url and self._detector is not None and state != AcquisitionState.ABORTED:
-                try:
-                    self._detector.disarm()
-                except Exception as exc:
-                    logger.warning("detector disarm failed: %s", exc)
+            self._write_pending(block=True)  # frames already received are never thrown away
+        except Exception:
+            logger.exception("acquisition %s: writing pending frames failed", self.acq_id)
+        if self._detector is not None and state != AcquisitionState.ABORTED:
+            try:
+                self._detector.disarm()
+            except Exception as exc:
+                logger.warning("detector disarm failed: %s", exc)
+        try:
             self._writer.close(state, self.counters(final=True), self._summary if self._opened else None)
         except Exception as exc:
             logger.exception("closing %s failed", self.file_path)
@@ -546,23 +495,5 @@ class Acquisition:
                 self._state = state
             self._finished_at = _now_iso()
             self._done.set()
-            logger.info("acquisition %s %s: %s", self.acq_id, self._state.value, self.counters().model_dump())
+            logger.info("acquisition %s %s: %s", self.acq_id, state.value, self.counters().model_dump())
             self._notify()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, _Stop):
-                continue
-            self._dequeued += len(item)
-            for position, channel_index, chunk, frame in item:
-                try:
-                    if isinstance(chunk, Future):
-                        chunk = chunk.result()
-                    self._bytes_written += self._writer.write(position, channel_index, chunk, frame)
-                    self._written += 1
-                except Exception as exc:
-                    self._drop(DropReason.WRITE_ERROR, frame, str(exc))

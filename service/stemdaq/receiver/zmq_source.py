@@ -33,6 +33,15 @@ class ZmqSource:
         self._poller.register(self._socket, zmq.POLLIN)
 
     @property
+    def socket(self) -> zmq.Socket:
+        """The PULL socket, for a caller that drains it with ``NOBLOCK`` receives."""
+        return self._socket
+
+    def recv_ready(self, timeout_ms: int | None = None) -> bool:
+        """Wait until a message can be received (True) or the timeout passed (False)."""
+        return bool(self._poller.poll(timeout_ms))
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return bool(self._socket.closed)
