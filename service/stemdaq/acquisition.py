@@ -104,7 +104,8 @@ class Acquisition:
             config.scan_shape, serpentine=config.serpentine, channel=config.channel, on_new_start="ignore"
         )
         self._decoder = StreamDecoder()
-        self._writer = NexusWriter(self.file_path, config)
+        # the receiver already walked every compressed frame's block table: do not do it twice
+        self._writer = NexusWriter(self.file_path, config, validate_framing=False)
         self._summary: SummaryAccumulator | None = None
         self._detector: SimplonClient | None = None
         self._state = AcquisitionState.ARMED
@@ -407,7 +408,9 @@ class Acquisition:
             codec=first.codec,
         )
         if self.config.summary:
-            self._summary = SummaryAccumulator(self.config.scan_shape, first.shape, first.dtype)
+            self._summary = SummaryAccumulator(
+                self.config.scan_shape, first.shape, first.dtype, cpu_share=self.config.summary_cpu_share
+            )
         self._opened = True
 
     def _write(self, placement: Placement, frame: Frame) -> None:

@@ -123,6 +123,13 @@ class AcquisitionConfig(_Model):
         10.0, gt=0, description="Seconds of stream silence after which a series without end is closed"
     )
     summary: bool = Field(True, description="Compute summed pattern and total-intensity image")
+    summary_cpu_share: float = Field(
+        0.1,
+        gt=0,
+        le=64,
+        description="CPU the summary may use, in cores; above that it subsamples frames "
+        "(recorded in the file) rather than slow down writing",
+    )
     is_simulation: bool = Field(False, description="Data come from the simulated detector")
 
     @field_validator("scan_shape")

@@ -211,3 +211,19 @@ def test_lz4_multi_block_and_incompressible_blocks():
     arr = np.concatenate([np.zeros(3000, np.uint8), rng.integers(0, 255, 3000, dtype=np.uint8)])
     payload = lz4_frame(arr.tobytes(), block_bytes=1024)
     np.testing.assert_array_equal(decode_chunk(payload, Codec.LZ4, (6000,), "uint8"), arr)
+
+
+def test_summary_keeps_to_its_cpu_budget_and_records_what_it_skipped():
+    """A tiny CPU share: once its 0.05 s allowance is used, the accumulator skips, never waits."""
+    import time
+
+    acc = SummaryAccumulator((40, 40), (256, 256), "uint16", max_queue=2000, cpu_share=1e-6)
+    frame = make_frame(0, frame_data(0, (256, 256)), Codec.BSLZ4)
+    offered = []
+    for p in range(1600):
+        offered.append(acc.offer(p, frame))
+        if p % 100 == 99:
+            time.sleep(0.05)  # let the thread work through what it was given
+    _, _, included = acc.finish()
+    assert acc.skipped > 0 and not offered[-1]
+    assert included.sum() == acc.included == sum(offered)
