@@ -331,6 +331,7 @@ class Acquisition:
         series_open = False
         tracker, decode = self._tracker, self._decoder.decode
         place, write = tracker.place, self._write
+        aborted = self._abort_requested.is_set
         sock = source.socket
         flags = zmq.NOBLOCK
         next_tick = t_armed + 1.0
@@ -373,13 +374,15 @@ class Acquisition:
                         series_open = True
                 elif kind is SeriesEnd:
                     if tracker.end(event) and series_open:
+                        if aborted():  # the detector ends the series we asked it to abort
+                            return AcquisitionState.ABORTED, "aborted"
                         return AcquisitionState.COMPLETED, None
                 else:
                     tracker.reject(event)
+            if aborted():
+                return AcquisitionState.ABORTED, "aborted"
             if now >= next_tick:
                 next_tick = self._tick(now)
-                if self._abort_requested.is_set():
-                    return AcquisitionState.ABORTED, "aborted"
 
     def _on_series_start(self, start: SeriesStart) -> None:
         self._start = start

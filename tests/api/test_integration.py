@@ -101,6 +101,7 @@ def test_passive_acquisition_triggered_by_someone_else(
         httpx.put(f"{base}/config/nimages", json={"value": 64}).raise_for_status()
         httpx.put(f"{base}/command/arm").raise_for_status()
         httpx.put(f"{base}/command/trigger", timeout=30).raise_for_status()
+        sim.wait_idle(30)  # the sim's trigger returns at once; a real DCU's blocks until done
         httpx.put(f"{base}/command/disarm").raise_for_status()
         final = c.wait(acq.id, timeout=30)
         assert final.state is AcquisitionState.COMPLETED and final.frames_written == 64
