@@ -277,17 +277,23 @@ def run_stemdaq(endpoint: str, case: Case, n: int, out: mp.Queue, path: str) -> 
     acq.start()
     t_first = None
     peak = 0.0
+    timeline: list[tuple[int, float]] = []  # (frames written, current RSS MB), for the soak
+    next_sample = 0.0
     while not acq.wait(0.05):
         if t_first is None and acq.info().counters.frames_received > 0:
             t_first = time.perf_counter()
         peak = max(peak, _rss_mb())
+        if time.perf_counter() >= next_sample:
+            timeline.append((acq.info().frames_written, _rss_now_mb()))
+            next_sample = time.perf_counter() + 2.0
     t_end = time.perf_counter()
     info = acq.info()
     acq.close()
     dt = t_end - (t_first or t_end)
     out.put({"frames": info.frames_written, "seconds": dt, "lost": n - info.frames_written,
              "rss_mb": max(peak, _rss_mb()), "state": info.state.value,
-             "bytes_written": info.counters.bytes_written, "exact": _verify(case, path, n)})
+             "bytes_written": info.counters.bytes_written, "exact": _verify(case, path, n),
+             "timeline": timeline})
 
 
 def _verify(case: Case, path: str, n: int, samples: int = 32) -> bool:
@@ -305,6 +311,14 @@ def _verify(case: Case, path: str, n: int, samples: int = 32) -> bool:
     return True
 
 
+def _rss_now_mb() -> float:
+    with open(f"/proc/{os.getpid()}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _rss_mb() -> float:
     try:
         with open(f"/proc/{os.getpid()}/status") as fh:
@@ -314,6 +328,58 @@ def _rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_service(case: Case, n: int, tmp: Path) -> dict:
+    """``stemdaq serve`` ingests at full rate while we poll GET /api/v1/status from outside."""
+    import subprocess
+
+    import httpx
+
+    with socket_port() as port, socket_port() as api_port:
+        endpoint = f"tcp://127.0.0.1:{port}"
+    side = int(np.ceil(np.sqrt(n)))
+    while n % side:
+        side -= 1
+    env = {**os.environ, "STEMDAQ_ACQUISITION__STREAM_ENDPOINT": endpoint,
+           "STEMDAQ_ACQUISITION__SCAN_SHAPE": f"[{n // side}, {side}]",
+           "STEMDAQ_ACQUISITION__END_TIMEOUT": "30"}
+    server = subprocess.Popen([sys.executable, "-m", "stemdaq.cli", "serve", "--port", str(api_port),
+                               "--data-dir", str(tmp / "service")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{api_port}"
+    latencies: list[float] = []
+    try:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            for _ in range(100):
+                try:
+                    http.get("/healthz").raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            acq = http.post("/api/v1/acquisitions", json={}).json()
+            ctx = mp.get_context("fork")
+            ready = ctx.Event()
+            send = ctx.Process(target=sender, args=(endpoint, case, n, ready), daemon=True)
+            send.start()
+            state = "armed"
+            while state not in ("completed", "aborted", "failed"):
+                t0 = time.perf_counter()
+                status = http.get("/api/v1/status").json()
+                if status.get("state") == "acquiring":
+                    latencies.append(time.perf_counter() - t0)
+                state = http.get(f"/api/v1/acquisitions/{acq['id']}").json()["state"]
+                time.sleep(0.01)
+            final = http.get(f"/api/v1/acquisitions/{acq['id']}").json()
+            send.join(30)
+    finally:
+        server.terminate()
+        server.wait(30)
+    lat = np.array(latencies) * 1e3
+    return {"requests": len(lat), "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+            "max_ms": float(lat.max()) if len(lat) else float("nan"),
+            "frames_written": final["frames_written"], "frames": n, "state": final["state"]}
 
 
 # -- driver -------------------------------------------------------------------------------------
@@ -363,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (median)")
     parser.add_argument("--soak", action="store_true", help="1,000,000-frame scan of 96x96 frames")
     parser.add_argument("--cases", default="", help="comma-separated substrings of case names")
+    parser.add_argument("--no-status", action="store_true", help="skip the status-latency run")
     args = parser.parse_args(argv)
 
     cases = [SOAK] if args.soak else [c for c in CASES if not args.cases or
@@ -383,7 +450,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {case.name:24s} {kind:9s} {best['fps']:>10,.0f} frames/s  "
                       f"lost {best['lost']}  rss {best['rss_mb']:.0f} MB", file=sys.stderr, flush=True)
             rows.append((case, n, res))
+        status = None
+        if not args.no_status and not args.soak:
+            case = CASES[0]
+            status = measure_service(case, case.quick_frames if args.quick else case.frames, tmp)
     print_table(rows)
+    if args.soak:
+        for case, n, res in rows:
+            timeline = res["stemdaq"].get("timeline", [])
+            print("soak RSS (frames written: MB):",
+                  ", ".join(f"{w:,}: {r:.0f}" for w, r in timeline[:: max(1, len(timeline) // 12)]))
+    if status:
+        print(f"status during full-rate ingest ({status['frames_written']}/{status['frames']} frames, "
+              f"{status['state']}): {status['requests']} requests, p50 {status['p50_ms']:.1f} ms, "
+              f"p99 {status['p99_ms']:.1f} ms, max {status['max_ms']:.1f} ms")
     return 0
 
 
