@@ -107,3 +107,27 @@ def test_file_is_renamed_on_close_and_partial_is_gone(make_sim, tmp_path):
     final = Path(acq.info().file_path)
     assert final.exists()
     assert not final.with_name(final.name + ".partial").exists()
+
+
+def test_two_channels_go_to_their_own_nximage(make_sim, tmp_path):
+    sim = make_sim(channels=("threshold_1", "threshold_2"), seed=5)
+    acq = record(sim, tmp_path)
+    info = acq.info()
+    assert info.state is AcquisitionState.COMPLETED, info.error
+    assert info.channels == ["threshold_1", "threshold_2"]
+    assert info.frames_expected == 2 * 20 and info.frames_written == 40
+    with h5py.File(info.file_path, "r") as f:
+        for ci, group in enumerate(("image1", "image2")):
+            data = f[f"/entry/measurement/event1/{group}/image_4d/intensity"]
+            for i in (0, 7, 19):
+                np.testing.assert_array_equal(data[i // 5, i % 5], sim.generator.frame(i, channel=ci))
+
+
+def test_only_the_configured_channel_is_recorded(make_sim, tmp_path):
+    sim = make_sim(channels=("threshold_1", "threshold_2"), seed=5)
+    acq = record(sim, tmp_path, channel="threshold_2")
+    info = acq.info()
+    assert info.channels == ["threshold_2"] and info.frames_written == 20
+    assert info.frames_dropped == 0 and info.counters.messages_ignored == 20
+    data, _ = read_frames(Path(info.file_path))
+    np.testing.assert_array_equal(data[1, 2], sim.generator.frame(7, channel=1))

@@ -157,7 +157,9 @@ def test_configured_channel_ignores_the_others():
     assert t.channels == ("threshold_2",)
     assert t.place(frame(0, channel="threshold_1")) is None
     assert t.place(frame(0, channel="threshold_2")) == Placement(0, 0)
-    assert dropped(t, DropReason.UNKNOWN_CHANNEL) == 1
+    # not recorded by choice: ignored, not counted as lost
+    assert dropped(t, DropReason.UNKNOWN_CHANNEL) == 0
+    assert t.counters()["messages_ignored"] == 1 and t.counters()["frames_dropped"] == 0
 
 
 def test_rejected_events_are_counted():

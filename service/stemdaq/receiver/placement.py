@@ -11,8 +11,9 @@ it answers a :class:`Placement` (flat row-major scan position, channel index) or
 - shape/dtype other than announced by the start (or, if it did not say, than the series' first
   placed frame) -> ``WRONG_SHAPE``;
 - second copy of a (position, channel) -> ``DUPLICATE`` (one byte per position and channel);
-- with ``channel`` configured every other channel -> ``UNKNOWN_CHANNEL``; otherwise channel
-  indices follow the start's ``channels`` (a channel it did not announce -> ``UNKNOWN_CHANNEL``),
+- with ``channel`` configured every other channel is ignored (``messages_ignored``, not a
+  drop); otherwise channel indices follow the start's ``channels`` (a channel it did not
+  announce -> ``UNKNOWN_CHANNEL``),
   or first-seen order when it announced none;
 - a ``start`` while a series is open: with ``on_new_start="switch"`` (default) the open series is
   closed as *interrupted* (it never got its end) and the new one opens, which the return value
@@ -175,6 +176,9 @@ class SeriesTracker:
             return None
         ci = self._index.get(frame.channel)
         if ci is None:
+            if self.channel is not None:  # not recorded by choice: ignored, not lost
+                self._ignored += 1
+                return None
             if self._announced:
                 self._drop(_UNKNOWN_CHANNEL)
                 return None
