@@ -55,6 +55,11 @@ LATENCY_BUCKETS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1, 1.
 _POLL_MS = 50  # idle poll period: bounds the latency of stop/abort/timeouts
 
 
+def _reason(exc: DecodeError) -> DropReason:
+    """The drop reason a codec error names (``corrupt`` when it names none we know)."""
+    return DropReason(exc.reason) if exc.reason in _REASONS else DropReason.CORRUPT
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -439,7 +444,7 @@ class Acquisition:
             try:
                 chunk = future.result()
             except DecodeError as exc:
-                self._drop(DropReason(exc.reason) if exc.reason in _REASONS else DropReason.CORRUPT, frame, str(exc))
+                self._drop(_reason(exc), frame, str(exc))
                 continue
             except Exception as exc:
                 self._drop(DropReason.CORRUPT, frame, f"{type(exc).__name__}: {exc}")
@@ -451,7 +456,7 @@ class Acquisition:
         try:
             self._bytes_written += self._writer.write(position, channel_index, chunk, frame)
         except DecodeError as exc:
-            self._drop(DropReason(exc.reason) if exc.reason in _REASONS else DropReason.CORRUPT, frame, str(exc))
+            self._drop(_reason(exc), frame, str(exc))
             return
         except Exception as exc:
             self._drop(DropReason.WRITE_ERROR, frame, f"{type(exc).__name__}: {exc}")

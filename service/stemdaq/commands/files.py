@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from stemdaq.commands.progress import follow
 from stemdaq.config import AcquisitionConfig, Compression, LengthUnit
 from stemdaq.errors import StemdaqError
 from stemdaq.models import AcquisitionInfo, AcquisitionState
@@ -118,39 +118,13 @@ def acquire(
             console.print(f"[red]error:[/red] {exc}")
             acq.close()
             raise typer.Exit(2) from None
-        _follow(acq, console)
+        follow(acq.info, "acquisition", console=console)
         acq.close()
     finally:
         signal.signal(signal.SIGINT, previous)
     info = acq.info()
     Console().print(summary_table(info))
     raise typer.Exit(1 if frames_lost(info) else 0)
-
-
-def _follow(acq: Any, console: Console) -> None:
-    """Rich progress bar until the file is closed."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>8.0f} frames/s  dropped {task.fields[dropped]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        info = acq.info()
-        task = progress.add_task(info.state.value, total=info.frames_expected, rate=0.0, dropped=0)
-        while not acq.wait(0.2):
-            info = acq.info()
-            progress.update(
-                task,
-                description=info.state.value,
-                completed=info.frames_written,
-                total=info.frames_expected,
-                rate=info.frames_per_second,
-                dropped=info.frames_dropped,
-            )
-        info = acq.info()
-        progress.update(task, description=info.state.value, completed=info.frames_written, rate=0.0)
 
 
 def _literal(value: str, literal: Any) -> Any:

@@ -236,47 +236,15 @@ def watch(
 
 def _follow(c: Client, acq_id: str, poll: float = 0.25) -> Acquisition:
     """Rich progress bar, polling ``GET /acquisitions/{id}`` (robust across proxies)."""
-    import time
-
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>8.0f} frames/s  dropped {task.fields[dropped]}"),
-        TimeRemainingColumn(),
-    )
+    from stemdaq.commands.progress import follow
+
     console = Console(stderr=True)
-    with Progress(*columns, console=console) as progress:
-        acq = c.get(acq_id)
-        task = progress.add_task(
-            f"{acq_id} {acq.state.value}", total=acq.frames_expected or None, rate=0.0, dropped=0
-        )
-        while True:
-            progress.update(
-                task,
-                description=f"{acq_id} {acq.state.value}",
-                completed=acq.frames_written,
-                total=acq.frames_expected or None,
-                rate=acq.frames_per_second,
-                dropped=acq.frames_dropped,
-            )
-            if acq.state.is_final:
-                break
-            time.sleep(poll)
-            acq = c.get(acq_id)
+    acq = follow(lambda: c.get(acq_id), acq_id, poll, console)
     if acq.error:
         console.print(f"[red]error:[/red] {acq.error}")
     return acq
-
 
 def register(app: typer.Typer) -> None:
     """Add ``serve``, ``status``, ``start``, ``stop`` and ``watch``."""

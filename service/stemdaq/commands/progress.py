@@ -1,0 +1,38 @@
+"""The live progress bar shared by ``stemdaq acquire`` (local engine) and ``stemdaq watch`` (API)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+def follow(get: Callable[[], Any], label: str, poll: float = 0.2, console: Console | None = None) -> Any:
+    """Poll ``get()`` (anything with state, frames_written/expected/dropped, frames_per_second)
+    and draw a rich progress bar until its state is final; return the last value."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f} frames/s  dropped {task.fields[dropped]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console or Console(stderr=True)) as progress:
+        item = get()
+        task = progress.add_task(label, total=item.frames_expected or None, rate=0.0, dropped=0)
+        while True:
+            progress.update(
+                task,
+                description=f"{label} {item.state.value}",
+                completed=item.frames_written,
+                total=item.frames_expected or None,
+                rate=0.0 if item.state.is_final else item.frames_per_second,
+                dropped=item.frames_dropped,
+            )
+            if item.state.is_final:
+                return item
+            time.sleep(poll)
+            item = get()
