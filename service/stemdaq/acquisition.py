@@ -113,6 +113,8 @@ class Acquisition:
         self._writer = NexusWriter(self.file_path, config, validate_framing=False)
         self._summary: SummaryAccumulator | None = None
         self._detector: SimplonClient | None = None
+        self._detector_armed = False
+        self._notify_lock = threading.Lock()
         self._state = AcquisitionState.ARMED
         self._lock = threading.Lock()
         self._stop_requested = threading.Event()
@@ -126,6 +128,7 @@ class Acquisition:
         self._frame_shape: tuple[int, int] | None = None
         self._dtype: str | None = None
         self._opened = False
+        self._open_error: str | None = None
         # counters owned by the data thread (plain ints: reads from other threads are atomic)
         self._written = 0
         self._bytes_written = 0
@@ -169,20 +172,30 @@ class Acquisition:
         if self.config.detector_url:
             try:
                 self._arm_detector()
-            except Exception:
-                self.abort()
+            except Exception as exc:
+                self._fail(f"detector: {exc}")
                 raise
         self._notify()
 
     def _arm_detector(self) -> None:
-        det = SimplonClient(self.config.detector_url or "", trigger_timeout=None)
+        """Configure, arm and trigger; gives up between steps when an abort/stop came in."""
+        det = SimplonClient(self.config.detector_url or "")
         self._detector = det
         n = self.config.n_positions
         det.configure_scan(n)
+        if self._cancelled():
+            return
         seq = det.arm()
+        self._detector_armed = True
         logger.info("detector armed for %d images (sequence id %s)", n, seq)
+        if self._cancelled():
+            return
         trigger = threading.Thread(target=self._trigger, name=f"stemdaq-trigger-{self.acq_id}", daemon=True)
+        self._threads.append(trigger)
         trigger.start()
+
+    def _cancelled(self) -> bool:
+        return self._abort_requested.is_set() or self._stop_requested.is_set()
 
     def _trigger(self) -> None:
         det = self._detector
@@ -195,34 +208,44 @@ class Acquisition:
             self._warnings.append(f"trigger failed: {exc}")
 
     def stop(self) -> None:
-        """Finish: close on end-of-series, or after ``end_timeout`` s of silence."""
+        """Finish: close on end-of-series, or after ``end_timeout`` s of silence. Non-blocking."""
         self._stop_requested.set()
 
     def abort(self) -> None:
-        """Close now; frames not received yet stay gaps in the file."""
+        """Close now; frames not received yet stay gaps in the file. Non-blocking.
+
+        The data thread stops reading, tells the detector to abort (active mode) and closes.
+        """
         self._abort_requested.set()
-        if self._detector is not None:
-            try:
-                self._detector.abort()
-            except Exception as exc:
-                logger.warning("detector abort failed: %s", exc)
+
+    def _fail(self, message: str) -> None:
+        """Give up: the data thread closes the file as FAILED with ``message``."""
+        with self._lock:
+            self._error = self._error or message
+        self._abort_requested.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the file is closed; True if it is."""
         return self._done.wait(timeout)
 
-    def close(self) -> None:
-        """Abort if running, wait for the threads and release resources."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Abort if running, wait (up to ``timeout`` s) for the threads, release resources.
+
+        Returns False if the data thread did not finish in time (resources are then left to it).
+        """
         if not self._threads:  # never started: nothing runs, nothing to close
             self._done.set()
         if not self._done.is_set():
             self.abort()
-        self._done.wait()
+        if not self._done.wait(timeout):
+            logger.error("acquisition %s did not finish within %s s", self.acq_id, timeout)
+            return False
         for t in self._threads:
             t.join(timeout=5)
         self._pool.shutdown(wait=True)
         if self._detector is not None:
             self._detector.close()
+        return True
 
     def __enter__(self) -> Acquisition:
         return self
@@ -246,11 +269,9 @@ class Acquisition:
             dropped[reason] = dropped.get(reason, 0) + n
         n_channels = max(1, len(self._channels)) if self._channels else 1
         expected = self.config.n_positions * n_channels
-        missing = 0
+        missing = 0  # scan positions x channels without a frame in the file (gaps)
         if final or (final is None and self._state.is_final):
-            missing = max(0, expected - self._written - sum(
-                dropped.get(r.value, 0) for r in (DropReason.CORRUPT, DropReason.WRITE_ERROR)
-            ))
+            missing = max(0, expected - self._written)
         return Counters(
             frames_expected=expected,
             frames_received=c.get("frames_received", 0),
@@ -323,7 +344,10 @@ class Acquisition:
         self._notify()
 
     def _notify(self) -> None:
-        if self._on_change is not None:
+        """Tell the listener; serialised, so snapshots arrive in the order they were taken."""
+        if self._on_change is None:
+            return
+        with self._notify_lock:
             try:
                 self._on_change(self.info())
             except Exception:
@@ -352,8 +376,8 @@ class Acquisition:
                     self._writer.maybe_flush()
                 if now >= next_tick:
                     next_tick = self._tick(now)
-                if self._abort_requested.is_set():
-                    return AcquisitionState.ABORTED, "aborted"
+                if aborted():
+                    return self._abort_state()
                 if not series_open:
                     if self._stop_requested.is_set():
                         return AcquisitionState.ABORTED, "stopped before the series started"
@@ -373,6 +397,8 @@ class Acquisition:
                     placement = place(event)
                     if placement is not None:
                         write(placement, event)
+                        if self._open_error is not None:
+                            return AcquisitionState.FAILED, self._open_error
                 elif kind is SeriesStart:
                     if tracker.open(event) is not None:  # one series per file
                         self._on_series_start(event)
@@ -380,14 +406,19 @@ class Acquisition:
                 elif kind is SeriesEnd:
                     if tracker.end(event) and series_open:
                         if aborted():  # the detector ends the series we asked it to abort
-                            return AcquisitionState.ABORTED, "aborted"
+                            return self._abort_state()
                         return AcquisitionState.COMPLETED, None
                 else:
                     tracker.reject(event)
             if aborted():
-                return AcquisitionState.ABORTED, "aborted"
+                return self._abort_state()
             if now >= next_tick:
                 next_tick = self._tick(now)
+
+    def _abort_state(self) -> tuple[AcquisitionState, str | None]:
+        if self._error is not None:  # _fail() asked for this stop
+            return AcquisitionState.FAILED, self._error
+        return AcquisitionState.ABORTED, "aborted"
 
     def _on_series_start(self, start: SeriesStart) -> None:
         self._start = start
@@ -424,7 +455,14 @@ class Acquisition:
     def _write(self, placement: Placement, frame: Frame) -> None:
         """Write a placed frame now, or hand it to the compression pool (written in order later)."""
         if not self._opened:
-            self._open_file(frame)
+            try:
+                self._open_file(frame)
+            except Exception as exc:  # e.g. disk full, or metadata the writer refuses
+                logger.exception("acquisition %s: cannot create %s", self.acq_id, self.file_path)
+                self._open_error = f"cannot create the file: {type(exc).__name__}: {exc}"
+                self._frame_shape = None
+                self._drop(DropReason.WRITE_ERROR, frame, self._open_error)
+                return
         position, channel_index = placement
         if frame.codec is self._writer.filter_codec and frame.codec is not Codec.RAW:
             if self._pending:  # keep file order = arrival order
@@ -490,11 +528,14 @@ class Acquisition:
             self._write_pending(block=True)  # frames already received are never thrown away
         except Exception:
             logger.exception("acquisition %s: writing pending frames failed", self.acq_id)
-        if self._detector is not None and state != AcquisitionState.ABORTED:
+        if self._detector is not None and self._detector_armed:
+            # completed: disarm (the detector sends the end, if it has not); otherwise stop it,
+            # so that no armed detector is left streaming to nobody
+            command = self._detector.disarm if state == AcquisitionState.COMPLETED else self._detector.abort
             try:
-                self._detector.disarm()
+                command()
             except Exception as exc:
-                logger.warning("detector disarm failed: %s", exc)
+                logger.warning("detector %s failed: %s", command.__name__, exc)
         try:
             self._writer.close(state, self.counters(final=True), self._summary if self._opened else None)
         except Exception as exc:

@@ -151,8 +151,11 @@ class AcquisitionConfig(_Model):
         if self.detector_url:
             from urllib.parse import urlparse
 
-            host = urlparse(self.detector_url).hostname or "127.0.0.1"
-            return f"tcp://{host}:31001"
+            try:
+                host = urlparse(self.detector_url).hostname or "127.0.0.1"
+            except ValueError as exc:
+                raise ConfigError(f"invalid detector_url {self.detector_url!r}: {exc}") from None
+            return f"tcp://[{host}]:31001" if ":" in host else f"tcp://{host}:31001"
         raise ConfigError("neither stream_endpoint nor detector_url is set")
 
 

@@ -26,13 +26,17 @@ class SimplonClient:
         e.g. ``http://dcu:80``; the API version is discovered from
         ``GET /detector/api/version/``.
     timeout
-        Seconds per HTTP call (``trigger`` may block for the whole series on a real DCU, so
-        it uses ``trigger_timeout``).
+        Seconds per HTTP call.
+    trigger_timeout
+        Seconds for ``trigger``, which blocks for the whole series on a real DCU; None: no limit.
     """
 
     def __init__(self, base_url: str, timeout: float = 10.0, trigger_timeout: float | None = None):
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        try:
+            self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise DetectorError(f"invalid detector URL {base_url!r}: {exc}") from exc
         self._trigger_timeout = trigger_timeout
         self._version: str | None = None
 
@@ -54,13 +58,13 @@ class SimplonClient:
             self._version = str(body.get("value", "1.8.0")) if isinstance(body, dict) else "1.8.0"
         return self._version
 
-    def _request(self, method: str, path: str, json: Any = None, timeout: float | None = None) -> Any:
+    def _request(self, method: str, path: str, json: Any = None, timeout: httpx.Timeout | None = None) -> Any:
         try:
             kwargs: dict[str, Any] = {"json": json}
             if timeout is not None:
                 kwargs["timeout"] = timeout
             response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise DetectorError(f"detector at {self.base_url} unreachable: {exc}") from exc
         if response.status_code >= 400:
             raise DetectorError(
@@ -82,7 +86,7 @@ class SimplonClient:
         body = self._request("GET", f"/{module}/api/{self.version}/config/{key}")
         return body.get("value") if isinstance(body, dict) else body
 
-    def command(self, name: str, timeout: float | None = None) -> Any:
+    def command(self, name: str, timeout: httpx.Timeout | None = None) -> Any:
         """``PUT /detector/api/{v}/command/{name}``."""
         return self._request("PUT", f"/detector/api/{self.version}/command/{name}", timeout=timeout)
 
@@ -105,7 +109,7 @@ class SimplonClient:
 
     def trigger(self) -> None:
         """Trigger the series (blocks on a real DCU until it is done)."""
-        self.command("trigger", timeout=self._trigger_timeout)
+        self.command("trigger", timeout=httpx.Timeout(self._trigger_timeout))
 
     def disarm(self) -> None:
         """Disarm: the detector sends the end-of-series message."""

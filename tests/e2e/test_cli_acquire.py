@@ -32,9 +32,10 @@ def sim_process(request) -> Iterator[tuple[str, str]]:
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.communicate(timeout=10)  # also closes the pipes
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.communicate()
 
 
 def acquire(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:

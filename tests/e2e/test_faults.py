@@ -107,3 +107,46 @@ def test_abort_mid_series_then_next_series_is_clean(make_sim, tmp_path):
     assert info.frames_written == 8
     assert info.counters.frames_missing == N - 8
     check_file(sim, acq, set(range(8, N)))
+
+
+def test_abort_in_active_mode_leaves_the_detector_idle(make_sim, tmp_path):
+    import time
+
+    from stemdaq.acquisition import Acquisition
+    from stemdaq.config import AcquisitionConfig
+
+    sim = make_sim(frame_time=0.005)  # paced: 400 frames take 2 s
+    cfg = AcquisitionConfig(stream_endpoint=sim.stream_endpoint, detector_url=sim.rest_url,
+                            scan_shape=(20, 20), start_timeout=20, end_timeout=3)
+    acq = Acquisition(cfg, tmp_path / "aborted.nxs", acq_id="a")
+    acq.start()
+    deadline = time.monotonic() + 20
+    while acq.info().frames_written < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    acq.abort()
+    assert acq.close(timeout=20)
+    info = acq.info()
+    assert info.state is AcquisitionState.ABORTED
+    assert 0 < info.frames_written < 400 and info.counters.frames_missing == 400 - info.frames_written
+    deadline = time.monotonic() + 10
+    while sim.state != "idle" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sim.state == "idle"  # the detector was told to abort: nobody left streaming into the void
+    check_written = read_frames(Path(info.file_path))[1].reshape(-1)
+    assert check_written.sum() == info.frames_written
+
+
+def test_bad_detector_url_is_a_clear_error_not_a_crash(tmp_path):
+    from stemdaq.acquisition import Acquisition
+    from stemdaq.config import AcquisitionConfig
+    from stemdaq.errors import StemdaqError
+
+    cfg = AcquisitionConfig(stream_endpoint="tcp://127.0.0.1:1", detector_url="http://[::1",
+                            scan_shape=(2, 2), start_timeout=5)
+    acq = Acquisition(cfg, tmp_path / "x.nxs", acq_id="x")
+    with pytest.raises(StemdaqError, match="detector"):
+        acq.start()
+    assert acq.close(timeout=10)
+    info = acq.info()
+    assert info.state is AcquisitionState.FAILED and "detector" in (info.error or "")
+    assert not (tmp_path / "x.nxs").exists()

@@ -164,11 +164,21 @@ def test_configured_channel_ignores_the_others():
 
 def test_rejected_events_are_counted():
     t = SeriesTracker((2, 2))
+    t.accept(start(series=1))
     t.accept(Rejected(DropReason.CORRUPT, "x", 1, 3))
     t.accept(Rejected(DropReason.MALFORMED, "y"))
     c = t.counters()
     assert c["dropped"] == {"corrupt": 1, "malformed": 1} and c["frames_received"] == 1
     assert c["frames_dropped"] == 2
+
+
+def test_rejected_strays_count_as_strays_not_as_damage():
+    t = SeriesTracker((2, 2))
+    t.accept(Rejected(DropReason.CORRUPT, "before any start", 7, 0))
+    t.accept(start(series=1))
+    t.accept(Rejected(DropReason.CORRUPT, "old series", 7, 1))
+    t.accept(Rejected(DropReason.CORRUPT, "this series", 1, 2))
+    assert t.counters()["dropped"] == {"no_series": 1, "wrong_series": 1, "corrupt": 1}
 
 
 def test_invalid_arguments():

@@ -196,3 +196,13 @@ def test_scan_axes_helper_matches_config():
     axes = scan_axes(config(scan_shape=(2, 3), scan_step=(1.0, 0.1), scan_unit="angstrom"))
     assert axes["axis_k"].units == "angstrom"
     np.testing.assert_allclose(axes["axis_k"].values, [0.0, 0.1, 0.2])
+
+
+def test_nonpositive_stream_energy_means_uncalibrated_not_an_error():
+    from stemdaq.config import AcquisitionConfig
+    from stemdaq.models import DetectorInfo
+    from stemdaq.writer.axes import resolve_geometry
+
+    geo = resolve_geometry(AcquisitionConfig(), DetectorInfo(incident_energy=0.0, pixel_size_x=-1.0,
+                                                             detector_distance=0.1), (8, 8))
+    assert not geo.calibrated and geo.beam_energy is None and geo.pixel_size is None

@@ -239,9 +239,16 @@ class SeriesTracker:
         return False
 
     def reject(self, rejected: Rejected) -> None:
-        """Count an event the decoder rejected."""
+        """Count an event the decoder rejected.
+
+        A rejected frame that says which series it belongs to is judged like any frame first: one
+        of another series (or of none) is a stray, counted as such, not as damage to this one.
+        """
         if rejected.frame_id is not None:
             self._received += 1
+        if rejected.series_id is not None and (not self._open or rejected.series_id != self._series):
+            self._drop(_NO_SERIES if not self._open else _WRONG_SERIES)
+            return
         self._drop(rejected.reason.value)
 
     def abort(self) -> int | None:

@@ -26,9 +26,15 @@ class ZmqSource:
     def __init__(self, endpoint: str, rcvhwm: int = 100_000, context: zmq.Context | None = None) -> None:
         self.endpoint = endpoint
         self._socket: zmq.Socket = (context or zmq.Context.instance()).socket(zmq.PULL)
-        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.connect(endpoint)
+        try:
+            self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+            self._socket.setsockopt(zmq.LINGER, 0)
+            if endpoint.startswith("tcp://["):
+                self._socket.setsockopt(zmq.IPV6, 1)
+            self._socket.connect(endpoint)
+        except zmq.ZMQError:
+            self._socket.close(linger=0)
+            raise
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
 

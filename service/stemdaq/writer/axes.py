@@ -58,9 +58,13 @@ def resolve_geometry(
 ) -> DetectorGeometry:
     """Calibration from the config, falling back to the stream's start message."""
     cal = config.calibration
-    pixel = cal.pixel_size or detector.pixel_size_x
-    length = cal.camera_length or detector.detector_distance
-    energy = cal.beam_energy or detector.incident_energy
+
+    def positive(value: float | None) -> float | None:  # a stream's 0 or -1 means "not known"
+        return value if value is not None and math.isfinite(value) and value > 0 else None
+
+    pixel = cal.pixel_size or positive(detector.pixel_size_x)
+    length = cal.camera_length or positive(detector.detector_distance)
+    energy = cal.beam_energy or positive(detector.incident_energy)
     if cal.beam_center is not None:
         center = (float(cal.beam_center[0]), float(cal.beam_center[1]))
     elif detector.beam_center_x is not None and detector.beam_center_y is not None:

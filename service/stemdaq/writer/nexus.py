@@ -75,6 +75,7 @@ class NexusWriter:
         self.dtype: np.dtype | None = None
         self._f: h5py.File | None = None
         self._closed = False
+        self.flush_errors = 0
         self._result: Path | None = None
         self._direct: Codec | None = None  # codec whose payload goes to the file unchanged
         # walk the block table of pre-compressed payloads written unchanged (~1-2 us a frame):
@@ -155,12 +156,15 @@ class NexusWriter:
         self.geometry = resolve_geometry(cfg, start.detector, self.frame_shape)
 
         self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.tmp_path.is_symlink():  # never write through a link (it may lead anywhere)
+            raise FileExistsError(f"{self.tmp_path} is a symbolic link; refusing to write through it")
         f = h5py.File(self.tmp_path, "w", libver="latest")
         try:
             self._create_layout(f, start, endpoint)
             f.swmr_mode = True
         except BaseException:
             f.close()
+            self.tmp_path.unlink(missing_ok=True)  # no half-made file left behind
             raise
         self._f = f
         self._last_flush = time.monotonic()
@@ -319,11 +323,19 @@ class NexusWriter:
         if position > self._dirty_hi:
             self._dirty_hi = position
         self._since_flush += 1
-        if self._since_flush >= self._flush_frames:
-            self.flush()
-        elif time.monotonic() - self._last_flush >= self._flush_seconds:
-            self.flush()
+        if (
+            self._since_flush >= self._flush_frames
+            or time.monotonic() - self._last_flush >= self._flush_seconds
+        ):
+            self._flush_logged()  # the frame is written: a failed flush must not say otherwise
         return n
+
+    def _flush_logged(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            self.flush_errors += 1
+            logger.exception("%s: flush failed (%d so far)", self.tmp_path.name, self.flush_errors)
 
     def maybe_flush(self) -> bool:
         """Flush if there is something new and ``flush_seconds`` passed. True if it flushed."""

@@ -130,7 +130,12 @@ class SummaryAccumulator:
         Frames still queued are summed first. Idempotent.
         """
         if self._result is None:
-            self._queue.put(None)
+            while self._thread.is_alive():  # never block on a full queue of a dead thread
+                try:
+                    self._queue.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
             self._thread.join()
             self._result = (
                 self._pattern,
