@@ -171,7 +171,9 @@ class Counters(BaseModel):
     messages_ignored: int = Field(0, description="Non-frame messages ignored (other series, strays)")
     bytes_received: int = Field(0, description="Payload bytes received")
     bytes_written: int = Field(0, description="Chunk bytes written to the file (compressed)")
-    frames_missing: int = Field(0, description="Expected frames never received (gaps), at close")
+    frames_missing: int = Field(
+        0, description="Scan positions x channels without a frame in the file (gaps), at close"
+    )
     summary_frames: int = Field(0, description="Frames included in the summed pattern / image")
 
 
