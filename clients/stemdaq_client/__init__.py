@@ -10,6 +10,7 @@ from stemdaq_client._client import DEFAULT_URL, AsyncClient, Client
 from stemdaq_client.errors import (
     Conflict,
     InvalidRequest,
+    InvalidResponse,
     NotFound,
     ServerError,
     StemdaqClientError,
@@ -37,6 +38,7 @@ __all__ = [
     "Counters",
     "Event",
     "InvalidRequest",
+    "InvalidResponse",
     "NotFound",
     "ServerError",
     "StemdaqClientError",

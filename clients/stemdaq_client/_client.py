@@ -6,11 +6,13 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
-from stemdaq_client.errors import StemdaqClientError, error_for
+from stemdaq_client.errors import InvalidRequest, InvalidResponse, StemdaqClientError, error_for
 from stemdaq_client.models import Acquisition, AcquisitionPage, Config, Event, Status
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -22,15 +24,64 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _acq_path(acq_id: str, action: str = "") -> str:
+    """``/api/v1/acquisitions/<id>[/<action>]`` with the id percent-encoded as one segment."""
+    if not isinstance(acq_id, str) or not acq_id:
+        raise InvalidRequest(0, f"invalid acquisition id {acq_id!r}")
+    segment = quote(acq_id, safe="")
+    if segment in (".", ".."):  # would be removed as a dot-segment, not sent as an id
+        segment = segment.replace(".", "%2E")
+    return f"{API}/acquisitions/{segment}" + (f"/{action}" if action else "")
+
+
+def _snippet(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    return text[:200] + ("..." if len(text) > 200 else "") if text else "(empty body)"
+
+
 def _check(response: httpx.Response) -> Any:
     if response.is_success:
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            ctype = response.headers.get("content-type", "no content type")
+            raise InvalidResponse(
+                response.status_code,
+                f"{_what(response)}: expected JSON, got {ctype}: {_snippet(response)}",
+            ) from None
     try:
         body = response.json()
         detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
     except ValueError:
         detail = response.text or response.reason_phrase
     raise error_for(response.status_code, detail if isinstance(detail, str) else str(detail))
+
+
+def _what(response: httpx.Response) -> str:
+    path = response.request.url.raw_path.decode("ascii", "replace")
+    return f"{response.request.method} {path}"
+
+
+def _model(model: type[_M], data: Any, response: httpx.Response) -> _M:
+    """``data`` validated as ``model``; the client's own error if the server sent something else."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidResponse(
+            response.status_code,
+            f"{_what(response)}: the answer is not a valid {model.__name__}: {exc}",
+        ) from None
+
+
+class _JSONObject(BaseModel):
+    """Any JSON object (``health``, ``metadata``): only checks that it is one."""
+
+    model_config = {"extra": "allow"}
 
 
 def _changes(changes: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -50,10 +101,12 @@ class _SSEParser:
         if line == "":
             event = None
             if self.data:
-                event = Event(
-                    event=self.kind,
-                    acquisition=Acquisition.model_validate_json("\n".join(self.data)),
-                )
+                try:
+                    acquisition = Acquisition.model_validate_json("\n".join(self.data))
+                except ValidationError as exc:
+                    self.kind, self.data = "message", []
+                    raise InvalidResponse(200, f"event stream: invalid event data: {exc}") from None
+                event = Event(event=self.kind, acquisition=acquisition)
             self.kind, self.data = "message", []
             return event
         if line.startswith(":"):
@@ -109,66 +162,62 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(
+        self, method: str, path: str, *, model: type[BaseModel] | None = None, **kwargs: Any
+    ) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise error_for(0, f"cannot reach {self.url}: {exc}") from exc
-        return _check(response)
+        data = _check(response)
+        return data if model is None else _model(model, data, response)
 
     def health(self) -> dict[str, Any]:
         """``GET /healthz``."""
-        result: dict[str, Any] = self._request("GET", "/healthz")
+        result: dict[str, Any] = self._request("GET", "/healthz", model=_JSONObject).model_dump()
         return result
 
     def status(self) -> Status:
         """Service state, current acquisition, rates."""
-        return Status.model_validate(self._request("GET", f"{API}/status"))
+        return self._request("GET", f"{API}/status", model=Status)
 
     def get_config(self) -> Config:
         """The current acquisition config."""
-        return Config.model_validate(self._request("GET", f"{API}/config"))
+        return self._request("GET", f"{API}/config", model=Config)
 
     def put_config(self, changes: dict[str, Any] | None = None, **kwargs: Any) -> Config:
         """Change config fields (others keep their value): ``put_config(scan_shape=[32, 32])``."""
-        return Config.model_validate(
-            self._request("PUT", f"{API}/config", json=_changes(changes, kwargs))
-        )
+        return self._request("PUT", f"{API}/config", json=_changes(changes, kwargs), model=Config)
 
     def arm(self, overrides: dict[str, Any] | None = None, **kwargs: Any) -> Acquisition:
         """Arm an acquisition with per-acquisition overrides; returns its id and file path."""
-        return Acquisition.model_validate(
-            self._request("POST", f"{API}/acquisitions", json=_changes(overrides, kwargs))
+        return self._request(
+            "POST", f"{API}/acquisitions", json=_changes(overrides, kwargs), model=Acquisition
         )
 
     start = arm
 
     def stop(self, acq_id: str) -> Acquisition:
         """Finish on end-of-series (or timeout)."""
-        return Acquisition.model_validate(
-            self._request("POST", f"{API}/acquisitions/{acq_id}/stop")
-        )
+        return self._request("POST", _acq_path(acq_id, "stop"), model=Acquisition)
 
     def abort(self, acq_id: str) -> Acquisition:
         """Close the file now."""
-        return Acquisition.model_validate(
-            self._request("POST", f"{API}/acquisitions/{acq_id}/abort")
-        )
+        return self._request("POST", _acq_path(acq_id, "abort"), model=Acquisition)
 
     def get(self, acq_id: str) -> Acquisition:
         """One acquisition."""
-        return Acquisition.model_validate(self._request("GET", f"{API}/acquisitions/{acq_id}"))
+        return self._request("GET", _acq_path(acq_id), model=Acquisition)
 
     def list(self, offset: int = 0, limit: int = 50) -> AcquisitionPage:
         """A page of the history, newest first."""
         params = {"offset": offset, "limit": limit}
-        return AcquisitionPage.model_validate(
-            self._request("GET", f"{API}/acquisitions", params=params)
-        )
+        return self._request("GET", f"{API}/acquisitions", params=params, model=AcquisitionPage)
 
     def metadata(self, acq_id: str) -> dict[str, Any]:
         """The file's NeXus tree (``{"id", "file_path", "complete", "tree"}``)."""
-        result: dict[str, Any] = self._request("GET", f"{API}/acquisitions/{acq_id}/metadata")
+        obj = self._request("GET", _acq_path(acq_id, "metadata"), model=_JSONObject)
+        result: dict[str, Any] = obj.model_dump()
         return result
 
     def events(self, *, timeout: float | None = None) -> Iterator[Event]:
@@ -227,69 +276,66 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _request(
+        self, method: str, path: str, *, model: type[BaseModel] | None = None, **kwargs: Any
+    ) -> Any:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise error_for(0, f"cannot reach {self.url}: {exc}") from exc
-        return _check(response)
+        data = _check(response)
+        return data if model is None else _model(model, data, response)
 
     async def health(self) -> dict[str, Any]:
         """``GET /healthz``."""
-        result: dict[str, Any] = await self._request("GET", "/healthz")
+        obj = await self._request("GET", "/healthz", model=_JSONObject)
+        result: dict[str, Any] = obj.model_dump()
         return result
 
     async def status(self) -> Status:
         """Service state, current acquisition, rates."""
-        return Status.model_validate(await self._request("GET", f"{API}/status"))
+        return await self._request("GET", f"{API}/status", model=Status)
 
     async def get_config(self) -> Config:
         """The current acquisition config."""
-        return Config.model_validate(await self._request("GET", f"{API}/config"))
+        return await self._request("GET", f"{API}/config", model=Config)
 
     async def put_config(self, changes: dict[str, Any] | None = None, **kwargs: Any) -> Config:
         """Change config fields (others keep their value)."""
-        return Config.model_validate(
-            await self._request("PUT", f"{API}/config", json=_changes(changes, kwargs))
+        return await self._request(
+            "PUT", f"{API}/config", json=_changes(changes, kwargs), model=Config
         )
 
     async def arm(self, overrides: dict[str, Any] | None = None, **kwargs: Any) -> Acquisition:
         """Arm an acquisition with per-acquisition overrides."""
         body = _changes(overrides, kwargs)
-        return Acquisition.model_validate(
-            await self._request("POST", f"{API}/acquisitions", json=body)
-        )
+        return await self._request("POST", f"{API}/acquisitions", json=body, model=Acquisition)
 
     start = arm
 
     async def stop(self, acq_id: str) -> Acquisition:
         """Finish on end-of-series (or timeout)."""
-        return Acquisition.model_validate(
-            await self._request("POST", f"{API}/acquisitions/{acq_id}/stop")
-        )
+        return await self._request("POST", _acq_path(acq_id, "stop"), model=Acquisition)
 
     async def abort(self, acq_id: str) -> Acquisition:
         """Close the file now."""
-        return Acquisition.model_validate(
-            await self._request("POST", f"{API}/acquisitions/{acq_id}/abort")
-        )
+        return await self._request("POST", _acq_path(acq_id, "abort"), model=Acquisition)
 
     async def get(self, acq_id: str) -> Acquisition:
         """One acquisition."""
-        return Acquisition.model_validate(
-            await self._request("GET", f"{API}/acquisitions/{acq_id}")
-        )
+        return await self._request("GET", _acq_path(acq_id), model=Acquisition)
 
     async def list(self, offset: int = 0, limit: int = 50) -> AcquisitionPage:
         """A page of the history, newest first."""
         params = {"offset": offset, "limit": limit}
-        return AcquisitionPage.model_validate(
-            await self._request("GET", f"{API}/acquisitions", params=params)
+        return await self._request(
+            "GET", f"{API}/acquisitions", params=params, model=AcquisitionPage
         )
 
     async def metadata(self, acq_id: str) -> dict[str, Any]:
         """The file's NeXus tree."""
-        result: dict[str, Any] = await self._request("GET", f"{API}/acquisitions/{acq_id}/metadata")
+        obj = await self._request("GET", _acq_path(acq_id, "metadata"), model=_JSONObject)
+        result: dict[str, Any] = obj.model_dump()
         return result
 
     async def events(self, *, timeout: float | None = None) -> AsyncIterator[Event]:

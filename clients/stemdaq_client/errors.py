@@ -32,6 +32,13 @@ class ServerError(StemdaqClientError, RuntimeError):
     """5xx, e.g. 502 when the detector refused, or the server cannot be reached (status 0)."""
 
 
+class InvalidResponse(ServerError, ValueError):  # noqa: N818 - parallels InvalidRequest
+    """A success status whose body is not the expected JSON (not JSON, or not the model).
+
+    ``status`` is the HTTP status of that answer; ``detail`` says what was wrong with it.
+    """
+
+
 def error_for(status: int, detail: str) -> StemdaqClientError:
     """The exception for an HTTP error status."""
     if status in (400, 422):

@@ -67,14 +67,24 @@ class HistoryStore:
             self._records = records
         return list(records.values())
 
-    def save(self, info: AcquisitionInfo) -> None:
-        """Record ``info``; a final record is never replaced by an older, non-final one."""
+    def save(self, info: AcquisitionInfo, *, replace_final: bool = False) -> bool:
+        """Record ``info``; True if it was stored.
+
+        A final record is never replaced by a non-final one, nor by a final one of another state
+        (a late ``aborted`` snapshot from the engine must not turn a ``failed`` record with its
+        error into an ``aborted`` one) unless ``replace_final`` is given: the manager's own
+        verdict on an acquisition it failed.
+        """
         with self._lock:
             old = self._records.get(info.id)
-            if old is not None and old.state.is_final and not info.state.is_final:
-                return
+            if old is not None and old.state.is_final:
+                if not info.state.is_final:
+                    return False
+                if info.state != old.state and not replace_final:
+                    return False
             self._records[info.id] = info
             self._write(info)
+            return True
 
     def get(self, acq_id: str) -> AcquisitionInfo | None:
         """The stored record, or None."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,19 @@ logger = logging.getLogger(__name__)
 
 _SUBSCRIBER_QUEUE = 256  # events buffered per SSE client; the oldest go first when full
 _WATCH_PERIOD = 0.1  # seconds between checks for the end of the running acquisition
+_FAIL_WAIT = 2.0  # seconds a failed start waits for the engine's threads before closing
+_CLOSE_WAIT = 5.0  # seconds to wait for an engine's close() on the failure/shutdown paths
+_CANCELLED_ARM = "arm cancelled (the client went away or the service is shutting down)"
+
+# life-cycle order: a snapshot earlier than the last one seen for an acquisition is stale
+_ORDER = {
+    AcquisitionState.ARMED: 0,
+    AcquisitionState.ACQUIRING: 1,
+    AcquisitionState.FINISHING: 2,
+    AcquisitionState.COMPLETED: 3,
+    AcquisitionState.ABORTED: 3,
+    AcquisitionState.FAILED: 3,
+}
 
 
 class AcquisitionLike(Protocol):
@@ -39,7 +53,7 @@ class AcquisitionLike(Protocol):
     def stop(self) -> None: ...
     def abort(self) -> None: ...
     def wait(self, timeout: float | None = None) -> bool: ...
-    def close(self) -> None: ...
+    def close(self) -> bool | None: ...  # the engine returns whether its threads ended
     def info(self) -> AcquisitionInfo: ...
     def latency_histogram(self) -> tuple[list[float], list[int], float]: ...
 
@@ -139,7 +153,11 @@ class AcquisitionManager:
         self._watcher: asyncio.Task[None] | None = None
         self._arm_lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        # last state seen per live acquisition; guarded by _state_lock (engine threads + loop).
+        # No entry: unknown, already filed, or failed by the manager -> engine snapshots ignored.
         self._last_state: dict[str, AcquisitionState] = {}
+        self._state_lock = threading.Lock()
+        self._closers: dict[str, asyncio.Future[None]] = {}
         self._seq = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.totals = Totals()
@@ -159,16 +177,33 @@ class AcquisitionManager:
         logger.info("history: %d acquisitions in %s", len(records), self._history.directory)
 
     async def close(self, timeout: float = 30.0) -> None:
-        """Abort a running acquisition, wait for its file to close, end every event stream."""
+        """Abort a running acquisition, wait for its file to close, end every event stream.
+
+        Bounded: about ``timeout`` s for the engine and its watcher together (at least 2 s for the
+        watcher), then a few seconds for the engine's ``close()``; whatever is still running then
+        is logged and left behind (daemon threads).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         acq = self._current
         if acq is not None and not acq.state.is_final:
             logger.warning("shutting down: aborting acquisition %s", self._current_id)
-            acq.abort()
+            await asyncio.to_thread(acq.abort)
             await asyncio.to_thread(acq.wait, timeout)
-        if self._watcher is not None:
-            await asyncio.gather(self._watcher, return_exceptions=True)
+        watcher = self._watcher
+        if watcher is not None and not watcher.done():
+            remaining = max(2.0, deadline - loop.time())
+            done, _ = await asyncio.wait({watcher}, timeout=remaining)
+            if not done:
+                logger.error(
+                    "shutting down: acquisition %s not filed within %.0f s; giving up on it",
+                    self._current_id,
+                    timeout,
+                )
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
         if self._current is not None:  # the watcher did not get there (timeout)
-            await self._finalize(self._current)
+            await self._finalize(self._current, close_timeout=_CLOSE_WAIT, shutting_down=True)
         for q in list(self._subscribers):
             _put_dropping_oldest(q, None)
 
@@ -222,18 +257,37 @@ class AcquisitionManager:
             now = datetime.now(UTC)
             acq_id = f"{now:%Y%m%d-%H%M%S}-{next(self._seq):04d}"
             relative = render_template(config.file_template, acq_id=acq_id, when=now)
-            file_path = await asyncio.to_thread(resolve_in_data_dir, self.data_dir, relative)
-            if await asyncio.to_thread(_exists, file_path):
-                raise PathError(f"{relative!r} exists already in the data directory")
-            acq = await asyncio.to_thread(self._build, config, file_path, acq_id)
-            self._current, self._current_id = acq, acq_id
-            self._last_state[acq_id] = acq.state
-            await asyncio.to_thread(self._history.save, acq.info())
+            # refuses <name> and <name>.partial if either exists as anything (dangling links too)
+            file_path = await asyncio.to_thread(
+                resolve_in_data_dir, self.data_dir, relative, new_file=True
+            )
+            with self._state_lock:
+                self._last_state[acq_id] = AcquisitionState.ARMED
             try:
-                await asyncio.to_thread(acq.start)
+                acq = await asyncio.to_thread(self._build, config, file_path, acq_id)
+            except BaseException:
+                with self._state_lock:
+                    self._last_state.pop(acq_id, None)
+                raise
+            # from here the slot is taken: every way out either starts the watcher or hands the
+            # acquisition to a clean-up task (set as the watcher) that always frees the slot
+            self._current, self._current_id = acq, acq_id
+            start: asyncio.Future[None] | None = None
+            try:
+                await asyncio.to_thread(self._history.save, acq.info())
+                start = asyncio.get_running_loop().run_in_executor(None, acq.start)
+                # shielded: if this request is cancelled, the clean-up task still learns when
+                # (and how) the start call in its thread ends
+                await asyncio.shield(start)
             except Exception as exc:
-                await self._fail_start(acq, exc)
+                logger.error("acquisition %s could not start: %s", acq_id, exc)
+                cleanup = self._start_cleanup(acq, acq_id, f"start failed: {exc}", None)
+                await asyncio.shield(cleanup)  # the FAILED record is filed before we answer
                 raise _as_stemdaq_error(exc) from exc
+            except BaseException:  # cancelled (client gone, shutdown) or interrupted mid-start
+                logger.warning("acquisition %s: %s", acq_id, _CANCELLED_ARM)
+                self._start_cleanup(acq, acq_id, _CANCELLED_ARM, start)
+                raise
             self._watcher = asyncio.create_task(self._watch(acq), name=f"stemdaq-watch-{acq_id}")
             info = acq.info()
             logger.info("armed acquisition %s -> %s", acq_id, info.file_path)
@@ -253,18 +307,65 @@ class AcquisitionManager:
         except Exception as exc:
             raise _as_stemdaq_error(exc) from exc
 
-    async def _fail_start(self, acq: AcquisitionLike, exc: BaseException) -> None:
-        logger.error("acquisition %s could not start: %s", self._current_id, exc)
-        acq.abort()
-        # close() waits for the threads: only call it if they ran and have finished
-        if await asyncio.to_thread(acq.wait, 2.0):
-            await asyncio.to_thread(acq.close)
-        info = acq.info().model_copy(
-            update={"state": AcquisitionState.FAILED, "error": f"start failed: {exc}"}
+    def _start_cleanup(
+        self,
+        acq: AcquisitionLike,
+        acq_id: str,
+        error: str,
+        start: asyncio.Future[None] | None,
+    ) -> asyncio.Task[None]:
+        """Run :meth:`_fail_start` as the slot's watcher task (survives cancelling the arm)."""
+        # from now on the engine's own snapshots (e.g. a late "aborted") are ignored
+        with self._state_lock:
+            self._last_state.pop(acq_id, None)
+        task = asyncio.create_task(
+            self._fail_start(acq, acq_id, error, start), name=f"stemdaq-fail-{acq_id}"
         )
-        await asyncio.to_thread(self._history.save, info)
-        self._publish(Event("state", info))
-        self._current, self._current_id = None, None
+        self._watcher = task
+        return task
+
+    async def _fail_start(
+        self,
+        acq: AcquisitionLike,
+        acq_id: str,
+        error: str,
+        start: asyncio.Future[None] | None,
+    ) -> None:
+        """File the acquisition as FAILED with ``error``, release the engine, free the slot."""
+        try:
+            if start is not None:  # a cancelled arm: let the start call in its thread return
+                try:
+                    await start
+                except Exception as exc:
+                    error = f"{error}; start failed: {exc}"
+            await asyncio.to_thread(acq.abort)
+            finished = await asyncio.to_thread(acq.wait, _FAIL_WAIT)
+            if not finished:
+                logger.warning(
+                    "acquisition %s: threads still running %.0f s after a failed start; "
+                    "closing it in the background",
+                    acq_id,
+                    _FAIL_WAIT,
+                )
+            # close() waits for the threads: in its own thread, so the pool and threads are
+            # released whenever they end, without holding up the loop or the slot
+            await self._close_engine(acq_id, acq, _CLOSE_WAIT if finished else 0.0)
+            info = acq.info()
+            info = info.model_copy(
+                update={
+                    "state": AcquisitionState.FAILED,
+                    "error": error,
+                    "finished_at": info.finished_at
+                    or datetime.now(UTC).isoformat(timespec="milliseconds"),
+                }
+            )
+            await asyncio.to_thread(self._history.save, info, replace_final=True)
+            self._publish(Event("state", info))
+        except Exception:
+            logger.exception("acquisition %s: clean-up after a failed start failed", acq_id)
+        finally:
+            if self._current is acq:
+                self._current, self._current_id = None, None
 
     def get(self, acq_id: str) -> AcquisitionInfo:
         """Live info for the running acquisition, the stored record otherwise."""
@@ -291,14 +392,17 @@ class AcquisitionManager:
         """Ask the acquisition to finish on end-of-series (or timeout). Idempotent."""
         info = self.get(acq_id)
         if self._current is not None and acq_id == self._current_id and not info.state.is_final:
-            self._current.stop()
+            _call_in_thread(self._current.stop, f"stop {acq_id}")
         return info
 
     def abort(self, acq_id: str) -> AcquisitionInfo:
-        """Ask the acquisition to close now; gaps stay marked. Idempotent."""
+        """Ask the acquisition to close now; gaps stay marked. Idempotent.
+
+        The engine's ``abort()`` runs in a worker thread, never on the event loop.
+        """
         info = self.get(acq_id)
         if self._current is not None and acq_id == self._current_id and not info.state.is_final:
-            self._current.abort()
+            _call_in_thread(self._current.abort, f"abort {acq_id}")
         return info
 
     # -- events ---------------------------------------------------------------------------------
@@ -322,49 +426,138 @@ class AcquisitionManager:
         self._subscribers.discard(q)
 
     def _on_change(self, info: AcquisitionInfo) -> None:
-        """Engine callback (any thread): persist state changes, hand the event to the loop."""
-        previous = self._last_state.get(info.id)
-        if previous != info.state:
-            self._last_state[info.id] = info.state
-            self._history.save(info)  # a few small writes per acquisition, on the engine's thread
-            kind = "state"
-        else:
-            kind = "progress"
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(self._publish, Event(kind, info))
-        except RuntimeError:  # loop closed between the check and the call
-            pass
+        """Engine callback (any thread): persist state changes, hand the event to the loop.
+
+        The control and the data thread both call this; under the lock, a snapshot whose state
+        is earlier in the life cycle than the last one seen (a stale "armed" after "acquiring"),
+        a second, different final state, or one for an acquisition already filed or failed by
+        the manager is dropped, so history and events never go backwards.
+        """
+        with self._state_lock:
+            previous = self._last_state.get(info.id)
+            if previous is None:
+                return
+            if _ORDER[info.state] < _ORDER[previous] or (
+                previous.is_final and info.state != previous
+            ):
+                return
+            if previous != info.state:
+                self._last_state[info.id] = info.state
+                self._history.save(info)  # a few small writes per acquisition, engine's thread
+                kind = "state"
+            else:
+                kind = "progress"
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                return
+            try:  # under the lock: events reach the loop in the order they were accepted
+                loop.call_soon_threadsafe(self._publish, Event(kind, info))
+            except RuntimeError:  # loop closed between the check and the call
+                pass
 
     def _publish(self, event: Event) -> None:
         for q in list(self._subscribers):
             _put_dropping_oldest(q, event)
 
     async def _watch(self, acq: AcquisitionLike) -> None:
-        while not acq.wait(0):
-            await asyncio.sleep(_WATCH_PERIOD)
+        while not await asyncio.to_thread(acq.wait, _WATCH_PERIOD):
+            pass
         await self._finalize(acq)
 
-    async def _finalize(self, acq: AcquisitionLike) -> None:
-        """File the finished acquisition: history, lifetime totals, free the slot."""
+    async def _finalize(
+        self,
+        acq: AcquisitionLike,
+        *,
+        close_timeout: float | None = None,
+        shutting_down: bool = False,
+    ) -> None:
+        """File the finished acquisition: history, lifetime totals, free the slot (always)."""
         if self._current is not acq:
             return
-        await asyncio.to_thread(acq.close)
-        info = acq.info()
-        await asyncio.to_thread(self._history.save, info)
-        self.totals.add(info.counters, acq.latency_histogram())
-        if self._last_state.get(info.id) != info.state:
-            self._last_state[info.id] = info.state
-            self._publish(Event("state", info))
-        self._last_state.pop(info.id, None)
-        self._current, self._current_id = None, None
-        logger.info("acquisition %s %s", info.id, info.state.value)
+        acq_id = self._current_id or acq.info().id
+        try:
+            if not await self._close_engine(acq_id, acq, close_timeout):
+                logger.error(
+                    "acquisition %s: engine did not close within %s s; left to its threads",
+                    acq_id,
+                    close_timeout,
+                )
+            info = acq.info()
+            if shutting_down and not info.state.is_final:
+                info = info.model_copy(
+                    update={
+                        "state": AcquisitionState.FAILED,
+                        "error": info.error or "service shut down before the acquisition ended",
+                        "finished_at": info.finished_at
+                        or datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    }
+                )
+            # refused if the manager filed it FAILED already (a failed start)
+            await asyncio.to_thread(self._history.save, info)
+            self.totals.add(info.counters, acq.latency_histogram())
+            with self._state_lock:
+                previous = self._last_state.pop(info.id, None)
+            if previous is not None and previous != info.state:
+                self._publish(Event("state", info))
+            logger.info("acquisition %s %s", info.id, info.state.value)
+        finally:
+            if self._current is acq:
+                self._current, self._current_id = None, None
+
+    async def _close_engine(self, acq_id: str, acq: AcquisitionLike, timeout: float | None) -> bool:
+        """Run ``acq.close()`` in its own daemon thread (at most one per acquisition).
+
+        Waits up to ``timeout`` s (None: until it returns) and returns True if it finished. A
+        close that takes longer goes on by itself and releases the engine's resources whenever
+        its threads end, without holding a worker of the loop's executor or interpreter exit.
+        """
+        fut = self._closers.get(acq_id)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            self._closers[acq_id] = fut
+            fut.add_done_callback(lambda _f: self._closers.pop(acq_id, None))
+
+            def run() -> None:
+                error: BaseException | None = None
+                try:
+                    acq.close()
+                except BaseException as exc:  # noqa: BLE001 - reported on the loop
+                    error = exc
+                try:
+                    loop.call_soon_threadsafe(_settle, fut, error, acq_id)
+                except RuntimeError:  # the loop is gone: nobody waits any more
+                    if error is not None:
+                        logger.error("acquisition %s: close failed: %s", acq_id, error)
+
+            threading.Thread(target=run, name=f"stemdaq-close-{acq_id}", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            return False
+        return True
 
 
-def _exists(path: Path) -> bool:
-    return path.exists() or path.with_name(path.name + ".partial").exists()
+def _settle(fut: asyncio.Future[None], error: BaseException | None, acq_id: str) -> None:
+    if error is not None:
+        logger.error("acquisition %s: close failed: %s", acq_id, error)
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _call_in_thread(fn: Callable[[], object], what: str) -> None:
+    """Run a (non-blocking, but engine-owned) call in a worker thread, never on the loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not on the loop: calling it here blocks nobody
+        fn()
+        return
+
+    def report(f: asyncio.Future[object]) -> None:
+        if not f.cancelled() and f.exception() is not None:
+            logger.error("%s failed: %s", what, f.exception())
+
+    loop.run_in_executor(None, fn).add_done_callback(report)
 
 
 def _put_dropping_oldest(q: asyncio.Queue[Event | None], item: Event | None) -> None:

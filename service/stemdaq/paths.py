@@ -57,7 +57,11 @@ def render_template(
 
 
 def resolve_in_data_dir(
-    data_dir: Path, relative: str | Path, *, create_parents: bool = True
+    data_dir: Path,
+    relative: str | Path,
+    *,
+    create_parents: bool = True,
+    new_file: bool = False,
 ) -> Path:
     """The absolute path of ``relative`` under ``data_dir``, refusing anything that escapes it.
 
@@ -65,10 +69,16 @@ def resolve_in_data_dir(
     existing parts are symbolic links resolving outside ``data_dir``. Parent directories are
     created (inside ``data_dir`` only) when ``create_parents`` is true.
 
+    With ``new_file`` the name is being reserved for a new file: it is also refused when
+    ``<name>`` or ``<name>.partial`` (the name the writer creates first) exists as anything at all,
+    dangling symbolic links included (``os.path.lexists``), so that a link planted under either
+    name can never make the writer create or replace a file outside ``data_dir``.
+
     Raises
     ------
     PathError
-        When the name would leave the data directory or cannot be a file name.
+        When the name would leave the data directory or cannot be a file name, or (``new_file``)
+        when the file or its ``.partial`` exists already.
     """
     text = str(relative)
     if not text.strip():
@@ -104,4 +114,31 @@ def resolve_in_data_dir(
         # a link may have been swapped in while creating: check again
         if not resolved.parent.resolve().is_relative_to(root):
             raise PathError(f"{text!r} resolves outside the data directory")
+    if new_file:
+        check_new_file(target, text)
+        if resolved != target:
+            check_new_file(resolved, text)
     return resolved
+
+
+def partial_path(path: Path) -> Path:
+    """The name a file is written under until it is complete: ``<name>.partial``."""
+    return path.with_name(path.name + ".partial")
+
+
+def check_new_file(path: Path, text: str | None = None) -> None:
+    """Refuse ``path`` if it or its ``.partial`` exists as anything (links are not followed).
+
+    Raises
+    ------
+    PathError
+        Naming the entry that is in the way.
+    """
+    label = text if text is not None else path.name
+    for candidate in (path, partial_path(path)):
+        if os.path.lexists(candidate):
+            kind = "a symbolic link" if os.path.islink(candidate) else "an entry"
+            which = "" if candidate == path else " (its .partial)"
+            raise PathError(
+                f"{label!r} exists already in the data directory{which}: {kind} is in the way"
+            )

@@ -69,3 +69,24 @@ def test_template_fields() -> None:
     ):
         with pytest.raises(ConfigError):
             render_template(bad, acq_id="A", when=when)
+
+
+def test_new_file_refuses_existing_names_and_dangling_partial_links(tmp_path: Path) -> None:
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    (data / "run.nxs.partial").symlink_to(outside / "run.nxs")  # dangling, points outside
+    assert resolve_in_data_dir(data, "run.nxs") == (data / "run.nxs").resolve()  # a lookup
+    with pytest.raises(PathError, match="partial"):
+        resolve_in_data_dir(data, "run.nxs", new_file=True)
+    (data / "inner.nxs").symlink_to(data / "missing.nxs")  # dangling, inside
+    with pytest.raises(PathError, match="exists already"):
+        resolve_in_data_dir(data, "inner.nxs", new_file=True)
+    (data / "taken.nxs.partial").mkdir()  # "exists as anything"
+    with pytest.raises(PathError, match="exists already"):
+        resolve_in_data_dir(data, "taken.nxs", new_file=True)
+    assert (
+        resolve_in_data_dir(data, "sub/free.nxs", new_file=True)
+        == (data / "sub" / "free.nxs").resolve()
+    )
+    assert not (outside / "run.nxs").exists()
