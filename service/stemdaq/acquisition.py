@@ -53,6 +53,18 @@ logger = logging.getLogger(__name__)
 _REASONS = {r.value for r in DropReason}
 LATENCY_BUCKETS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1, 1.0)
 _POLL_MS = 50  # idle poll period: bounds the latency of stop/abort/timeouts
+_COMPRESS_BATCH = 16  # raw frames per compression task
+
+
+def _prepare_all(prepare: Callable[[Frame], Any], items: list[tuple[int, int, Frame]]) -> list[Any]:
+    """Pool task: the chunk for each frame, or the exception that frame raised."""
+    out: list[Any] = []
+    for _, _, frame in items:
+        try:
+            out.append(prepare(frame))
+        except Exception as exc:  # one bad frame must not cost its neighbours
+            out.append(exc)
+    return out
 
 
 def _reason(exc: DecodeError) -> DropReason:
@@ -102,7 +114,11 @@ class Acquisition:
         self._on_change = on_change
         self._rcvhwm = queue_size
         self._pending_bytes = queue_bytes
-        self._pending: collections.deque[tuple[int, int, Future[Any], Frame]] = collections.deque()
+        # raw frames: gathered into batches, compressed in the pool, written back in order
+        self._to_compress: list[tuple[int, int, Frame]] = []
+        self._pending: collections.deque[tuple[list[tuple[int, int, Frame]], Future[list[Any]]]] = (
+            collections.deque()
+        )
         self._pending_nbytes = 0
         self._pool = ThreadPoolExecutor(compress_workers, thread_name_prefix=f"stemdaq-compress-{acq_id}")
         self._tracker = SeriesTracker(
@@ -311,7 +327,7 @@ class Acquisition:
             counters=counters,
             frames_per_second=fps,
             mb_per_second=mbs,
-            queue_depth=len(self._pending),
+            queue_depth=len(self._to_compress) + sum(len(items) for items, _ in list(self._pending)),
             created_at=self._created_at,
             started_at=self._started_at,
             finished_at=self._finished_at,
@@ -465,29 +481,37 @@ class Acquisition:
                 return
         position, channel_index = placement
         if frame.codec is self._writer.filter_codec and frame.codec is not Codec.RAW:
-            if self._pending:  # keep file order = arrival order
+            if self._pending or self._to_compress:  # keep file order = arrival order
                 self._write_pending(block=True)
             self._store(position, channel_index, frame.payload, frame)
             return
-        self._pending.append((position, channel_index, self._pool.submit(self._writer.prepare, frame), frame))
+        self._to_compress.append((position, channel_index, frame))
         self._pending_nbytes += len(frame.payload)
+        if len(self._to_compress) >= _COMPRESS_BATCH:
+            self._submit()
         self._write_pending(block=self._pending_nbytes > self._pending_bytes)
+
+    def _submit(self) -> None:
+        """Hand the frames gathered so far to the pool as one task (fewer wake-ups per frame)."""
+        if self._to_compress:
+            items, self._to_compress = self._to_compress, []
+            self._pending.append((items, self._pool.submit(_prepare_all, self._writer.prepare, items)))
 
     def _write_pending(self, block: bool) -> None:
         """Write the compressed frames that are ready, oldest first; ``block``: wait for all."""
+        if block:
+            self._submit()
         pending = self._pending
-        while pending and (block or pending[0][2].done()):
-            position, channel_index, future, frame = pending.popleft()
-            self._pending_nbytes -= len(frame.payload)
-            try:
-                chunk = future.result()
-            except DecodeError as exc:
-                self._drop(_reason(exc), frame, str(exc))
-                continue
-            except Exception as exc:
-                self._drop(DropReason.CORRUPT, frame, f"{type(exc).__name__}: {exc}")
-                continue
-            self._store(position, channel_index, chunk, frame)
+        while pending and (block or pending[0][1].done()):
+            items, future = pending.popleft()
+            for (position, channel_index, frame), chunk in zip(items, future.result(), strict=True):
+                self._pending_nbytes -= len(frame.payload)
+                if isinstance(chunk, DecodeError):
+                    self._drop(_reason(chunk), frame, str(chunk))
+                elif isinstance(chunk, Exception):
+                    self._drop(DropReason.CORRUPT, frame, f"{type(chunk).__name__}: {chunk}")
+                else:
+                    self._store(position, channel_index, chunk, frame)
 
     def _store(self, position: int, channel_index: int, chunk: Any, frame: Frame) -> None:
         t0 = time.perf_counter()

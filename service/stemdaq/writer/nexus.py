@@ -48,6 +48,9 @@ from stemdaq.writer.summary import SummaryAccumulator
 
 logger = logging.getLogger(__name__)
 
+#: fdatasync + drop the page cache after this many chunk bytes (checked at each flush)
+SYNC_BYTES = 256 << 20
+
 EVENT = "/entry/measurement/event1"
 BOOKKEEPING = "frames"  # NXcollection inside each NXimage
 CODEC_COMPRESSION = {Codec.BSLZ4: "bslz4", Codec.LZ4: "lz4"}
@@ -76,6 +79,7 @@ class NexusWriter:
         self._f: h5py.File | None = None
         self._closed = False
         self.flush_errors = 0
+        self._unsynced = 0  # chunk bytes written since the last fdatasync
         self._result: Path | None = None
         self._direct: Codec | None = None  # codec whose payload goes to the file unchanged
         # walk the block table of pre-compressed payloads written unchanged (~1-2 us a frame):
@@ -323,6 +327,7 @@ class NexusWriter:
         if position > self._dirty_hi:
             self._dirty_hi = position
         self._since_flush += 1
+        self._unsynced += n
         if (
             self._since_flush >= self._flush_frames
             or time.monotonic() - self._last_flush >= self._flush_seconds
@@ -367,6 +372,25 @@ class NexusWriter:
         self._dirty_lo, self._dirty_hi = self._n_pos, -1
         self._since_flush = 0
         self._last_flush = time.monotonic()
+        if self._unsynced >= SYNC_BYTES:
+            self._sync_and_drop_cache()
+
+    def _sync_and_drop_cache(self) -> None:
+        """Push written data to disk and drop it from the page cache.
+
+        On long scans an ever larger page cache of dirty data made writes stall in memory
+        reclaim (a third of the short-run rate on a 10 GB write); syncing every few hundred MB
+        and telling the kernel we will not read the data back keeps the rate steady.
+        """
+        if self._f is None:
+            return
+        try:
+            fd = self._f.id.get_vfd_handle()
+            os.fdatasync(fd)  # releases the GIL
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except (OSError, AttributeError, ValueError) as exc:  # other drivers / filesystems
+            logger.debug("%s: fdatasync/fadvise not done: %s", self.tmp_path.name, exc)
+        self._unsynced = 0
 
     # -- close ------------------------------------------------------------------------------
 
