@@ -273,7 +273,7 @@ def run_stemdaq(endpoint: str, case: Case, n: int, out: mp.Queue, path: str) -> 
         side -= 1
     config = AcquisitionConfig(stream_endpoint=endpoint, scan_shape=(n // side, side),
                                end_timeout=30, start_timeout=60, summary=True)
-    acq = Acquisition(config, Path(path), acq_id="bench", queue_size=8192)
+    acq = Acquisition(config, Path(path), acq_id="bench")
     acq.start()
     t_first = None
     peak = 0.0

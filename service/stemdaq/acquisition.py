@@ -103,8 +103,8 @@ class Acquisition:
         file_path: Path,
         *,
         acq_id: str = "0",
-        queue_size: int = 4096,
-        queue_bytes: int = 256 << 20,
+        queue_size: int = 1000,
+        queue_bytes: int = 64 << 20,
         compress_workers: int = 2,
         on_change: Callable[[AcquisitionInfo], None] | None = None,
     ) -> None:

@@ -180,7 +180,12 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     api_token: SecretStr | None = Field(None, description="Alias of api.token (STEMDAQ_API_TOKEN)")
     acquisition: AcquisitionConfig = Field(default_factory=AcquisitionConfig)
-    queue_size: int = Field(4096, ge=16, description="Frames buffered between receiver and writer")
+    queue_size: int = Field(
+        1000,
+        ge=16,
+        description="Stream messages buffered on our side while writing (ZeroMQ RCVHWM); beyond "
+        "that the detector's own send queue holds them (back-pressure, not loss)",
+    )
     compress_workers: int = Field(2, ge=1, description="Threads compressing raw frames")
     log_level: str = Field("INFO", description="Python logging level")
 

@@ -60,9 +60,10 @@ def test_reordered_frames_land_at_their_position(make_sim, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["cbor", "json"])
+@pytest.mark.parametrize("compression", ["bslz4", "lz4"])
 @pytest.mark.parametrize("fault", ["corrupt", "truncate"])
-def test_corrupt_payload_dropped_with_reason(make_sim, tmp_path, fmt, fault):
-    sim = make_sim(fmt=fmt, faults=f"{fault}=4")
+def test_corrupt_payload_dropped_with_reason(make_sim, tmp_path, fmt, compression, fault):
+    sim = make_sim(fmt=fmt, compression=compression, faults=f"{fault}=4")
     acq = record(sim, tmp_path)
     info = acq.info()
     assert info.state is AcquisitionState.COMPLETED

@@ -23,6 +23,7 @@ Tolerated quirks (each counted in :attr:`Stream1Decoder.quirks`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
@@ -264,6 +265,8 @@ class Stream1Decoder:
             if not isinstance(desc, dict) or not str(desc.get("htype", "")).startswith("dimage_d-"):
                 raise DecodeError("malformed", "second image part is not dimage_d")
             shape, dtype, codec, payload = self._payload(desc, parts[2])
+            if codec is Codec.LZ4:  # a bare LZ4 block has no framing to check: use the md5
+                _check_md5(parts[2], first.get("hash"))
         except DecodeError as exc:
             return Rejected(DropReason(exc.reason), exc.detail, series, frame_id)
         times: tuple[float | None, ...] = (None, None, None)
@@ -327,6 +330,14 @@ class Stream1Decoder:
                 raise DecodeError("corrupt", f"lz4 block decompresses to {len(data)} bytes, not {nbytes}")
             return (ny, nx), dtype, Codec.RAW, _to_little(data, dtype)
         return (ny, nx), dtype, Codec.LZ4, lz4_hdf5_frame(blob, nbytes)
+
+
+def _check_md5(blob: memoryview, expected: Any) -> None:
+    """Compare the data part with the ``hash`` of its dimage part (md5 hex), when one is given."""
+    if not isinstance(expected, str) or len(expected) != 32:
+        return
+    if hashlib.md5(blob).hexdigest() != expected.lower():
+        raise DecodeError("corrupt", "data part does not match its md5 hash")
 
 
 def _to_little(buf: bytes | memoryview, dtype: str) -> bytes:
