@@ -104,29 +104,53 @@ def v2_templates(case: Case, series: int = 7) -> tuple[bytes, list[bytearray], l
 
     dtype_tag = {"uint8": 64, "uint16": 69, "uint32": 70}[case.dtype]
     ny, nx = case.shape
-    start = dumps({
-        "type": "start", "series_id": series, "series_unique_id": f"bench-{series}",
-        "number_of_images": case.frames, "image_size_x": nx, "image_size_y": ny,
-        "image_dtype": case.dtype, "channels": ["threshold_1"], "detector_description": "bench",
-        "pixel_size_x": 55e-6, "pixel_size_y": 55e-6, "frame_time": 1e-4, "count_time": 1e-4,
-    })
+    start = dumps(
+        {
+            "type": "start",
+            "series_id": series,
+            "series_unique_id": f"bench-{series}",
+            "number_of_images": case.frames,
+            "image_size_x": nx,
+            "image_size_y": ny,
+            "image_dtype": case.dtype,
+            "channels": ["threshold_1"],
+            "detector_description": "bench",
+            "pixel_size_x": 55e-6,
+            "pixel_size_y": 55e-6,
+            "frame_time": 1e-4,
+            "count_time": 1e-4,
+        }
+    )
     templates, offsets = [], []
     slot = b"\x1a" + struct.pack(">I", PLACEHOLDER)
     for arr in synthetic_frames(case):
         payload = bslz4(arr) if case.codec == "bslz4" else arr.tobytes()
-        typed = cbor2.CBORTag(56500, ["bslz4", arr.itemsize, payload]) if case.codec == "bslz4" else payload
-        msg = dumps({
-            "type": "image", "series_id": series, "series_unique_id": f"bench-{series}",
-            "image_id": PLACEHOLDER, "real_time": [100, 50_000_000],
-            "data": {"threshold_1": cbor2.CBORTag(40, [[ny, nx], cbor2.CBORTag(dtype_tag, typed)])},
-        })
+        typed = (
+            cbor2.CBORTag(56500, ["bslz4", arr.itemsize, payload])
+            if case.codec == "bslz4"
+            else payload
+        )
+        msg = dumps(
+            {
+                "type": "image",
+                "series_id": series,
+                "series_unique_id": f"bench-{series}",
+                "image_id": PLACEHOLDER,
+                "real_time": [100, 50_000_000],
+                "data": {
+                    "threshold_1": cbor2.CBORTag(40, [[ny, nx], cbor2.CBORTag(dtype_tag, typed)])
+                },
+            }
+        )
         templates.append(bytearray(msg))
         offsets.append(msg.index(slot) + 1)
     end = dumps({"type": "end", "series_id": series, "series_unique_id": f"bench-{series}"})
     return start, templates, offsets, end
 
 
-def v1_parts(case: Case, series: int = 7) -> tuple[list[bytes], list[tuple[bytes, bytes, str]], bytes]:
+def v1_parts(
+    case: Case, series: int = 7
+) -> tuple[list[bytes], list[tuple[bytes, bytes, str]], bytes]:
     """Header parts, (dimage_d, blob, md5) per template frame, end, stream v1."""
     import hashlib
     import json
@@ -134,18 +158,32 @@ def v1_parts(case: Case, series: int = 7) -> tuple[list[bytes], list[tuple[bytes
     ny, nx = case.shape
     header = [
         json.dumps({"htype": "dheader-1.0", "series": series, "header_detail": "basic"}).encode(),
-        json.dumps({
-            "nimages": case.frames, "ntrigger": 1, "trigger_mode": "ints", "x_pixels_in_detector": nx,
-            "y_pixels_in_detector": ny, "bit_depth_image": 8 * np.dtype(case.dtype).itemsize,
-            "compression": "bslz4", "description": "bench",
-        }).encode(),
+        json.dumps(
+            {
+                "nimages": case.frames,
+                "ntrigger": 1,
+                "trigger_mode": "ints",
+                "x_pixels_in_detector": nx,
+                "y_pixels_in_detector": ny,
+                "bit_depth_image": 8 * np.dtype(case.dtype).itemsize,
+                "compression": "bslz4",
+                "description": "bench",
+            }
+        ).encode(),
     ]
     frames = []
     bits = 8 * np.dtype(case.dtype).itemsize
     for arr in synthetic_frames(case):
         blob = bslz4(arr)
-        d = json.dumps({"htype": "dimage_d-1.0", "shape": [nx, ny], "type": case.dtype,
-                        "encoding": f"bs{bits}-lz4<", "size": len(blob)}).encode()
+        d = json.dumps(
+            {
+                "htype": "dimage_d-1.0",
+                "shape": [nx, ny],
+                "type": case.dtype,
+                "encoding": f"bs{bits}-lz4<",
+                "size": len(blob),
+            }
+        ).encode()
         frames.append((d, blob, hashlib.md5(blob).hexdigest()))
     end = json.dumps({"htype": "dseries_end-1.0", "series": series}).encode()
     return header, frames, end
@@ -181,7 +219,9 @@ def sender(endpoint: str, case: Case, n: int, ready: mp.Event) -> None:
         cfg = b'{"htype":"dconfig-1.0","start_time":0,"stop_time":100000,"real_time":100000}'
         for i in range(n):
             d, blob, md5 = frames[i % k]
-            head = json.dumps({"htype": "dimage-1.0", "series": 7, "frame": i, "hash": md5}).encode()
+            head = json.dumps(
+                {"htype": "dimage-1.0", "series": 7, "frame": i, "hash": md5}
+            ).encode()
             sock.send_multipart([head, d, blob, cfg], copy=False)
         sock.send(end)
     sock.close()  # linger -1: returns once everything is handed to the peer
@@ -205,7 +245,15 @@ def run_transport(endpoint: str, case: Case, n: int, out: mp.Queue) -> None:
         nbytes += sum(len(p.buffer) for p in parts)
         got += 1
     dt = time.perf_counter() - t0
-    out.put({"frames": got - 2, "seconds": dt, "wire_bytes": nbytes, "lost": total - got, "rss_mb": _rss_mb()})
+    out.put(
+        {
+            "frames": got - 2,
+            "seconds": dt,
+            "wire_bytes": nbytes,
+            "lost": total - got,
+            "rss_mb": _rss_mb(),
+        }
+    )
     sock.close()
     ctx.term()
 
@@ -226,8 +274,13 @@ def run_naive(endpoint: str, case: Case, n: int, out: mp.Queue, path: str) -> No
     ny, nx = case.shape
     itemsize = np.dtype(case.dtype).itemsize
     with h5py.File(path, "w") as f:
-        dset = f.create_dataset("data", (n, ny, nx), dtype=case.dtype, chunks=(1, ny, nx),
-                                **hdf5plugin.Bitshuffle(cname="lz4"))
+        dset = f.create_dataset(
+            "data",
+            (n, ny, nx),
+            dtype=case.dtype,
+            chunks=(1, ny, nx),
+            **hdf5plugin.Bitshuffle(cname="lz4"),
+        )
         written, t0 = 0, None
         while True:
             parts = sock.recv_multipart()
@@ -242,8 +295,12 @@ def run_naive(endpoint: str, case: Case, n: int, out: mp.Queue, path: str) -> No
                 typed = msg["data"]["threshold_1"].value[1].value
                 i = msg["image_id"]
                 if isinstance(typed, cbor2.CBORTag):
-                    raw = bitshuffle.decompress_lz4(np.frombuffer(typed.value[2], np.uint8)[12:],
-                                                    (ny, nx), np.dtype(case.dtype), 8192 // itemsize)
+                    raw = bitshuffle.decompress_lz4(
+                        np.frombuffer(typed.value[2], np.uint8)[12:],
+                        (ny, nx),
+                        np.dtype(case.dtype),
+                        8192 // itemsize,
+                    )
                 else:
                     raw = np.frombuffer(typed, case.dtype).reshape(ny, nx)
             else:
@@ -253,8 +310,12 @@ def run_naive(endpoint: str, case: Case, n: int, out: mp.Queue, path: str) -> No
                 if head.get("htype") != "dimage-1.0":
                     continue
                 i = head["frame"]
-                raw = bitshuffle.decompress_lz4(np.frombuffer(parts[2], np.uint8)[12:], (ny, nx),
-                                                np.dtype(case.dtype), 8192 // itemsize)
+                raw = bitshuffle.decompress_lz4(
+                    np.frombuffer(parts[2], np.uint8)[12:],
+                    (ny, nx),
+                    np.dtype(case.dtype),
+                    8192 // itemsize,
+                )
             dset[i] = raw
             written += 1
         dt = time.perf_counter() - t0
@@ -271,8 +332,13 @@ def run_stemdaq(endpoint: str, case: Case, n: int, out: mp.Queue, path: str) -> 
     side = int(np.ceil(np.sqrt(n)))
     while n % side:
         side -= 1
-    config = AcquisitionConfig(stream_endpoint=endpoint, scan_shape=(n // side, side),
-                               end_timeout=30, start_timeout=60, summary=True)
+    config = AcquisitionConfig(
+        stream_endpoint=endpoint,
+        scan_shape=(n // side, side),
+        end_timeout=30,
+        start_timeout=60,
+        summary=True,
+    )
     acq = Acquisition(config, Path(path), acq_id="bench")
     acq.start()
     t_first = None
@@ -290,10 +356,18 @@ def run_stemdaq(endpoint: str, case: Case, n: int, out: mp.Queue, path: str) -> 
     info = acq.info()
     acq.close()
     dt = t_end - (t_first or t_end)
-    out.put({"frames": info.frames_written, "seconds": dt, "lost": n - info.frames_written,
-             "rss_mb": max(peak, _rss_mb()), "state": info.state.value,
-             "bytes_written": info.counters.bytes_written, "exact": _verify(case, path, n),
-             "timeline": timeline})
+    out.put(
+        {
+            "frames": info.frames_written,
+            "seconds": dt,
+            "lost": n - info.frames_written,
+            "rss_mb": max(peak, _rss_mb()),
+            "state": info.state.value,
+            "bytes_written": info.counters.bytes_written,
+            "exact": _verify(case, path, n),
+            "timeline": timeline,
+        }
+    )
 
 
 def _verify(case: Case, path: str, n: int, samples: int = 32) -> bool:
@@ -336,17 +410,32 @@ def measure_service(case: Case, n: int, tmp: Path) -> dict:
 
     import httpx
 
-    with socket_port() as port, socket_port() as api_port:
+    with SocketPort() as port, SocketPort() as api_port:
         endpoint = f"tcp://127.0.0.1:{port}"
     side = int(np.ceil(np.sqrt(n)))
     while n % side:
         side -= 1
-    env = {**os.environ, "STEMDAQ_ACQUISITION__STREAM_ENDPOINT": endpoint,
-           "STEMDAQ_ACQUISITION__SCAN_SHAPE": f"[{n // side}, {side}]",
-           "STEMDAQ_ACQUISITION__END_TIMEOUT": "30"}
-    server = subprocess.Popen([sys.executable, "-m", "stemdaq.cli", "serve", "--port", str(api_port),
-                               "--data-dir", str(tmp / "service")], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "STEMDAQ_ACQUISITION__STREAM_ENDPOINT": endpoint,
+        "STEMDAQ_ACQUISITION__SCAN_SHAPE": f"[{n // side}, {side}]",
+        "STEMDAQ_ACQUISITION__END_TIMEOUT": "30",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stemdaq.cli",
+            "serve",
+            "--port",
+            str(api_port),
+            "--data-dir",
+            str(tmp / "service"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{api_port}"
     latencies: list[float] = []
     try:
@@ -376,10 +465,15 @@ def measure_service(case: Case, n: int, tmp: Path) -> dict:
         server.terminate()
         server.wait(30)
     lat = np.array(latencies) * 1e3
-    return {"requests": len(lat), "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-            "max_ms": float(lat.max()) if len(lat) else float("nan"),
-            "frames_written": final["frames_written"], "frames": n, "state": final["state"]}
+    return {
+        "requests": len(lat),
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "max_ms": float(lat.max()) if len(lat) else float("nan"),
+        "frames_written": final["frames_written"],
+        "frames": n,
+        "state": final["state"],
+    }
 
 
 # -- driver -------------------------------------------------------------------------------------
@@ -387,7 +481,7 @@ def measure_service(case: Case, n: int, tmp: Path) -> dict:
 
 def measure(kind: str, case: Case, n: int, tmp: Path) -> dict:
     ctx = mp.get_context("fork")
-    with socket_port() as port:
+    with SocketPort() as port:
         endpoint = f"tcp://127.0.0.1:{port}"
     out: mp.Queue = ctx.Queue()
     ready = ctx.Event()
@@ -395,8 +489,11 @@ def measure(kind: str, case: Case, n: int, tmp: Path) -> dict:
     send.start()
     ready.wait(30)
     path = str(tmp / f"{kind}-{case.name.replace(' ', '_')}.h5")
-    args = {"transport": (endpoint, case, n, out), "naive": (endpoint, case, n, out, path),
-            "stemdaq": (endpoint, case, n, out, path)}[kind]
+    args = {
+        "transport": (endpoint, case, n, out),
+        "naive": (endpoint, case, n, out, path),
+        "stemdaq": (endpoint, case, n, out, path),
+    }[kind]
     target = {"transport": run_transport, "naive": run_naive, "stemdaq": run_stemdaq}[kind]
     recv = ctx.Process(target=target, args=args)
     recv.start()
@@ -409,7 +506,7 @@ def measure(kind: str, case: Case, n: int, tmp: Path) -> dict:
     return result
 
 
-class socket_port:
+class SocketPort:
     """A free TCP port on 127.0.0.1 (bound and released)."""
 
     def __enter__(self) -> int:
@@ -432,8 +529,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-status", action="store_true", help="skip the status-latency run")
     args = parser.parse_args(argv)
 
-    cases = [SOAK] if args.soak else [c for c in CASES if not args.cases or
-                                      any(s in c.name for s in args.cases.split(","))]
+    cases = (
+        [SOAK]
+        if args.soak
+        else [c for c in CASES if not args.cases or any(s in c.name for s in args.cases.split(","))]
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="stemdaq-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -442,13 +542,19 @@ def main(argv: list[str] | None = None) -> int:
             kinds = ["stemdaq"] if args.soak else ["transport", "naive", "stemdaq"]
             res: dict[str, dict] = {}
             for kind in kinds:
-                runs = [measure(kind, case, n if kind != "naive" else max(n // 10, 200), tmp)
-                        for _ in range(args.repeat)]
+                runs = [
+                    measure(kind, case, n if kind != "naive" else max(n // 10, 200), tmp)
+                    for _ in range(args.repeat)
+                ]
                 best = sorted(runs, key=lambda r: r["frames"] / r["seconds"])[len(runs) // 2]
                 best["fps"] = statistics.median(r["frames"] / r["seconds"] for r in runs)
                 res[kind] = best
-                print(f"  {case.name:24s} {kind:9s} {best['fps']:>10,.0f} frames/s  "
-                      f"lost {best['lost']}  rss {best['rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+                print(
+                    f"  {case.name:24s} {kind:9s} {best['fps']:>10,.0f} frames/s  "
+                    f"lost {best['lost']}  rss {best['rss_mb']:.0f} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
             rows.append((case, n, res))
         status = None
         if not args.no_status and not args.soak:
@@ -456,29 +562,38 @@ def main(argv: list[str] | None = None) -> int:
             status = measure_service(case, case.quick_frames if args.quick else case.frames, tmp)
     print_table(rows)
     if args.soak:
-        for case, n, res in rows:
+        for _case, _n, res in rows:
             timeline = res["stemdaq"].get("timeline", [])
-            print("soak RSS (frames written: MB):",
-                  ", ".join(f"{w:,}: {r:.0f}" for w, r in timeline[:: max(1, len(timeline) // 12)]))
+            print(
+                "soak RSS (frames written: MB):",
+                ", ".join(f"{w:,}: {r:.0f}" for w, r in timeline[:: max(1, len(timeline) // 12)]),
+            )
     if status:
-        print(f"status during full-rate ingest ({status['frames_written']}/{status['frames']} frames, "
-              f"{status['state']}): {status['requests']} requests, p50 {status['p50_ms']:.1f} ms, "
-              f"p99 {status['p99_ms']:.1f} ms, max {status['max_ms']:.1f} ms")
+        print(
+            f"status during full-rate ingest "
+            f"({status['frames_written']}/{status['frames']} frames, "
+            f"{status['state']}): {status['requests']} requests, p50 {status['p50_ms']:.1f} ms, "
+            f"p99 {status['p99_ms']:.1f} ms, max {status['max_ms']:.1f} ms"
+        )
     return 0
 
 
 def print_table(rows: list) -> None:
-    header = (f"{'case':24s} {'writer':9s} {'frames':>8s} {'frames/s':>10s} {'MB/s raw':>9s} "
-              f"{'GB out':>7s} {'lost':>5s} {'RSS MB':>7s} {'exact':>5s}")
+    header = (
+        f"{'case':24s} {'writer':9s} {'frames':>8s} {'frames/s':>10s} {'MB/s raw':>9s} "
+        f"{'GB out':>7s} {'lost':>5s} {'RSS MB':>7s} {'exact':>5s}"
+    )
     print(header)
     print("-" * len(header))
     ratios_t, ratios_n = [], []
-    for case, n, res in rows:
+    for case, _n, res in rows:
         for kind, r in res.items():
             mbs = r["fps"] * case.frame_nbytes / 1e6
             exact = r.get("exact", "")
-            print(f"{case.name:24s} {kind:9s} {r['frames']:>8d} {r['fps']:>10,.0f} {mbs:>9,.0f} "
-                  f"{r.get('file_gb', 0):>7.2f} {r['lost']:>5d} {r['rss_mb']:>7.0f} {str(exact):>5s}")
+            print(
+                f"{case.name:24s} {kind:9s} {r['frames']:>8d} {r['fps']:>10,.0f} {mbs:>9,.0f} "
+                f"{r.get('file_gb', 0):>7.2f} {r['lost']:>5d} {r['rss_mb']:>7.0f} {str(exact):>5s}"
+            )
         if "transport" in res and "stemdaq" in res:
             rt = res["stemdaq"]["fps"] / res["transport"]["fps"]
             rn = res["stemdaq"]["fps"] / res["naive"]["fps"]

@@ -23,13 +23,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-
-import zmq
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zmq
 
 from stemdaq.config import AcquisitionConfig
 from stemdaq.detector import SimplonClient
@@ -120,9 +119,14 @@ class Acquisition:
             collections.deque()
         )
         self._pending_nbytes = 0
-        self._pool = ThreadPoolExecutor(compress_workers, thread_name_prefix=f"stemdaq-compress-{acq_id}")
+        self._pool = ThreadPoolExecutor(
+            compress_workers, thread_name_prefix=f"stemdaq-compress-{acq_id}"
+        )
         self._tracker = SeriesTracker(
-            config.scan_shape, serpentine=config.serpentine, channel=config.channel, on_new_start="ignore"
+            config.scan_shape,
+            serpentine=config.serpentine,
+            channel=config.channel,
+            on_new_start="ignore",
         )
         self._decoder = StreamDecoder()
         # the receiver already walked every compressed frame's block table: do not do it twice
@@ -182,7 +186,9 @@ class Acquisition:
             self._finished_at = _now_iso()
             self._done.set()
             raise ConfigError(self._error) from exc
-        data = threading.Thread(target=self._run, args=(source,), name=f"stemdaq-data-{self.acq_id}", daemon=True)
+        data = threading.Thread(
+            target=self._run, args=(source,), name=f"stemdaq-data-{self.acq_id}", daemon=True
+        )
         self._threads = [data]
         data.start()
         if self.config.detector_url:
@@ -206,7 +212,9 @@ class Acquisition:
         logger.info("detector armed for %d images (sequence id %s)", n, seq)
         if self._cancelled():
             return
-        trigger = threading.Thread(target=self._trigger, name=f"stemdaq-trigger-{self.acq_id}", daemon=True)
+        trigger = threading.Thread(
+            target=self._trigger, name=f"stemdaq-trigger-{self.acq_id}", daemon=True
+        )
         self._threads.append(trigger)
         trigger.start()
 
@@ -327,7 +335,8 @@ class Acquisition:
             counters=counters,
             frames_per_second=fps,
             mb_per_second=mbs,
-            queue_depth=len(self._to_compress) + sum(len(items) for items, _ in list(self._pending)),
+            queue_depth=len(self._to_compress)
+            + sum(len(items) for items, _ in list(self._pending)),
             created_at=self._created_at,
             started_at=self._started_at,
             finished_at=self._finished_at,
@@ -398,7 +407,10 @@ class Acquisition:
                     if self._stop_requested.is_set():
                         return AcquisitionState.ABORTED, "stopped before the series started"
                     if now - t_armed > cfg.start_timeout:
-                        return AcquisitionState.FAILED, f"no series start within {cfg.start_timeout:g} s"
+                        return (
+                            AcquisitionState.FAILED,
+                            f"no series start within {cfg.start_timeout:g} s",
+                        )
                 elif now - last_msg > cfg.end_timeout:
                     self._warnings.append(
                         f"no end-of-series message: closed after {cfg.end_timeout:g} s of silence"
@@ -442,7 +454,10 @@ class Acquisition:
         self._t_start = time.monotonic()
         self._channels = self._tracker.channels or start.channels or ("",)
         if start.n_images is not None and start.n_images != self.config.n_positions:
-            msg = f"detector announces {start.n_images} images, scan has {self.config.n_positions} positions"
+            msg = (
+                f"detector announces {start.n_images} images, "
+                f"scan has {self.config.n_positions} positions"
+            )
             logger.warning(msg)
             self._warnings.append(msg)
         self._set_state(AcquisitionState.ACQUIRING)
@@ -464,7 +479,10 @@ class Acquisition:
         )
         if self.config.summary:
             self._summary = SummaryAccumulator(
-                self.config.scan_shape, first.shape, first.dtype, cpu_share=self.config.summary_cpu_share
+                self.config.scan_shape,
+                first.shape,
+                first.dtype,
+                cpu_share=self.config.summary_cpu_share,
             )
         self._opened = True
 
@@ -495,7 +513,9 @@ class Acquisition:
         """Hand the frames gathered so far to the pool as one task (fewer wake-ups per frame)."""
         if self._to_compress:
             items, self._to_compress = self._to_compress, []
-            self._pending.append((items, self._pool.submit(_prepare_all, self._writer.prepare, items)))
+            self._pending.append(
+                (items, self._pool.submit(_prepare_all, self._writer.prepare, items))
+            )
 
     def _write_pending(self, block: bool) -> None:
         """Write the compressed frames that are ready, oldest first; ``block``: wait for all."""
@@ -532,7 +552,9 @@ class Acquisition:
 
     def _drop(self, reason: DropReason, frame: Frame, detail: str) -> None:
         self._write_dropped[reason.value] = self._write_dropped.get(reason.value, 0) + 1
-        logger.warning("frame %d (%s) dropped: %s: %s", frame.frame_id, frame.channel, reason.value, detail)
+        logger.warning(
+            "frame %d (%s) dropped: %s: %s", frame.frame_id, frame.channel, reason.value, detail
+        )
 
     def _tick(self, now: float) -> float:
         """Once a second: update the rates and tell the listener."""
@@ -555,13 +577,19 @@ class Acquisition:
         if self._detector is not None and self._detector_armed:
             # completed: disarm (the detector sends the end, if it has not); otherwise stop it,
             # so that no armed detector is left streaming to nobody
-            command = self._detector.disarm if state == AcquisitionState.COMPLETED else self._detector.abort
+            command = (
+                self._detector.disarm
+                if state == AcquisitionState.COMPLETED
+                else self._detector.abort
+            )
             try:
                 command()
             except Exception as exc:
                 logger.warning("detector %s failed: %s", command.__name__, exc)
         try:
-            self._writer.close(state, self.counters(final=True), self._summary if self._opened else None)
+            self._writer.close(
+                state, self.counters(final=True), self._summary if self._opened else None
+            )
         except Exception as exc:
             logger.exception("closing %s failed", self.file_path)
             self._error = self._error or f"close failed: {exc}"
@@ -571,5 +599,7 @@ class Acquisition:
                 self._state = state
             self._finished_at = _now_iso()
             self._done.set()
-            logger.info("acquisition %s %s: %s", self.acq_id, state.value, self.counters().model_dump())
+            logger.info(
+                "acquisition %s %s: %s", self.acq_id, state.value, self.counters().model_dump()
+            )
             self._notify()

@@ -49,7 +49,9 @@ class Calibration(_Model):
         None, gt=0, description="Reciprocal-space pixel size, 1/nm (overrides the geometry)"
     )
     beam_center: tuple[float, float] | None = Field(
-        None, description="Beam centre (x, y) on the detector, pixels; default: from the stream or frame centre"
+        None,
+        description="Beam centre (x, y) on the detector, pixels; "
+        "default: from the stream, else the frame centre",
     )
 
 
@@ -57,7 +59,9 @@ class SampleMetadata(_Model):
     """User-supplied sample description (NXsample)."""
 
     name: str | None = Field(None, description="Sample name")
-    atom_types: list[str] | None = Field(None, description="Elements in the sample, e.g. ['Si', 'O']")
+    atom_types: list[str] | None = Field(
+        None, description="Elements in the sample, e.g. ['Si', 'O']"
+    )
     preparation_date: str | None = Field(None, description="ISO 8601 date-time of preparation")
     description: str | None = Field(None, description="Free text")
 
@@ -71,7 +75,8 @@ class MicroscopeMetadata(_Model):
     serial_number: str | None = Field(None, description="Microscope serial number")
     location: str | None = Field(None, description="Facility / room")
     emitter_type: str | None = Field(
-        None, description="Electron source emitter type (NXem requires it), e.g. 'cold field emission'"
+        None,
+        description="Electron source emitter type (NXem requires it), e.g. 'cold field emission'",
     )
 
 
@@ -102,7 +107,9 @@ class AcquisitionConfig(_Model):
     )
     scan_shape: tuple[int, int] = Field((64, 64), description="[n_m, n_k]: scan rows, scan columns")
     scan_step: tuple[float, float] = Field((1.0, 1.0), description="Scan step [m, k] in scan_unit")
-    scan_origin: tuple[float, float] = Field((0.0, 0.0), description="Scan origin [m, k] in scan_unit")
+    scan_origin: tuple[float, float] = Field(
+        (0.0, 0.0), description="Scan origin [m, k] in scan_unit"
+    )
     scan_unit: LengthUnit = Field("nm", description="Unit of scan_step / scan_origin")
     serpentine: bool = Field(False, description="Odd scan rows run backwards (snake scan)")
     channel: str | None = Field(
@@ -110,17 +117,26 @@ class AcquisitionConfig(_Model):
     )
     file_template: str = Field(
         "{date}/stemdaq_{id}.nxs",
-        description="File name relative to the data directory; fields {id}, {date}, {time}, {series_id}",
+        description="File name relative to the data directory; "
+        "fields {id}, {date}, {time}, {series_id}",
     )
-    compression: Compression = Field("bslz4", description="Filter for frames that arrive uncompressed")
-    compression_level: int | None = Field(None, ge=0, le=22, description="Level for zstd/gzip/blosc")
+    compression: Compression = Field(
+        "bslz4", description="Filter for frames that arrive uncompressed"
+    )
+    compression_level: int | None = Field(
+        None, ge=0, le=22, description="Level for zstd/gzip/blosc"
+    )
     calibration: Calibration = Field(default_factory=Calibration)
     metadata: UserMetadata = Field(default_factory=UserMetadata)
-    flush_frames: int = Field(1000, ge=1, description="Flush (SWMR-visible) at least every N frames")
+    flush_frames: int = Field(
+        1000, ge=1, description="Flush (SWMR-visible) at least every N frames"
+    )
     flush_seconds: float = Field(1.0, gt=0, description="Flush at least every T seconds")
     start_timeout: float = Field(60.0, gt=0, description="Seconds to wait for the series start")
     end_timeout: float = Field(
-        10.0, gt=0, description="Seconds of stream silence after which a series without end is closed"
+        10.0,
+        gt=0,
+        description="Seconds of stream silence after which a series without end is closed",
     )
     summary: bool = Field(True, description="Compute summed pattern and total-intensity image")
     summary_cpu_share: float = Field(
@@ -176,7 +192,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(Path("data"), description="Root of all acquisition files")
-    state_dir: Path | None = Field(None, description="Where history is kept; default data_dir/.stemdaq")
+    state_dir: Path | None = Field(
+        None, description="Where history is kept; default data_dir/.stemdaq"
+    )
     api: ApiSettings = Field(default_factory=ApiSettings)
     api_token: SecretStr | None = Field(None, description="Alias of api.token (STEMDAQ_API_TOKEN)")
     acquisition: AcquisitionConfig = Field(default_factory=AcquisitionConfig)
@@ -243,6 +261,10 @@ def format_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        got = (
+            f" (got {err['input']!r})"
+            if "input" in err and not isinstance(err["input"], dict)
+            else ""
+        )
         lines.append(f"{loc}: {err['msg']}{got}")
     return "invalid settings: " + "; ".join(lines)

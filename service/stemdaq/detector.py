@@ -58,7 +58,9 @@ class SimplonClient:
             self._version = str(body.get("value", "1.8.0")) if isinstance(body, dict) else "1.8.0"
         return self._version
 
-    def _request(self, method: str, path: str, json: Any = None, timeout: httpx.Timeout | None = None) -> Any:
+    def _request(
+        self, method: str, path: str, json: Any = None, timeout: httpx.Timeout | None = None
+    ) -> Any:
         try:
             kwargs: dict[str, Any] = {"json": json}
             if timeout is not None:
@@ -68,7 +70,8 @@ class SimplonClient:
             raise DetectorError(f"detector at {self.base_url} unreachable: {exc}") from exc
         if response.status_code >= 400:
             raise DetectorError(
-                f"detector refused {method} {path}: HTTP {response.status_code} {response.text[:200]}"
+                f"detector refused {method} {path}: "
+                f"HTTP {response.status_code} {response.text[:200]}"
             )
         if not response.content:
             return None

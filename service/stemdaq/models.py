@@ -60,7 +60,9 @@ class DetectorInfo(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    description: str | None = Field(None, description="Detector model, e.g. 'Dectris ARINA Si 192x192'")
+    description: str | None = Field(
+        None, description="Detector model, e.g. 'Dectris ARINA Si 192x192'"
+    )
     serial_number: str | None = Field(None, description="Detector serial number")
     software_version: str | None = Field(None, description="Detector firmware/software version")
     pixel_size_x: float | None = Field(None, description="Pixel pitch along x, m")
@@ -157,7 +159,11 @@ class AcquisitionState(str, enum.Enum):
     @property
     def is_final(self) -> bool:
         """True once the file is closed and nothing will change any more."""
-        return self in (AcquisitionState.COMPLETED, AcquisitionState.ABORTED, AcquisitionState.FAILED)
+        return self in (
+            AcquisitionState.COMPLETED,
+            AcquisitionState.ABORTED,
+            AcquisitionState.FAILED,
+        )
 
 
 class Counters(BaseModel):
@@ -168,7 +174,9 @@ class Counters(BaseModel):
     frames_written: int = Field(0, description="Frames stored in the file (monotonic)")
     frames_dropped: int = Field(0, description="Frames that did not reach the file, all reasons")
     dropped: dict[str, int] = Field(default_factory=dict, description="frames_dropped by reason")
-    messages_ignored: int = Field(0, description="Non-frame messages ignored (other series, strays)")
+    messages_ignored: int = Field(
+        0, description="Non-frame messages ignored (other series, strays)"
+    )
     bytes_received: int = Field(0, description="Payload bytes received")
     bytes_written: int = Field(0, description="Chunk bytes written to the file (compressed)")
     frames_missing: int = Field(
@@ -188,7 +196,9 @@ class AcquisitionInfo(BaseModel):
         "/entry/measurement/event1/image1/image_4d/intensity",
         description="HDF5 path of the 4D intensity dataset (first recorded channel)",
     )
-    shape: list[int] | None = Field(None, description="[n_m, n_k, n_j, n_i], known once the series starts")
+    shape: list[int] | None = Field(
+        None, description="[n_m, n_k, n_j, n_i], known once the series starts"
+    )
     dtype: str | None = Field(None, description="numpy dtype of the frames, e.g. uint16")
     chunk_shape: list[int] | None = Field(None, description="HDF5 chunk shape: one frame")
     channels: list[str] = Field(default_factory=list, description="Recorded stream channels")
@@ -206,5 +216,7 @@ class AcquisitionInfo(BaseModel):
     elapsed_seconds: float = Field(0.0, description="Seconds since the series start")
     eta_seconds: float | None = Field(None, description="Estimated seconds to completion")
     error: str | None = Field(None, description="Why the acquisition failed, if it did")
-    warnings: list[str] = Field(default_factory=list, description="Things worth knowing, e.g. no end message")
+    warnings: list[str] = Field(
+        default_factory=list, description="Things worth knowing, e.g. no end message"
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="Effective acquisition config")

@@ -22,12 +22,16 @@ def sim_process(request) -> Iterator[tuple[str, str]]:
     args = getattr(request, "param", [])
     proc = subprocess.Popen(
         [*STEMDAQ, "sim", "--rest-port", "0", "--stream-port", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline()
         m = re.search(r"rest_port=(\d+) stream_port=(\d+)", line)
-        assert m, f"sim did not report its ports: {line!r} {proc.stderr.read() if proc.poll() else ''}"
+        assert m, (
+            f"sim did not report its ports: {line!r} {proc.stderr.read() if proc.poll() else ''}"
+        )
         yield f"http://127.0.0.1:{m[1]}", f"tcp://127.0.0.1:{m[2]}"
     finally:
         proc.terminate()
@@ -39,15 +43,33 @@ def sim_process(request) -> Iterator[tuple[str, str]]:
 
 
 def acquire(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([*STEMDAQ, "acquire", "--timeout", "20", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*STEMDAQ, "acquire", "--timeout", "20", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_acquire_active_mode_writes_the_scan(sim_process, tmp_path):
     rest, stream = sim_process
     out = tmp_path / "scan.nxs"
     # the sim's stream is on a free port, not 31001: name both (control one, read the other)
-    result = acquire("--detector", rest, "--stream", stream, "--scan", "6x5", "--step", "2", "--unit", "nm",
-                     "--simulation", "--out", str(out))
+    result = acquire(
+        "--detector",
+        rest,
+        "--stream",
+        stream,
+        "--scan",
+        "6x5",
+        "--step",
+        "2",
+        "--unit",
+        "nm",
+        "--simulation",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "frames written" in result.stdout and "30" in result.stdout
     with h5py.File(out, "r") as f:
@@ -62,7 +84,18 @@ def test_acquire_active_mode_writes_the_scan(sim_process, tmp_path):
 def test_acquire_exits_nonzero_when_frames_are_lost(sim_process, tmp_path):
     rest, stream = sim_process
     out = tmp_path / "lossy.nxs"
-    result = acquire("--detector", rest, "--stream", stream, "--scan", "4x4", "--end-timeout", "2", "--out", str(out))
+    result = acquire(
+        "--detector",
+        rest,
+        "--stream",
+        stream,
+        "--scan",
+        "4x4",
+        "--end-timeout",
+        "2",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 1, result.stderr + result.stdout
     assert re.search(r"frames missing \(gaps\)\s*│?\s*1", result.stdout), result.stdout
     assert out.exists()  # the file is still kept, gaps marked
@@ -73,8 +106,12 @@ def test_acquire_passive_mode_waits_for_the_series(sim_process, tmp_path):
 
     rest, stream = sim_process
     out = tmp_path / "passive.nxs"
-    proc = subprocess.Popen([*STEMDAQ, "acquire", "--stream", stream, "--scan", "3x3", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*STEMDAQ, "acquire", "--stream", stream, "--scan", "3x3", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.5)  # the receiver connects; the vendor software then starts the series
     api = f"{rest}/detector/api/1.8.0"
     for key, value in (("trigger_mode", "ints"), ("ntrigger", 1), ("nimages", 9)):
@@ -96,8 +133,15 @@ def test_acquire_without_a_source_is_a_usage_error(tmp_path):
 def test_inspect_reports_the_file(sim_process, tmp_path):
     rest, stream = sim_process
     out = tmp_path / "scan.nxs"
-    assert acquire("--detector", rest, "--stream", stream, "--scan", "2x3", "--out", str(out)).returncode == 0
-    result = subprocess.run([*STEMDAQ, "inspect", str(out), "--json"], capture_output=True, text=True)
+    assert (
+        acquire(
+            "--detector", rest, "--stream", stream, "--scan", "2x3", "--out", str(out)
+        ).returncode
+        == 0
+    )
+    result = subprocess.run(
+        [*STEMDAQ, "inspect", str(out), "--json"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert "image_4d" in json.dumps(report)

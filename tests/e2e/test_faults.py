@@ -25,7 +25,9 @@ def check_file(sim, acq, missing: set[int]) -> None:
     for i in range(N):
         if i in missing:
             assert not flat_written[i], f"frame {i} should be a gap"
-            assert not data.reshape(N, *data.shape[2:])[i].any(), f"gap {i} should hold the fill value"
+            assert not data.reshape(N, *data.shape[2:])[i].any(), (
+                f"gap {i} should hold the fill value"
+            )
         else:
             assert flat_written[i], f"frame {i} missing"
             np.testing.assert_array_equal(data[i // SCAN[1], i % SCAN[1]], expected_frame(sim, i))
@@ -117,8 +119,13 @@ def test_abort_in_active_mode_leaves_the_detector_idle(make_sim, tmp_path):
     from stemdaq.config import AcquisitionConfig
 
     sim = make_sim(frame_time=0.005)  # paced: 400 frames take 2 s
-    cfg = AcquisitionConfig(stream_endpoint=sim.stream_endpoint, detector_url=sim.rest_url,
-                            scan_shape=(20, 20), start_timeout=20, end_timeout=3)
+    cfg = AcquisitionConfig(
+        stream_endpoint=sim.stream_endpoint,
+        detector_url=sim.rest_url,
+        scan_shape=(20, 20),
+        start_timeout=20,
+        end_timeout=3,
+    )
     acq = Acquisition(cfg, tmp_path / "aborted.nxs", acq_id="a")
     acq.start()
     deadline = time.monotonic() + 20
@@ -128,11 +135,15 @@ def test_abort_in_active_mode_leaves_the_detector_idle(make_sim, tmp_path):
     assert acq.close(timeout=20)
     info = acq.info()
     assert info.state is AcquisitionState.ABORTED
-    assert 0 < info.frames_written < 400 and info.counters.frames_missing == 400 - info.frames_written
+    assert (
+        0 < info.frames_written < 400 and info.counters.frames_missing == 400 - info.frames_written
+    )
     deadline = time.monotonic() + 10
     while sim.state != "idle" and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sim.state == "idle"  # the detector was told to abort: nobody left streaming into the void
+    assert (
+        sim.state == "idle"
+    )  # the detector was told to abort: nobody left streaming into the void
     check_written = read_frames(Path(info.file_path))[1].reshape(-1)
     assert check_written.sum() == info.frames_written
 
@@ -142,8 +153,12 @@ def test_bad_detector_url_is_a_clear_error_not_a_crash(tmp_path):
     from stemdaq.config import AcquisitionConfig
     from stemdaq.errors import StemdaqError
 
-    cfg = AcquisitionConfig(stream_endpoint="tcp://127.0.0.1:1", detector_url="http://[::1",
-                            scan_shape=(2, 2), start_timeout=5)
+    cfg = AcquisitionConfig(
+        stream_endpoint="tcp://127.0.0.1:1",
+        detector_url="http://[::1",
+        scan_shape=(2, 2),
+        start_timeout=5,
+    )
     acq = Acquisition(cfg, tmp_path / "x.nxs", acq_id="x")
     with pytest.raises(StemdaqError, match="detector"):
         acq.start()

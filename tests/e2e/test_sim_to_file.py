@@ -23,8 +23,16 @@ DATA = "/entry/measurement/event1/image1/image_4d/intensity"
 SCAN = (4, 5)
 
 
-def record(sim, tmp_path: Path, *, name: str = "scan.nxs", scan=SCAN, active: bool = False,
-           faults_expected_end: bool = True, **config) -> Acquisition:
+def record(
+    sim,
+    tmp_path: Path,
+    *,
+    name: str = "scan.nxs",
+    scan=SCAN,
+    active: bool = False,
+    faults_expected_end: bool = True,
+    **config,
+) -> Acquisition:
     """Run one acquisition against ``sim`` (passive unless ``active``) and return it closed."""
     cfg = AcquisitionConfig(
         stream_endpoint=sim.stream_endpoint,
@@ -79,7 +87,9 @@ def test_every_frame_bit_exact(make_sim, tmp_path, fmt, compression, dtype):
     assert data.dtype == np.dtype(dtype)
     assert written.all()
     for i in range(20):
-        np.testing.assert_array_equal(data[i // 5, i % 5], expected_frame(sim, i), err_msg=f"frame {i}")
+        np.testing.assert_array_equal(
+            data[i // 5, i % 5], expected_frame(sim, i), err_msg=f"frame {i}"
+        )
 
 
 def test_active_mode_configures_arms_and_triggers(make_sim, tmp_path):
@@ -120,7 +130,9 @@ def test_two_channels_go_to_their_own_nximage(make_sim, tmp_path):
         for ci, group in enumerate(("image1", "image2")):
             data = f[f"/entry/measurement/event1/{group}/image_4d/intensity"]
             for i in (0, 7, 19):
-                np.testing.assert_array_equal(data[i // 5, i % 5], sim.generator.frame(i, channel=ci))
+                np.testing.assert_array_equal(
+                    data[i // 5, i % 5], sim.generator.frame(i, channel=ci)
+                )
 
 
 def test_only_the_configured_channel_is_recorded(make_sim, tmp_path):

@@ -16,8 +16,9 @@ from stemdaq.receiver import check_bslz4, check_lz4_hdf5, lz4_hdf5_frame
 
 def _roundtrip_h5(tmp_path, payload: bytes, arr: np.ndarray, compression) -> np.ndarray:
     with h5py.File(tmp_path / "f.h5", "w") as f:
-        ds = f.create_dataset("d", shape=(1, *arr.shape), chunks=(1, *arr.shape), dtype=arr.dtype,
-                              **compression)
+        ds = f.create_dataset(
+            "d", shape=(1, *arr.shape), chunks=(1, *arr.shape), dtype=arr.dtype, **compression
+        )
         ds.id.write_direct_chunk((0, 0, 0), payload)
         return ds[0]
 

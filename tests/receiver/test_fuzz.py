@@ -13,7 +13,9 @@ from stemdaq.receiver import SeriesTracker, StreamDecoder
 from stemdaq.receiver.metadata import DTYPE_SIZES
 
 EVENT_TYPES = (Frame, SeriesStart, SeriesEnd, Rejected)
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _check(events, tracker: SeriesTracker) -> None:
@@ -39,16 +41,36 @@ def test_random_bytes_are_rejected(parts):
     assert tracker.counters()["frames_dropped"] == len(events)
 
 
-_keys = st.sampled_from(["type", "series_id", "image_id", "data", "threshold_1", "image_size_x",
-                         "image_size_y", "image_dtype", "channels", "number_of_images", "real_time"])
+_keys = st.sampled_from(
+    [
+        "type",
+        "series_id",
+        "image_id",
+        "data",
+        "threshold_1",
+        "image_size_x",
+        "image_size_y",
+        "image_dtype",
+        "channels",
+        "number_of_images",
+        "real_time",
+    ]
+)
 _leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**64, 2**64), st.floats(), st.text(max_size=10),
-    st.binary(max_size=40), st.sampled_from(["start", "image", "end", "bslz4", "lz4", "uint16"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**64),
+    st.floats(),
+    st.text(max_size=10),
+    st.binary(max_size=40),
+    st.sampled_from(["start", "image", "end", "bslz4", "lz4", "uint16"]),
 )
 
 
 def _tagged(children):
-    return st.builds(CBORTag, st.sampled_from([0, 1, 40, 64, 69, 70, 85, 1040, 56500, 55799, 99]), children)
+    return st.builds(
+        CBORTag, st.sampled_from([0, 1, 40, 64, 69, 70, 85, 1040, 56500, 55799, 99]), children
+    )
 
 
 _cbor = st.recursive(
@@ -89,10 +111,18 @@ def test_random_typed_messages_never_raise(msg, kind):
 
 def _valid_messages(wire):
     arr = wire.frame_array((24, 24), "uint16")
-    v2 = [wire.v2(wire.v2_start(shape=(24, 24))), wire.v2(wire.v2_image(0, arr)),
-          wire.v2(wire.v2_image(1, arr, codec="raw")), wire.v2(wire.v2_image(2, arr, codec="lz4"))]
-    v1 = [wire.v1_header(detail="all"), wire.v1_image(0, arr), wire.v1_image(1, arr, encoding="lz4<"),
-          wire.v1_image(2, arr, encoding="<")]
+    v2 = [
+        wire.v2(wire.v2_start(shape=(24, 24))),
+        wire.v2(wire.v2_image(0, arr)),
+        wire.v2(wire.v2_image(1, arr, codec="raw")),
+        wire.v2(wire.v2_image(2, arr, codec="lz4")),
+    ]
+    v1 = [
+        wire.v1_header(detail="all"),
+        wire.v1_image(0, arr),
+        wire.v1_image(1, arr, encoding="lz4<"),
+        wire.v1_image(2, arr, encoding="<"),
+    ]
     return v2, v1
 
 
@@ -135,11 +165,15 @@ def test_mutated_messages_never_raise(wire, data):
 @given(st.data())
 def test_random_multipart_mixes_never_raise(wire, data):
     v2, v1 = _valid_messages(wire)
-    pool = [p for msg in v1 for p in msg] + v2 + [b"", b"{}", b'{"htype": "dheader-1.0", "series": 1}']
+    pool = (
+        [p for msg in v1 for p in msg] + v2 + [b"", b"{}", b'{"htype": "dheader-1.0", "series": 1}']
+    )
     dec = StreamDecoder()
     tracker = SeriesTracker((4, 4))
     for _ in range(data.draw(st.integers(1, 6))):
-        parts = data.draw(st.lists(st.one_of(st.sampled_from(pool), st.binary(max_size=50)), max_size=6))
+        parts = data.draw(
+            st.lists(st.one_of(st.sampled_from(pool), st.binary(max_size=50)), max_size=6)
+        )
         _check(dec.decode(parts), tracker)
 
 

@@ -11,8 +11,14 @@ SHAPE = (4, 4)
 
 
 def start(series=1, channels=(), shape=SHAPE, dtype="uint16", n=None):
-    return SeriesStart(series_id=series, protocol="stream2", n_images=n, frame_shape=shape, dtype=dtype,
-                       channels=tuple(channels))
+    return SeriesStart(
+        series_id=series,
+        protocol="stream2",
+        n_images=n,
+        frame_shape=shape,
+        dtype=dtype,
+        channels=tuple(channels),
+    )
 
 
 def frame(fid, series=1, channel="threshold_1", shape=SHAPE, dtype="uint16"):

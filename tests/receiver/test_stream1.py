@@ -28,7 +28,11 @@ def test_header_with_config(wire, detail):
     assert start.dtype is None  # decided by the first frame, not bit_depth_image
     det = start.detector
     assert det.description == "Dectris QUADRO Si 250K" and det.serial_number == "E-02-0002"
-    assert det.software_version == "1.8.0" and det.pixel_size_x == 7.5e-5 and det.pixel_size_y == 7.5e-5
+    assert (
+        det.software_version == "1.8.0"
+        and det.pixel_size_x == 7.5e-5
+        and det.pixel_size_y == 7.5e-5
+    )
     assert det.bit_depth_image == 16 and det.count_time == 0.0009 and det.frame_time == 0.001
     assert det.sensor_material == "Si" and det.sensor_thickness == 4.5e-4
     assert (det.beam_center_x, det.beam_center_y) == (10.0, 20.0)
@@ -55,7 +59,13 @@ def test_header_appendix_part(wire, detail):
 
 @pytest.mark.parametrize(
     ("mode", "nimages", "ntrigger", "expected"),
-    [("exte", 1, 64, 64), ("inte", 5, 64, 64), ("exts", 64, 1, 64), ("ints", 8, 4, 32), ("exts", 8, 4, 32)],
+    [
+        ("exte", 1, 64, 64),
+        ("inte", 5, 64, 64),
+        ("exts", 64, 1, 64),
+        ("ints", 8, 4, 32),
+        ("exts", 8, 4, 32),
+    ],
 )
 def test_frames_per_series_by_trigger_mode(wire, mode, nimages, ntrigger, expected):
     cfg = wire.v1_config(nimages=nimages, ntrigger=ntrigger, trigger_mode=mode)
@@ -126,7 +136,9 @@ def test_image_every_encoding_round_trips(wire, dtype, encoding):
     assert frame.real_time == pytest.approx(0.9e-3)
     if encoding in ("<", ">"):
         assert frame.codec is Codec.RAW
-        back = np.frombuffer(frame.payload, dtype=np.dtype(dtype).newbyteorder("<")).reshape(frame.shape)
+        back = np.frombuffer(frame.payload, dtype=np.dtype(dtype).newbyteorder("<")).reshape(
+            frame.shape
+        )
     elif encoding == "lz4<":
         assert frame.codec is Codec.LZ4
         orig, block, size = struct.unpack_from(">QII", frame.payload)
@@ -150,9 +162,18 @@ def test_big_endian_compressed_is_decoded_to_little_endian_raw(wire, encoding):
     arr = wire.frame_array((24, 24), "uint16")
     be = arr.astype(">u2")
     parts = wire.v1_image(0, arr, encoding="<")
-    blob = lz4.block.compress(be.tobytes(), store_size=False) if encoding == "lz4>" else wire.bslz4(be)
-    parts[1] = wire.j({"htype": "dimage_d-1.0", "shape": [24, 24], "type": "uint16",
-                       "encoding": encoding, "size": len(blob)})
+    blob = (
+        lz4.block.compress(be.tobytes(), store_size=False) if encoding == "lz4>" else wire.bslz4(be)
+    )
+    parts[1] = wire.j(
+        {
+            "htype": "dimage_d-1.0",
+            "shape": [24, 24],
+            "type": "uint16",
+            "encoding": encoding,
+            "size": len(blob),
+        }
+    )
     parts[2] = blob
     frame = _one(StreamDecoder().decode(parts), Frame)
     assert frame.codec is Codec.RAW
@@ -192,7 +213,10 @@ def _set_desc(parts, **changes):
     ("mutate", "reason"),
     [
         (lambda w, p: p.__setitem__(2, p[2][:-3]), "corrupt"),  # size field no longer matches
-        (lambda w, p: (p.__setitem__(2, p[2][:-3]), _set_desc(p, size=len(p[2]))), "corrupt"),  # truncated
+        (
+            lambda w, p: (p.__setitem__(2, p[2][:-3]), _set_desc(p, size=len(p[2]))),
+            "corrupt",
+        ),  # truncated
         (lambda w, p: _set_desc(p, encoding="zstd<"), "corrupt"),
         (lambda w, p: _set_desc(p, encoding="bs16<"), "corrupt"),
         (lambda w, p: _set_desc(p, type="complex64"), "corrupt"),
@@ -202,7 +226,10 @@ def _set_desc(parts, **changes):
         (lambda w, p: p.__setitem__(1, w.j({"htype": "dconfig-1.0"})), "malformed"),
         (lambda w, p: p.__setitem__(2, b"\0" * 4), "corrupt"),
         (lambda w, p: p.__setitem__(0, w.j({"htype": "dimage-1.0", "series": 3})), "malformed"),
-        (lambda w, p: p.__setitem__(0, w.j({"htype": "dimage-9.9x", "frame": "1", "series": 3})), "malformed"),
+        (
+            lambda w, p: p.__setitem__(0, w.j({"htype": "dimage-9.9x", "frame": "1", "series": 3})),
+            "malformed",
+        ),
         (lambda w, p: p.__setitem__(0, w.j({"htype": "dwhatever-1.0"})), "malformed"),
         (lambda w, p: p.__setitem__(0, b"[1, 2]"), "malformed"),
         (lambda w, p: p.__setitem__(0, b"{not json"), "malformed"),
@@ -225,7 +252,9 @@ def test_bare_lz4_block_as_long_as_the_frame_is_stored_raw(wire):
     rng = np.random.default_rng(0)
     hit = 0
     for n in range(2580, 2620):
-        for zeros in range(20, 40):  # random bytes + a zero tail: blocks a few bytes either side of n
+        for zeros in range(
+            20, 40
+        ):  # random bytes + a zero tail: blocks a few bytes either side of n
             raw = rng.integers(0, 256, n - zeros, dtype=np.uint8).tobytes() + bytes(zeros)
             block = lz4.block.compress(raw, store_size=False)
             hit += len(block) == n

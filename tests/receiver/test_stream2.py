@@ -22,7 +22,10 @@ def _one(events, kind):
 @pytest.mark.parametrize("magic", [True, False])
 def test_start_message_fills_series_start(wire, magic):
     dec = StreamDecoder()
-    start = _one(dec.decode([wire.v2(wire.v2_start(channels=("threshold_1", "threshold_2")), magic)]), SeriesStart)
+    start = _one(
+        dec.decode([wire.v2(wire.v2_start(channels=("threshold_1", "threshold_2")), magic)]),
+        SeriesStart,
+    )
     assert start.series_id == 7 and start.protocol == "stream2" and start.unique_id == "uid-7"
     assert start.n_images == 16 and start.frame_shape == (192, 192) and start.dtype == "uint16"
     assert start.channels == ("threshold_1", "threshold_2")
@@ -58,10 +61,21 @@ def test_real_eiger2_sample_shape(wire):
     arr = wire.frame_array((257, 129), "uint16")
     payload = wire.bslz4(arr)
     assert struct.unpack_from(">QI", payload) == (257 * 129 * 2, 8192)
-    msg = {"type": "image", "series_id": 1, "series_unique_id": "u", "image_id": 0,
-           "real_time": [215873, 50000000], "series_date": CBORTag(0, "2022-05-01T00:00:00Z"),
-           "start_time": [0, 50000000], "stop_time": [215873, 50000000],
-           "data": {"threshold_1": CBORTag(40, [[257, 129], CBORTag(69, CBORTag(56500, ["bslz4", 2, payload]))])}}
+    msg = {
+        "type": "image",
+        "series_id": 1,
+        "series_unique_id": "u",
+        "image_id": 0,
+        "real_time": [215873, 50000000],
+        "series_date": CBORTag(0, "2022-05-01T00:00:00Z"),
+        "start_time": [0, 50000000],
+        "stop_time": [215873, 50000000],
+        "data": {
+            "threshold_1": CBORTag(
+                40, [[257, 129], CBORTag(69, CBORTag(56500, ["bslz4", 2, payload]))]
+            )
+        },
+    }
     frame = _one(StreamDecoder().decode([wire.v2(msg)]), Frame)
     assert (frame.series_id, frame.frame_id, frame.channel) == (1, 0, "threshold_1")
     assert frame.shape == (257, 129) and frame.dtype == "uint16" and frame.codec is Codec.BSLZ4
@@ -105,7 +119,9 @@ def test_column_major_compressed_is_rejected(wire):
 
 def test_multi_channel_image_gives_one_frame_per_channel(wire):
     a, b = wire.frame_array((32, 32), seed=1), wire.frame_array((32, 32), seed=2)
-    events = StreamDecoder().decode([wire.v2(wire.v2_image(3, {"threshold_1": a, "threshold_2": b}))])
+    events = StreamDecoder().decode(
+        [wire.v2(wire.v2_image(3, {"threshold_1": a, "threshold_2": b}))]
+    )
     assert [type(e) for e in events] == [Frame, Frame]
     assert [e.channel for e in events] == ["threshold_1", "threshold_2"]
     np.testing.assert_array_equal(wire.unbslz4(events[1].payload, (32, 32), "uint16"), b)
@@ -142,12 +158,29 @@ def test_rational_times_and_plain_numbers(wire):
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
-        (lambda m, p: m["data"]["threshold_1"].value[1].value.value.__setitem__(2, p[:12] + b"\0" * 3), "corrupt"),
+        (
+            lambda m, p: (
+                m["data"]["threshold_1"].value[1].value.value.__setitem__(2, p[:12] + b"\0" * 3)
+            ),
+            "corrupt",
+        ),
         (lambda m, p: m["data"]["threshold_1"].value[1].value.value.__setitem__(1, 4), "corrupt"),
-        (lambda m, p: m["data"]["threshold_1"].value[1].value.value.__setitem__(0, "zstd"), "corrupt"),
-        (lambda m, p: m["data"]["threshold_1"].value[1].value.value.__setitem__(
-            2, struct.pack(">QI", 99, 8192) + p[12:]), "corrupt"),
-        (lambda m, p: m["data"]["threshold_1"].value[1].value.value.__setitem__(2, p[:-5]), "corrupt"),
+        (
+            lambda m, p: m["data"]["threshold_1"].value[1].value.value.__setitem__(0, "zstd"),
+            "corrupt",
+        ),
+        (
+            lambda m, p: (
+                m["data"]["threshold_1"]
+                .value[1]
+                .value.value.__setitem__(2, struct.pack(">QI", 99, 8192) + p[12:])
+            ),
+            "corrupt",
+        ),
+        (
+            lambda m, p: m["data"]["threshold_1"].value[1].value.value.__setitem__(2, p[:-5]),
+            "corrupt",
+        ),
         (lambda m, p: m["data"]["threshold_1"].value.__setitem__(0, [32]), "malformed"),
         (lambda m, p: m["data"]["threshold_1"].value.__setitem__(0, [0, 32]), "malformed"),
         (lambda m, p: m["data"].__setitem__("threshold_1", b"raw"), "malformed"),
@@ -191,6 +224,8 @@ def test_jungfraujoch_extra_message_types_are_ignored(wire):
 
 
 def test_unparseable_datetime_does_not_lose_the_message(wire):
-    start = _one(StreamDecoder().decode([cbor2.dumps(wire.v2_start(arm_date=CBORTag(0, "bad date")))]),
-                 SeriesStart)
+    start = _one(
+        StreamDecoder().decode([cbor2.dumps(wire.v2_start(arm_date=CBORTag(0, "bad date")))]),
+        SeriesStart,
+    )
     assert start.raw["arm_date"] == "bad date"

@@ -19,7 +19,9 @@ def test_push_to_zmq_source_v1_and_v2(wire):
         arr = wire.frame_array((32, 32))
         with ZmqSource(endpoint, context=ctx) as source:
             assert source.recv(10) is None
-            push.send_multipart(wire.v1_header(series=2, config=wire.v1_config(shape=(32, 32), nimages=2)))
+            push.send_multipart(
+                wire.v1_header(series=2, config=wire.v1_config(shape=(32, 32), nimages=2))
+            )
             push.send_multipart(wire.v1_image(0, arr, series=2, encoding="<"))
             push.send(wire.v2(wire.v2_end(9)))
             dec, events = StreamDecoder(), []
@@ -30,7 +32,9 @@ def test_push_to_zmq_source_v1_and_v2(wire):
             assert [type(e) for e in events] == [SeriesStart, Frame, SeriesEnd]
             frame = events[1]
             assert isinstance(frame.payload, memoryview)  # zero-copy view of the zmq frame
-            np.testing.assert_array_equal(np.frombuffer(frame.payload, "uint16").reshape(32, 32), arr)
+            np.testing.assert_array_equal(
+                np.frombuffer(frame.payload, "uint16").reshape(32, 32), arr
+            )
             tracker = SeriesTracker((1, 2))
             assert [tracker.accept(e) is not None for e in events[:2]] == [True, True]
         assert source.closed

@@ -203,6 +203,9 @@ def test_nonpositive_stream_energy_means_uncalibrated_not_an_error():
     from stemdaq.models import DetectorInfo
     from stemdaq.writer.axes import resolve_geometry
 
-    geo = resolve_geometry(AcquisitionConfig(), DetectorInfo(incident_energy=0.0, pixel_size_x=-1.0,
-                                                             detector_distance=0.1), (8, 8))
+    geo = resolve_geometry(
+        AcquisitionConfig(),
+        DetectorInfo(incident_energy=0.0, pixel_size_x=-1.0, detector_distance=0.1),
+        (8, 8),
+    )
     assert not geo.calibrated and geo.beam_energy is None and geo.pixel_size is None

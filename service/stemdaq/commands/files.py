@@ -60,7 +60,10 @@ def summary_table(info: AcquisitionInfo) -> Table:
 
 def frames_lost(info: AcquisitionInfo) -> bool:
     """True if the file lacks any frame the scan should have."""
-    return info.state is not AcquisitionState.COMPLETED or info.counters.frames_written < info.frames_expected
+    return (
+        info.state is not AcquisitionState.COMPLETED
+        or info.counters.frames_written < info.frames_expected
+    )
 
 
 def acquire(
@@ -69,7 +72,9 @@ def acquire(
     detector: Annotated[
         str | None, typer.Option(help="SIMPLON URL (active mode), e.g. http://127.0.0.1:8080")
     ] = None,
-    stream: Annotated[str | None, typer.Option(help="ZeroMQ stream endpoint (passive mode)")] = None,
+    stream: Annotated[
+        str | None, typer.Option(help="ZeroMQ stream endpoint (passive mode)")
+    ] = None,
     step: Annotated[str, typer.Option(help="Scan step m x k (one value: both)")] = "1",
     unit: Annotated[str, typer.Option(help="Scan unit: m, um, nm, angstrom")] = "nm",
     serpentine: Annotated[bool, typer.Option(help="Odd rows are scanned backwards")] = False,
@@ -77,7 +82,8 @@ def acquire(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the series start")] = 60.0,
     end_timeout: Annotated[float, typer.Option(help="Seconds of silence that end a series")] = 10.0,
     metadata: Annotated[
-        Path | None, typer.Option(help="YAML/JSON file with user metadata (sample, microscope, ...)")
+        Path | None,
+        typer.Option(help="YAML/JSON file with user metadata (sample, microscope, ...)"),
     ] = None,
     simulation: Annotated[bool, typer.Option(help="Mark the data as simulated")] = False,
 ) -> None:

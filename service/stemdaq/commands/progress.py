@@ -1,4 +1,4 @@
-"""The live progress bar shared by ``stemdaq acquire`` (local engine) and ``stemdaq watch`` (API)."""
+"""The live progress bar of ``stemdaq acquire`` (local engine) and ``stemdaq watch`` (API)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
-def follow(get: Callable[[], Any], label: str, poll: float = 0.2, console: Console | None = None) -> Any:
+def follow(
+    get: Callable[[], Any], label: str, poll: float = 0.2, console: Console | None = None
+) -> Any:
     """Poll ``get()`` (anything with state, frames_written/expected/dropped, frames_per_second)
     and draw a rich progress bar until its state is final; return the last value."""
     columns = (

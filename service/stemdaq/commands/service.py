@@ -246,6 +246,7 @@ def _follow(c: Client, acq_id: str, poll: float = 0.25) -> Acquisition:
         console.print(f"[red]error:[/red] {acq.error}")
     return acq
 
+
 def register(app: typer.Typer) -> None:
     """Add ``serve``, ``status``, ``start``, ``stop`` and ``watch``."""
     app.command()(serve)

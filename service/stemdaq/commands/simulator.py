@@ -13,8 +13,12 @@ def sim(
     rest_port: Annotated[int, typer.Option(help="SIMPLON REST port (0: any free port)")] = 8080,
     stream_port: Annotated[int, typer.Option(help="ZeroMQ PUSH port (0: any free port)")] = 31001,
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
-    fmt: Annotated[str, typer.Option("--format", help="cbor (stream v2) or json (stream v1)")] = "cbor",
-    frame_shape: Annotated[str, typer.Option(help="Frame shape ny x nx, 96x96 .. 1024x1024")] = "96x96",
+    fmt: Annotated[
+        str, typer.Option("--format", help="cbor (stream v2) or json (stream v1)")
+    ] = "cbor",
+    frame_shape: Annotated[
+        str, typer.Option(help="Frame shape ny x nx, 96x96 .. 1024x1024")
+    ] = "96x96",
     dtype: Annotated[str, typer.Option(help="uint8, uint16 or uint32")] = "uint16",
     compression: Annotated[str, typer.Option(help="bslz4, lz4 or none")] = "bslz4",
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same frames")] = 0,
@@ -23,8 +27,10 @@ def sim(
     ] = None,
     faults: Annotated[
         str | None,
-        typer.Option(help="e.g. 'drop=3,7;duplicate=5;reorder=10;corrupt=12;truncate=14;"
-                     "wrong_series=20;abort_after=50;no_end'"),
+        typer.Option(
+            help="e.g. 'drop=3,7;duplicate=5;reorder=10;corrupt=12;truncate=14;"
+            "wrong_series=20;abort_after=50;no_end'"
+        ),
     ] = None,
 ) -> None:
     """Run the simulated detector until stopped (Ctrl-C); prints the chosen ports on start."""

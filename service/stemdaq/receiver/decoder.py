@@ -62,7 +62,9 @@ class StreamDecoder:
             return self._decode(parts)
         except Exception as exc:  # a bug or an input nobody foresaw: never kill the receiver
             logger.exception("stream message could not be decoded")
-            return [Rejected(DropReason.MALFORMED, f"undecodable message: {type(exc).__name__}: {exc}")]
+            return [
+                Rejected(DropReason.MALFORMED, f"undecodable message: {type(exc).__name__}: {exc}")
+            ]
 
     def _decode(self, parts: Sequence[Any]) -> list[StreamEvent]:
         if not parts:
@@ -83,7 +85,12 @@ class StreamDecoder:
             if not isinstance(obj, dict):
                 if v1.in_split_header:
                     return v1.header_blob()
-                return [Rejected(DropReason.MALFORMED, f"JSON message is a {type(obj).__name__}, not an object")]
+                return [
+                    Rejected(
+                        DropReason.MALFORMED,
+                        f"JSON message is a {type(obj).__name__}, not an object",
+                    )
+                ]
             return v1.decode(views, obj)
         if v1.in_split_header:
             return v1.header_blob()

@@ -8,7 +8,8 @@ HDF5 filters 32008 and 32004):
   one for the last partial block (``orig % block - leftover`` bytes, if not empty), then
   ``leftover = orig % (8 * elem_size)`` bytes copied raw.
 - **LZ4** (stream v2 ``lz4``, HDF5 filter 32004): ``ceil(orig / block)`` blocks, each
-  ``u32 BE compressed_size`` + block; a block with ``compressed_size == block length`` is stored raw.
+  ``u32 BE compressed_size`` + block; a block with ``compressed_size == block length`` is
+  stored raw.
 
 The checks never decompress: they read the headers and walk the block sizes (a few hundred ns per
 block), which catches truncation, wrong sizes and garbage, not bit flips inside a block.
@@ -37,7 +38,9 @@ def lz4_bound(n: int) -> int:
     return n + n // 255 + 16
 
 
-def check_bslz4(buf: bytes | memoryview, expected_nbytes: int, elem_size: int, walk: bool = True) -> None:
+def check_bslz4(
+    buf: bytes | memoryview, expected_nbytes: int, elem_size: int, walk: bool = True
+) -> None:
     """Check a bitshuffle-LZ4 HDF5 chunk without decompressing it.
 
     Raises
@@ -48,13 +51,19 @@ def check_bslz4(buf: bytes | memoryview, expected_nbytes: int, elem_size: int, w
     """
     n = len(buf)
     if n < 12:
-        raise DecodeError(_CORRUPT, f"bslz4 payload of {n} bytes is shorter than its 12-byte header")
+        raise DecodeError(
+            _CORRUPT, f"bslz4 payload of {n} bytes is shorter than its 12-byte header"
+        )
     orig, block = _HEADER.unpack_from(buf, 0)
     if orig != expected_nbytes:
-        raise DecodeError(_CORRUPT, f"bslz4 header says {orig} bytes, frame needs {expected_nbytes}")
+        raise DecodeError(
+            _CORRUPT, f"bslz4 header says {orig} bytes, frame needs {expected_nbytes}"
+        )
     mult = 8 * elem_size
     if block == 0 or block % mult or block > MAX_BLOCK_SIZE:
-        raise DecodeError(_CORRUPT, f"bslz4 block size {block} is not a positive multiple of {mult}")
+        raise DecodeError(
+            _CORRUPT, f"bslz4 block size {block} is not a positive multiple of {mult}"
+        )
     if not walk:
         return
     n_full, rest = divmod(orig, block)
@@ -131,5 +140,7 @@ def lz4_hdf5_frame(block: bytes | memoryview, orig_size: int) -> bytes:
         except Exception as exc:
             raise DecodeError(_CORRUPT, f"lz4 block does not decompress: {exc}") from None
         if len(block) != orig_size:
-            raise DecodeError(_CORRUPT, f"lz4 block decompresses to {len(block)} bytes, not {orig_size}")
+            raise DecodeError(
+                _CORRUPT, f"lz4 block decompresses to {len(block)} bytes, not {orig_size}"
+            )
     return _LZ4_HEADER.pack(orig_size, orig_size, size) + bytes(block)

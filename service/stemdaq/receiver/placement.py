@@ -216,7 +216,7 @@ class SeriesTracker:
         return Placement(position, ci)
 
     def open(self, start: SeriesStart) -> SeriesOpened | None:
-        """A series starts. None if the start is ignored (same series, or ``on_new_start='ignore'``)."""
+        """A series starts; None if ignored (same series, or ``on_new_start='ignore'``)."""
         interrupted = None
         if self._open:
             if start.series_id == self._series or self.on_new_start == "ignore":
@@ -246,13 +246,15 @@ class SeriesTracker:
         """
         if rejected.frame_id is not None:
             self._received += 1
-        if rejected.series_id is not None and (not self._open or rejected.series_id != self._series):
+        if rejected.series_id is not None and (
+            not self._open or rejected.series_id != self._series
+        ):
             self._drop(_NO_SERIES if not self._open else _WRONG_SERIES)
             return
         self._drop(rejected.reason.value)
 
     def abort(self) -> int | None:
-        """Close the open series without an end (e.g. acquisition aborted); its id, if one was open."""
+        """Close the open series without an end (e.g. aborted); its id, if one was open."""
         if not self._open:
             return None
         self._open = False

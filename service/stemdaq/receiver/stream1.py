@@ -149,7 +149,9 @@ class Stream1Decoder:
                     events = self.flush()
                     series = integer(first.get("series"))
                     if series is None:
-                        events.append(Rejected(DropReason.MALFORMED, "series end without integer series"))
+                        events.append(
+                            Rejected(DropReason.MALFORMED, "series end without integer series")
+                        )
                     else:
                         events.append(SeriesEnd(series))
                     return events
@@ -161,10 +163,18 @@ class Stream1Decoder:
                 return [Rejected(DropReason.MALFORMED, f"unknown htype {htype!r:.40}")]
             if htype is None and self._in_split_header:
                 return self._split_part(first)
-            return [Rejected(DropReason.MALFORMED, "JSON message without htype outside a series header")]
+            return [
+                Rejected(DropReason.MALFORMED, "JSON message without htype outside a series header")
+            ]
         except DecodeError as exc:
-            return [Rejected(DropReason(exc.reason), exc.detail, integer(first.get("series")),
-                             integer(first.get("frame")))]
+            return [
+                Rejected(
+                    DropReason(exc.reason),
+                    exc.detail,
+                    integer(first.get("series")),
+                    integer(first.get("frame")),
+                )
+            ]
 
     # -- series header ------------------------------------------------------------------------
 
@@ -173,7 +183,11 @@ class Stream1Decoder:
         if series is None:
             return [Rejected(DropReason.MALFORMED, "dheader without integer series")]
         detail = first.get("header_detail")
-        detail = detail if detail in ("none", "basic", "all") else ("basic" if len(parts) > 1 else "none")
+        detail = (
+            detail
+            if detail in ("none", "basic", "all")
+            else ("basic" if len(parts) > 1 else "none")
+        )
         config: dict[str, Any] | None = None
         appendix: Any = None
         i, n = 1, len(parts)
@@ -206,7 +220,10 @@ class Stream1Decoder:
             self._pending, self._pending_detail, self._in_split_header = start, detail, True
             return []
         if detail != "none" and config is None:
-            return [start, Rejected(DropReason.MALFORMED, "dheader without a readable config part", series)]
+            return [
+                start,
+                Rejected(DropReason.MALFORMED, "dheader without a readable config part", series),
+            ]
         return [start]
 
     def _split_part(self, obj: dict[str, Any]) -> list[StreamEvent]:
@@ -238,7 +255,10 @@ class Stream1Decoder:
         threshold = number(config.get("threshold_energy"))
         if threshold is not None:
             fields["threshold_energy"] = {V1_CHANNEL: threshold}
-        nx, ny = integer(config.get("x_pixels_in_detector")), integer(config.get("y_pixels_in_detector"))
+        nx, ny = (
+            integer(config.get("x_pixels_in_detector")),
+            integer(config.get("y_pixels_in_detector")),
+        )
         n_images = frames_in_series(config)
         return SeriesStart(
             series_id=series,
@@ -256,10 +276,16 @@ class Stream1Decoder:
     def _image(self, parts: list[memoryview], first: dict[str, Any]) -> StreamEvent:
         series, frame_id = integer(first.get("series")), integer(first.get("frame"))
         if series is None or frame_id is None:
-            return Rejected(DropReason.MALFORMED, "dimage without integer series/frame", series, frame_id)
+            return Rejected(
+                DropReason.MALFORMED, "dimage without integer series/frame", series, frame_id
+            )
         if len(parts) < 3:
-            return Rejected(DropReason.MALFORMED, f"image message has {len(parts)} parts, needs >= 3",
-                            series, frame_id)
+            return Rejected(
+                DropReason.MALFORMED,
+                f"image message has {len(parts)} parts, needs >= 3",
+                series,
+                frame_id,
+            )
         try:
             desc = parse_json(parts[1])
             if not isinstance(desc, dict) or not str(desc.get("htype", "")).startswith("dimage_d-"):
@@ -288,10 +314,19 @@ class Stream1Decoder:
             out.append(value * _NS if value is not None else None)
         return tuple(out)
 
-    def _payload(self, desc: dict[str, Any], blob: memoryview) -> tuple[tuple[int, int], str, Codec, Any]:
+    def _payload(
+        self, desc: dict[str, Any], blob: memoryview
+    ) -> tuple[tuple[int, int], str, Codec, Any]:
         shape, dtype, encoding = desc.get("shape"), desc.get("type"), desc.get("encoding")
-        if (not isinstance(shape, list) or len(shape) != 2 or type(shape[0]) is not int
-                or type(shape[1]) is not int or shape[0] <= 0 or shape[1] <= 0 or max(shape) > 1 << 16):
+        if (
+            not isinstance(shape, list)
+            or len(shape) != 2
+            or type(shape[0]) is not int
+            or type(shape[1]) is not int
+            or shape[0] <= 0
+            or shape[1] <= 0
+            or max(shape) > 1 << 16
+        ):
             raise DecodeError("malformed", f"dimage_d shape {plain(shape)!r:.60} is not [x, y]")
         if dtype not in DTYPE_SIZES:
             raise DecodeError("corrupt", f"unsupported pixel type {plain(dtype)!r:.40}")
@@ -300,7 +335,9 @@ class Stream1Decoder:
         nbytes = nx * ny * itemsize
         size = desc.get("size")
         if size is not None and size != len(blob):
-            raise DecodeError("corrupt", f"dimage_d size {plain(size)!r:.20} != data part of {len(blob)} bytes")
+            raise DecodeError(
+                "corrupt", f"dimage_d size {plain(size)!r:.20} != data part of {len(blob)} bytes"
+            )
         match = _ENCODING.match(encoding) if isinstance(encoding, str) else None
         if match is None:
             raise DecodeError("corrupt", f"unsupported encoding {plain(encoding)!r:.40}")
@@ -309,7 +346,10 @@ class Stream1Decoder:
             raise DecodeError("corrupt", f"bitshuffle without lz4 ({encoding!r}) is not supported")
         if not lz4_flag:  # raw
             if len(blob) != nbytes:
-                raise DecodeError("corrupt", f"raw data part has {len(blob)} bytes, {ny}x{nx} {dtype} needs {nbytes}")
+                raise DecodeError(
+                    "corrupt",
+                    f"raw data part has {len(blob)} bytes, {ny}x{nx} {dtype} needs {nbytes}",
+                )
             if order == ">":
                 self._quirk("big_endian_raw")
                 return (ny, nx), dtype, Codec.RAW, _to_little(blob, dtype)
@@ -327,7 +367,9 @@ class Stream1Decoder:
             except Exception as exc:
                 raise DecodeError("corrupt", f"lz4 block does not decompress: {exc}") from None
             if len(data) != nbytes:
-                raise DecodeError("corrupt", f"lz4 block decompresses to {len(data)} bytes, not {nbytes}")
+                raise DecodeError(
+                    "corrupt", f"lz4 block decompresses to {len(data)} bytes, not {nbytes}"
+                )
             return (ny, nx), dtype, Codec.RAW, _to_little(data, dtype)
         return (ny, nx), dtype, Codec.LZ4, lz4_hdf5_frame(blob, nbytes)
 
@@ -349,8 +391,12 @@ def _bslz4_to_little(blob: memoryview, shape: tuple[int, int], dtype: str) -> by
     (block,) = struct.unpack_from(">I", blob, 8)
     itemsize = DTYPE_SIZES[dtype]
     try:
-        arr = bitshuffle.decompress_lz4(np.frombuffer(blob, dtype=np.uint8, offset=12), shape,
-                                        np.dtype(dtype).newbyteorder(">"), block // itemsize)
+        arr = bitshuffle.decompress_lz4(
+            np.frombuffer(blob, dtype=np.uint8, offset=12),
+            shape,
+            np.dtype(dtype).newbyteorder(">"),
+            block // itemsize,
+        )
     except Exception as exc:
         raise DecodeError("corrupt", f"bslz4 data do not decompress: {exc}") from None
     return arr.astype(np.dtype(dtype).newbyteorder("<")).tobytes()

@@ -65,8 +65,16 @@ _DETECTOR_KEYS = {
     "bit_depth_image": "bit_depth_image",
 }
 # the start fields that define the series (not copied to ``raw``) and the big ones (dropped)
-_STRUCTURAL = {"type", "series_id", "series_unique_id", "number_of_images", "image_size_x",
-               "image_size_y", "image_dtype", "channels"}
+_STRUCTURAL = {
+    "type",
+    "series_id",
+    "series_unique_id",
+    "number_of_images",
+    "image_size_x",
+    "image_size_y",
+    "image_dtype",
+    "channels",
+}
 _BIG = {"flatfield", "pixel_mask", "countrate_correction_lookup_table"}
 #: other message types some senders add (Jungfraujoch); ignored, not rejected
 IGNORED_TYPES = frozenset({"calibration", "metadata"})
@@ -102,7 +110,9 @@ def _rational(value: Any) -> float | None:
     return number(value)
 
 
-def decode_cbor(buf: bytes | memoryview, walk_blocks: bool, quirks: dict[str, int]) -> list[StreamEvent]:
+def decode_cbor(
+    buf: bytes | memoryview, walk_blocks: bool, quirks: dict[str, int]
+) -> list[StreamEvent]:
     """Decode one stream v2 message. Never raises."""
     try:
         msg = cbor2.loads(buf)
@@ -116,7 +126,9 @@ def decode_cbor(buf: bytes | memoryview, walk_blocks: bool, quirks: dict[str, in
     if type(msg) is CBORTag and msg.tag == 55799:  # cbor2 builds without the built-in decoder
         msg = msg.value
     if not isinstance(msg, _MAPS):
-        return [Rejected(DropReason.MALFORMED, f"CBOR message is a {type(msg).__name__}, not a map")]
+        return [
+            Rejected(DropReason.MALFORMED, f"CBOR message is a {type(msg).__name__}, not a map")
+        ]
     kind = msg.get("type")
     if kind == "image":
         return _image(msg, walk_blocks)
@@ -137,11 +149,19 @@ def _image(msg: Mapping[str, Any], walk_blocks: bool) -> list[StreamEvent]:
     series_id = msg.get("series_id")
     image_id = msg.get("image_id")
     if type(series_id) is not int or type(image_id) is not int:
-        return [Rejected(DropReason.MALFORMED, "image message without integer series_id/image_id",
-                         integer(series_id), integer(image_id))]
+        return [
+            Rejected(
+                DropReason.MALFORMED,
+                "image message without integer series_id/image_id",
+                integer(series_id),
+                integer(image_id),
+            )
+        ]
     data = msg.get("data")
     if not isinstance(data, _MAPS) or not data:
-        return [Rejected(DropReason.MALFORMED, "image message without data map", series_id, image_id)]
+        return [
+            Rejected(DropReason.MALFORMED, "image message without data map", series_id, image_id)
+        ]
     start_time = _rational(msg.get("start_time"))
     stop_time = _rational(msg.get("stop_time"))
     real_time = _rational(msg.get("real_time"))
@@ -150,14 +170,34 @@ def _image(msg: Mapping[str, Any], walk_blocks: bool) -> list[StreamEvent]:
         try:
             shape, dtype, codec, payload = _array(mda, walk_blocks)
         except DecodeError as exc:
-            events.append(Rejected(DropReason(exc.reason), f"channel {channel!r:.40}: {exc.detail}",
-                                   series_id, image_id))
+            events.append(
+                Rejected(
+                    DropReason(exc.reason),
+                    f"channel {channel!r:.40}: {exc.detail}",
+                    series_id,
+                    image_id,
+                )
+            )
             continue
         if type(channel) is not str:
-            events.append(Rejected(DropReason.MALFORMED, "channel name is not text", series_id, image_id))
+            events.append(
+                Rejected(DropReason.MALFORMED, "channel name is not text", series_id, image_id)
+            )
             continue
-        events.append(Frame(series_id, image_id, channel, shape, dtype, codec, payload,
-                            start_time, stop_time, real_time))
+        events.append(
+            Frame(
+                series_id,
+                image_id,
+                channel,
+                shape,
+                dtype,
+                codec,
+                payload,
+                start_time,
+                stop_time,
+                real_time,
+            )
+        )
     return events
 
 
@@ -172,7 +212,11 @@ def _array(mda: Any, walk_blocks: bool) -> tuple[tuple[int, int], str, Codec, by
     if type(dims) not in _SEQS or len(dims) != 2:
         raise DecodeError("malformed", f"image dims {plain(dims)!r:.60} are not [ny, nx]")
     ny, nx = dims
-    if type(ny) is not int or type(nx) is not int or not (0 < ny <= _MAX_DIM and 0 < nx <= _MAX_DIM):
+    if (
+        type(ny) is not int
+        or type(nx) is not int
+        or not (0 < ny <= _MAX_DIM and 0 < nx <= _MAX_DIM)
+    ):
         raise DecodeError("malformed", f"image dims {plain(dims)!r:.60} are not positive integers")
     if type(typed) is not CBORTag:
         raise DecodeError("malformed", "MultiDimArray data is not a typed array")
@@ -184,9 +228,15 @@ def _array(mda: Any, walk_blocks: bool) -> tuple[tuple[int, int], str, Codec, by
     inner = typed.value
     if type(inner) is bytes:
         if len(inner) != nbytes:
-            raise DecodeError("corrupt", f"raw payload has {len(inner)} bytes, {ny}x{nx} {dtype} needs {nbytes}")
+            raise DecodeError(
+                "corrupt", f"raw payload has {len(inner)} bytes, {ny}x{nx} {dtype} needs {nbytes}"
+            )
         if mda.tag == _COL_MAJOR:  # element (i, j) at i + j*ny: transpose to row-major
-            inner = np.frombuffer(inner, dtype="<" + np.dtype(dtype).str[1:]).reshape(nx, ny).T.tobytes()
+            inner = (
+                np.frombuffer(inner, dtype="<" + np.dtype(dtype).str[1:])
+                .reshape(nx, ny)
+                .T.tobytes()
+            )
         return (ny, nx), dtype, Codec.RAW, inner
     if type(inner) is not CBORTag or inner.tag != _COMPRESSED:
         raise DecodeError("malformed", "typed array holds neither bytes nor tag 56500")
@@ -198,7 +248,9 @@ def _array(mda: Any, walk_blocks: bool) -> tuple[tuple[int, int], str, Codec, by
     algorithm, elem_size, payload = comp
     if algorithm == "bslz4":
         if elem_size != itemsize:
-            raise DecodeError("corrupt", f"bslz4 elem_size {plain(elem_size)!r:.20} does not match {dtype}")
+            raise DecodeError(
+                "corrupt", f"bslz4 elem_size {plain(elem_size)!r:.20} does not match {dtype}"
+            )
         check_bslz4(payload, nbytes, itemsize, walk_blocks)
         return (ny, nx), dtype, Codec.BSLZ4, payload
     if algorithm == "lz4":
@@ -229,7 +281,9 @@ def _start(msg: Mapping[str, Any]) -> list[StreamEvent]:
             continue
         target = _DETECTOR_KEYS.get(key)
         if target is not None:
-            fields[target] = plain(value) if not isinstance(value, bool | int | float | str) else value
+            fields[target] = (
+                plain(value) if not isinstance(value, bool | int | float | str) else value
+            )
             continue
         pv = plain(value)
         if pv is not SKIP:
@@ -238,14 +292,16 @@ def _start(msg: Mapping[str, Any]) -> list[StreamEvent]:
         fields["bit_depth_image"] = DTYPE_SIZES[dtype] * 8
     fields = {k: v for k, v in fields.items() if v is not SKIP}
     info = detector_info(fields, raw)
-    return [SeriesStart(
-        series_id=series_id,
-        protocol="stream2",
-        unique_id=unique_id if isinstance(unique_id, str) else None,
-        n_images=n_images if n_images is not None and n_images >= 0 else None,
-        frame_shape=frame_shape,
-        dtype=dtype,
-        channels=channels,
-        detector=info,
-        raw=raw,
-    )]
+    return [
+        SeriesStart(
+            series_id=series_id,
+            protocol="stream2",
+            unique_id=unique_id if isinstance(unique_id, str) else None,
+            n_images=n_images if n_images is not None and n_images >= 0 else None,
+            frame_shape=frame_shape,
+            dtype=dtype,
+            channels=channels,
+            detector=info,
+            raw=raw,
+        )
+    ]

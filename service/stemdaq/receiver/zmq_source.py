@@ -23,7 +23,9 @@ class ZmqSource:
         ZeroMQ context to use; default: the process-wide instance.
     """
 
-    def __init__(self, endpoint: str, rcvhwm: int = 100_000, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self, endpoint: str, rcvhwm: int = 100_000, context: zmq.Context | None = None
+    ) -> None:
         self.endpoint = endpoint
         self._socket: zmq.Socket = (context or zmq.Context.instance()).socket(zmq.PULL)
         try:

@@ -161,7 +161,9 @@ class NexusWriter:
 
         self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
         if self.tmp_path.is_symlink():  # never write through a link (it may lead anywhere)
-            raise FileExistsError(f"{self.tmp_path} is a symbolic link; refusing to write through it")
+            raise FileExistsError(
+                f"{self.tmp_path} is a symbolic link; refusing to write through it"
+            )
         f = h5py.File(self.tmp_path, "w", libver="latest")
         try:
             self._create_layout(f, start, endpoint)

@@ -22,6 +22,7 @@ from stemdaq.writer.codecs import decode_chunk
 
 logger = logging.getLogger(__name__)
 
+
 class SummaryAccumulator:
     """Sum frames of one channel into a pattern [ny, nx] and an image [n_m, n_k].
 
