@@ -17,12 +17,10 @@ background thread are stored and surface in :meth:`Acquisition.info` / ``state``
 from __future__ import annotations
 
 import bisect
-import collections
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from stemdaq.compression import CompressionWindow
 from stemdaq.config import AcquisitionConfig
 from stemdaq.detector import SimplonClient
 from stemdaq.errors import ConfigError, DecodeError
@@ -53,17 +52,6 @@ _REASONS = {r.value for r in DropReason}
 LATENCY_BUCKETS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1, 1.0)
 _POLL_MS = 50  # idle poll period: bounds the latency of stop/abort/timeouts
 _COMPRESS_BATCH = 16  # raw frames per compression task
-
-
-def _prepare_all(prepare: Callable[[Frame], Any], items: list[tuple[int, int, Frame]]) -> list[Any]:
-    """Pool task: the chunk for each frame, or the exception that frame raised."""
-    out: list[Any] = []
-    for _, _, frame in items:
-        try:
-            out.append(prepare(frame))
-        except Exception as exc:  # one bad frame must not cost its neighbours
-            out.append(exc)
-    return out
 
 
 def _reason(exc: DecodeError) -> DropReason:
@@ -112,15 +100,14 @@ class Acquisition:
         self.acq_id = acq_id
         self._on_change = on_change
         self._rcvhwm = queue_size
-        self._pending_bytes = queue_bytes
-        # raw frames: gathered into batches, compressed in the pool, written back in order
-        self._to_compress: list[tuple[int, int, Frame]] = []
-        self._pending: collections.deque[tuple[list[tuple[int, int, Frame]], Future[list[Any]]]] = (
-            collections.deque()
-        )
-        self._pending_nbytes = 0
-        self._pool = ThreadPoolExecutor(
-            compress_workers, thread_name_prefix=f"stemdaq-compress-{acq_id}"
+        # the receiver already walked every compressed frame's block table: not twice
+        self._writer = NexusWriter(self.file_path, config, validate_framing=False)
+        self._compression = CompressionWindow(
+            self._writer.prepare,
+            compress_workers,
+            queue_bytes,
+            _COMPRESS_BATCH,
+            name=f"stemdaq-compress-{acq_id}",
         )
         self._tracker = SeriesTracker(
             config.scan_shape,
@@ -129,8 +116,6 @@ class Acquisition:
             on_new_start="ignore",
         )
         self._decoder = StreamDecoder()
-        # the receiver already walked every compressed frame's block table: do not do it twice
-        self._writer = NexusWriter(self.file_path, config, validate_framing=False)
         self._summary: SummaryAccumulator | None = None
         self._detector: SimplonClient | None = None
         self._detector_armed = False
@@ -266,7 +251,7 @@ class Acquisition:
             return False
         for t in self._threads:
             t.join(timeout=5)
-        self._pool.shutdown(wait=True)
+        self._compression.shutdown()
         if self._detector is not None:
             self._detector.close()
         return True
@@ -335,8 +320,7 @@ class Acquisition:
             counters=counters,
             frames_per_second=fps,
             mb_per_second=mbs,
-            queue_depth=len(self._to_compress)
-            + sum(len(items) for items, _ in list(self._pending)),
+            queue_depth=len(self._compression),
             created_at=self._created_at,
             started_at=self._started_at,
             finished_at=self._finished_at,
@@ -499,39 +483,22 @@ class Acquisition:
                 return
         position, channel_index = placement
         if frame.codec is self._writer.filter_codec and frame.codec is not Codec.RAW:
-            if self._pending or self._to_compress:  # keep file order = arrival order
+            if len(self._compression):  # keep file order = arrival order
                 self._write_pending(block=True)
             self._store(position, channel_index, frame.payload, frame)
             return
-        self._to_compress.append((position, channel_index, frame))
-        self._pending_nbytes += len(frame.payload)
-        if len(self._to_compress) >= _COMPRESS_BATCH:
-            self._submit()
-        self._write_pending(block=self._pending_nbytes > self._pending_bytes)
-
-    def _submit(self) -> None:
-        """Hand the frames gathered so far to the pool as one task (fewer wake-ups per frame)."""
-        if self._to_compress:
-            items, self._to_compress = self._to_compress, []
-            self._pending.append(
-                (items, self._pool.submit(_prepare_all, self._writer.prepare, items))
-            )
+        self._compression.add(position, channel_index, frame)
+        self._write_pending(block=self._compression.full)
 
     def _write_pending(self, block: bool) -> None:
         """Write the compressed frames that are ready, oldest first; ``block``: wait for all."""
-        if block:
-            self._submit()
-        pending = self._pending
-        while pending and (block or pending[0][1].done()):
-            items, future = pending.popleft()
-            for (position, channel_index, frame), chunk in zip(items, future.result(), strict=True):
-                self._pending_nbytes -= len(frame.payload)
-                if isinstance(chunk, DecodeError):
-                    self._drop(_reason(chunk), frame, str(chunk))
-                elif isinstance(chunk, Exception):
-                    self._drop(DropReason.CORRUPT, frame, f"{type(chunk).__name__}: {chunk}")
-                else:
-                    self._store(position, channel_index, chunk, frame)
+        for position, channel_index, frame, chunk in self._compression.ready(block):
+            if isinstance(chunk, DecodeError):
+                self._drop(_reason(chunk), frame, str(chunk))
+            elif isinstance(chunk, Exception):
+                self._drop(DropReason.CORRUPT, frame, f"{type(chunk).__name__}: {chunk}")
+            else:
+                self._store(position, channel_index, chunk, frame)
 
     def _store(self, position: int, channel_index: int, chunk: Any, frame: Frame) -> None:
         t0 = time.perf_counter()
