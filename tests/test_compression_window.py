@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from stemdaq.compression import CompressionWindow
 from stemdaq.models import Codec, Frame
 
