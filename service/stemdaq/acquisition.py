@@ -386,7 +386,7 @@ class Acquisition:
                 if now >= next_tick:
                     next_tick = self._tick(now)
                 if aborted():
-                    return self._abort_state()
+                    return self._abort_state(sock)
                 if not series_open:
                     if self._stop_requested.is_set():
                         return AcquisitionState.ABORTED, "stopped before the series started"
@@ -418,19 +418,38 @@ class Acquisition:
                 elif kind is SeriesEnd:
                     if tracker.end(event) and series_open:
                         if aborted():  # the detector ends the series we asked it to abort
-                            return self._abort_state()
+                            return self._abort_state(sock)
                         return AcquisitionState.COMPLETED, None
                 else:
                     tracker.reject(event)
             if aborted():
-                return self._abort_state()
+                return self._abort_state(sock)
             if now >= next_tick:
                 next_tick = self._tick(now)
 
-    def _abort_state(self) -> tuple[AcquisitionState, str | None]:
+    def _abort_state(self, sock: zmq.Socket) -> tuple[AcquisitionState, str | None]:
+        self._count_unread(sock)
         if self._error is not None:  # _fail() asked for this stop
             return AcquisitionState.FAILED, self._error
         return AcquisitionState.ABORTED, "aborted"
+
+    def _count_unread(self, sock: zmq.Socket, budget: float = 0.5) -> None:
+        """Frames of this series already queued when the abort came are not written: count
+        them as dropped (``aborted``) rather than lose them silently (reads for ``budget`` s)."""
+        deadline, series, n = time.monotonic() + budget, self._tracker.series_id, 0
+        while time.monotonic() < deadline:
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            n += sum(
+                1 for e in self._decoder.decode(parts) if type(e) is Frame and e.series_id == series
+            )
+        if n:
+            self._write_dropped[DropReason.ABORTED.value] = n
+            logger.warning(
+                "acquisition %s: %d received frames not written (aborted)", self.acq_id, n
+            )
 
     def _on_series_start(self, start: SeriesStart) -> None:
         self._start = start
