@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zmq
@@ -273,7 +273,7 @@ class Acquisition:
     def counters(self, final: bool | None = None) -> Counters:
         """Frame accounting, merged from receiver and writer; ``missing`` only once final."""
         c = self._tracker.counters()
-        dropped = dict(c.get("dropped", {}))
+        dropped: dict[str, int] = dict(cast("dict[str, int]", c.get("dropped", {})))
         for reason, n in self._write_dropped.items():
             dropped[reason] = dropped.get(reason, 0) + n
         n_channels = max(1, len(self._channels)) if self._channels else 1
@@ -283,12 +283,12 @@ class Acquisition:
             missing = max(0, expected - self._written)
         return Counters(
             frames_expected=expected,
-            frames_received=c.get("frames_received", 0),
+            frames_received=cast(int, c.get("frames_received", 0)),
             frames_written=self._written,
             frames_dropped=sum(dropped.values()),
             dropped=dropped,
-            messages_ignored=c.get("messages_ignored", 0),
-            bytes_received=c.get("bytes_received", 0),
+            messages_ignored=cast(int, c.get("messages_ignored", 0)),
+            bytes_received=cast(int, c.get("bytes_received", 0)),
             bytes_written=self._bytes_written,
             frames_missing=missing,
             summary_frames=self._summary.included if self._summary is not None else 0,
@@ -335,7 +335,8 @@ class Acquisition:
 
     def _run(self, source: ZmqSource) -> None:
         """The data thread: receive and write until the series is over, then close the file."""
-        state, reason = AcquisitionState.FAILED, "data thread ended unexpectedly"
+        state: AcquisitionState = AcquisitionState.FAILED
+        reason: str | None = "data thread ended unexpectedly"
         try:
             with source:
                 state, reason = self._receive(source)
@@ -404,18 +405,17 @@ class Acquisition:
                 continue
             last_msg = now
             for event in decode(parts):
-                kind = type(event)
-                if kind is Frame:
+                if isinstance(event, Frame):
                     placement = place(event)
                     if placement is not None:
                         write(placement, event)
                         if self._open_error is not None:
                             return AcquisitionState.FAILED, self._open_error
-                elif kind is SeriesStart:
+                elif isinstance(event, SeriesStart):
                     if tracker.open(event) is not None:  # one series per file
                         self._on_series_start(event)
                         series_open = True
-                elif kind is SeriesEnd:
+                elif isinstance(event, SeriesEnd):
                     if tracker.end(event) and series_open:
                         if aborted():  # the detector ends the series we asked it to abort
                             return self._abort_state(sock)

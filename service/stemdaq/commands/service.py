@@ -51,14 +51,14 @@ def serve(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings)
-    config = uvicorn.Config(
+    server_config = uvicorn.Config(
         app,
         host=settings.api.host,
         port=settings.api.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
     )
-    _run(config, on_exit=app.state.manager.end_streams)
+    _run(server_config, on_exit=app.state.manager.end_streams)
 
 
 def _run(config: Any, on_exit: Any) -> None:

@@ -78,7 +78,7 @@ def detector_info(fields: dict[str, Any], raw: dict[str, Any]) -> DetectorInfo:
             if not bad & fields.keys():
                 break
             for key in bad & fields.keys():
-                value = plain(fields.pop(key))
+                value = plain(fields.pop(str(key)))
                 if value is not SKIP:
                     raw[f"invalid_{key}"] = value
     return DetectorInfo()

@@ -223,7 +223,8 @@ class SeriesTracker:
                 self._ignored += 1
                 return None
             interrupted = self._series
-            self.interrupted.append(interrupted)
+            if interrupted is not None:
+                self.interrupted.append(interrupted)
         self._series = start.series_id
         self._open = True
         self._start = start

@@ -16,7 +16,7 @@ the fastest on cbor2 6), dates kept as text, then a walk over the few keys we ne
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import cbor2
 import numpy as np
@@ -129,6 +129,7 @@ def decode_cbor(
         return [
             Rejected(DropReason.MALFORMED, f"CBOR message is a {type(msg).__name__}, not a map")
         ]
+    msg = cast("Mapping[str, Any]", msg)
     kind = msg.get("type")
     if kind == "image":
         return _image(msg, walk_blocks)
@@ -166,7 +167,7 @@ def _image(msg: Mapping[str, Any], walk_blocks: bool) -> list[StreamEvent]:
     stop_time = _rational(msg.get("stop_time"))
     real_time = _rational(msg.get("real_time"))
     events: list[StreamEvent] = []
-    for channel, mda in data.items():
+    for channel, mda in cast("Mapping[Any, Any]", data).items():
         try:
             shape, dtype, codec, payload = _array(mda, walk_blocks)
         except DecodeError as exc:
@@ -268,7 +269,11 @@ def _start(msg: Mapping[str, Any]) -> list[StreamEvent]:
     dtype = msg.get("image_dtype")
     dtype = dtype if isinstance(dtype, str) and dtype in DTYPE_SIZES else None
     channels = msg.get("channels")
-    if type(channels) in _SEQS and all(isinstance(c, str) for c in channels):
+    if (
+        channels is not None
+        and type(channels) in _SEQS
+        and all(isinstance(c, str) for c in channels)
+    ):
         channels = tuple(dict.fromkeys(channels))  # announced order, no repeats
     else:
         channels = ()
