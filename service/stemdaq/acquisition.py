@@ -502,7 +502,7 @@ class Acquisition:
                 return
         position, channel_index = placement
         if frame.codec is self._writer.filter_codec and frame.codec is not Codec.RAW:
-            if len(self._compression):  # keep file order = arrival order
+            if not self._compression.empty:  # keep file order = arrival order
                 self._write_pending(block=True)
             self._store(position, channel_index, frame.payload, frame)
             return

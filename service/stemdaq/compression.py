@@ -65,6 +65,11 @@ class CompressionWindow:
         return len(self._gathering) + sum(len(items) for items, _ in list(self._pending))
 
     @property
+    def empty(self) -> bool:
+        """True when no frame is in the window (cheap: checked for every frame)."""
+        return not self._gathering and not self._pending
+
+    @property
     def full(self) -> bool:
         """True when the window holds ``max_bytes`` or more."""
         return self._nbytes > self._max_bytes

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,6 +81,7 @@ class NexusWriter:
         self._closed = False
         self.flush_errors = 0
         self._unsynced = 0  # chunk bytes written since the last fdatasync
+        self._syncer: threading.Thread | None = None
         self._result: Path | None = None
         self._direct: Codec | None = None  # codec whose payload goes to the file unchanged
         # walk the block table of pre-compressed payloads written unchanged (~1-2 us a frame):
@@ -378,20 +380,24 @@ class NexusWriter:
             self._sync_and_drop_cache()
 
     def _sync_and_drop_cache(self) -> None:
-        """Push written data to disk and drop it from the page cache.
+        """Push written data to disk and drop it from the page cache, in a background thread.
 
         On long scans an ever larger page cache of dirty data made writes stall in memory
         reclaim (a third of the short-run rate on a 10 GB write); syncing every few hundred MB
-        and telling the kernel we will not read the data back keeps the rate steady.
+        and telling the kernel we will not read the data back keeps the rate steady. The sync
+        runs beside the writing (one at a time), so the data thread never waits for the disk.
         """
-        if self._f is None:
+        if self._f is None or (self._syncer is not None and self._syncer.is_alive()):
             return
         try:
             fd = self._f.id.get_vfd_handle()
-            os.fdatasync(fd)  # releases the GIL
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        except (OSError, AttributeError, ValueError) as exc:  # other drivers / filesystems
-            logger.debug("%s: fdatasync/fadvise not done: %s", self.tmp_path.name, exc)
+        except (AttributeError, ValueError) as exc:  # a driver without a file descriptor
+            logger.debug("%s: no file descriptor to sync: %s", self.tmp_path.name, exc)
+            return
+        self._syncer = threading.Thread(
+            target=_sync_fd, args=(fd, self.tmp_path.name), name="stemdaq-sync", daemon=True
+        )
+        self._syncer.start()
         self._unsynced = 0
 
     # -- close ------------------------------------------------------------------------------
@@ -417,6 +423,8 @@ class NexusWriter:
         try:
             self.flush()
         finally:
+            if self._syncer is not None:  # its file descriptor closes with the file
+                self._syncer.join()
             self._f.close()
             self._f = None
         sums = summary.finish() if summary is not None else None
@@ -494,3 +502,12 @@ class NexusWriter:
             ds = coll.create_dataset("frames_included", data=included.astype(np.uint8))
             ds.attrs["long_name"] = "1 where the frame of this scan position is in the sum"
             md.put(coll, "complete", np.bool_(complete))
+
+
+def _sync_fd(fd: int, name: str) -> None:
+    """fdatasync + POSIX_FADV_DONTNEED (both release the GIL)."""
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError as exc:  # e.g. a filesystem without fadvise: only the page cache grows
+        logger.debug("%s: fdatasync/fadvise not done: %s", name, exc)
