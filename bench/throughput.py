@@ -39,6 +39,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
+# the sender plays the detector: it frames bslz4 payloads as the simulated DCU does
+from stemdaq.sim.compress import bslz4  # noqa: E402
+
 MAGIC = b"\xd9\xd9\xf7"
 PLACEHOLDER = 0xFFFFFFF0  # encoded as 1a fffffff0: a fixed-width slot for the image id
 
@@ -84,15 +87,6 @@ def synthetic_frames(case: Case, n: int = 16) -> list[np.ndarray]:
         lam = 0.05 + 20.0 * disk
         frames.append(rng.poisson(lam).astype(case.dtype))
     return frames
-
-
-def bslz4(arr: np.ndarray) -> bytes:
-    """Bitshuffle-LZ4 with the 12-byte HDF5 filter header (as the DCU sends it)."""
-    import bitshuffle
-
-    block = 8192 // arr.itemsize
-    body = bitshuffle.compress_lz4(np.ascontiguousarray(arr), block).tobytes()
-    return struct.pack(">QI", arr.nbytes, block * arr.itemsize) + body
 
 
 def v2_templates(case: Case, series: int = 7) -> tuple[bytes, list[bytearray], list[int], bytes]:
