@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import typer
 
-from stemdaq.commands import files, service, simulator
+from stemdaq.commands import files, inspect, service, simulator
 
 app = typer.Typer(no_args_is_help=True, help="4D-STEM acquisition and storage service.")
 
 files.register(app)
+inspect.register(app)
 simulator.register(app)
 service.register(app)
 

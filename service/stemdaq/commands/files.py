@@ -1,11 +1,9 @@
-"""``stemdaq acquire`` (one acquisition into one file, no server) and ``stemdaq inspect``."""
+"""``stemdaq acquire``: one acquisition into one file, no server."""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -151,32 +149,9 @@ def _load_metadata(path: Path | None) -> dict[str, Any]:
         raise ValueError(f"cannot read metadata file {path}: {exc}") from None
 
 
-def inspect(
-    file: Annotated[Path, typer.Argument(help="NeXus file written by stemdaq")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
-) -> None:
-    """Summarise a file (NXimage groups, shapes, units, compression, frames written/missing).
-
-    Exits 1 when the file breaks the stemdaq/NXem layout, 2 when it cannot be read.
-    """
-    from stemdaq.writer import inspect_file
-
-    try:
-        report = inspect_file(file)
-    except (OSError, StemdaqError) as exc:
-        typer.echo(f"error: cannot inspect {file}: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if as_json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
-    else:
-        Console().print(report)
-    raise typer.Exit(0 if report.ok else 1)
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``acquire`` and ``inspect``."""
+    """Add ``acquire``."""
     app.command()(acquire)
-    app.command()(inspect)
 
 
-__all__ = ["acquire", "inspect", "register", "frames_lost", "summary_table", "parse_pair"]
+__all__ = ["acquire", "register", "frames_lost", "summary_table", "parse_pair"]
