@@ -376,10 +376,16 @@ class AcquisitionManager:
             raise NotFoundError(f"no acquisition {acq_id!r}")
         return info
 
-    def list(self, offset: int = 0, limit: int = 50) -> tuple[list[AcquisitionInfo], int]:
-        """A page of acquisitions, newest first, and the total count."""
+    def list(
+        self, offset: int = 0, limit: int = 50, state: AcquisitionState | None = None
+    ) -> tuple[list[AcquisitionInfo], int]:
+        """A page of acquisitions (only those in ``state``, if given), newest first, and the
+        total count of matching ones."""
         ids = self._history.ids()
-        return [self.get(i) for i in ids[offset : offset + limit]], len(ids)
+        if state is None:
+            return [self.get(i) for i in ids[offset : offset + limit]], len(ids)
+        matching = [info for info in map(self.get, ids) if info.state is state]
+        return matching[offset : offset + limit], len(matching)
 
     def latest(self) -> AcquisitionInfo | None:
         """The running acquisition, else the most recent one."""
