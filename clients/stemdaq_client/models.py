@@ -23,6 +23,7 @@ class AcquisitionState(str, enum.Enum):  # noqa: UP042 - same as the service
     ACQUIRING = "acquiring"
     FINISHING = "finishing"
     COMPLETED = "completed"
+    COMPLETED_WITH_GAPS = "completed_with_gaps"
     ABORTED = "aborted"
     FAILED = "failed"
 
@@ -31,6 +32,7 @@ class AcquisitionState(str, enum.Enum):  # noqa: UP042 - same as the service
         """True once the file is closed."""
         return self in (
             AcquisitionState.COMPLETED,
+            AcquisitionState.COMPLETED_WITH_GAPS,
             AcquisitionState.ABORTED,
             AcquisitionState.FAILED,
         )

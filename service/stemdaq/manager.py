@@ -39,6 +39,7 @@ _ORDER = {
     AcquisitionState.ACQUIRING: 1,
     AcquisitionState.FINISHING: 2,
     AcquisitionState.COMPLETED: 3,
+    AcquisitionState.COMPLETED_WITH_GAPS: 3,
     AcquisitionState.ABORTED: 3,
     AcquisitionState.FAILED: 3,
 }

@@ -152,7 +152,10 @@ class AcquisitionState(str, enum.Enum):
     ARMED = "armed"  # file reserved, waiting for the series to start
     ACQUIRING = "acquiring"  # frames are arriving
     FINISHING = "finishing"  # end seen / stop requested: draining the queue, closing the file
-    COMPLETED = "completed"  # file closed and renamed; every expected frame accounted for
+    COMPLETED = "completed"  # file closed and renamed; every scan position written
+    # the series ended (end message, end timeout, or stop) but positions are missing or the end
+    # message never came: the file is whole and closed, ``warnings`` and the file say what is not
+    COMPLETED_WITH_GAPS = "completed_with_gaps"
     ABORTED = "aborted"  # closed early on request; gaps are marked in the file
     FAILED = "failed"  # closed because of an error (see ``error``)
 
@@ -161,6 +164,7 @@ class AcquisitionState(str, enum.Enum):
         """True once the file is closed and nothing will change any more."""
         return self in (
             AcquisitionState.COMPLETED,
+            AcquisitionState.COMPLETED_WITH_GAPS,
             AcquisitionState.ABORTED,
             AcquisitionState.FAILED,
         )
