@@ -12,7 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,8 +37,17 @@ Compression = Literal["bslz4", "lz4", "zstd", "blosc", "gzip", "none"]
 LENGTH_UNITS: dict[str, float] = {"m": 1.0, "um": 1e-6, "nm": 1e-9, "angstrom": 1e-10}
 
 
+#: bytes of RAM kept per scan position (written mask, frame id, three timestamps, summary image)
+BOOKKEEPING_BYTES_PER_POSITION = 1 + 8 + 3 * 8 + 8 + 1
+#: the user metadata of one acquisition, as JSON, at most (it is echoed in every status and event)
+MAX_METADATA_BYTES = 64 << 10
+_NAME = 1000  # characters in a name-like metadata field
+_TEXT = 16000  # characters in a free-text metadata field
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are refused everywhere: they make NaN axes and JSON that does not round-trip
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Calibration(_Model):
@@ -58,24 +75,29 @@ class Calibration(_Model):
 class SampleMetadata(_Model):
     """User-supplied sample description (NXsample)."""
 
-    name: str | None = Field(None, description="Sample name")
+    name: str | None = Field(None, max_length=_NAME, description="Sample name")
     atom_types: list[str] | None = Field(
-        None, description="Elements in the sample, e.g. ['Si', 'O']"
+        None, max_length=128, description="Elements in the sample, e.g. ['Si', 'O']"
     )
-    preparation_date: str | None = Field(None, description="ISO 8601 date-time of preparation")
-    description: str | None = Field(None, description="Free text")
+    preparation_date: str | None = Field(
+        None, max_length=64, description="ISO 8601 date-time of preparation"
+    )
+    description: str | None = Field(None, max_length=_TEXT, description="Free text")
 
 
 class MicroscopeMetadata(_Model):
     """User-supplied microscope description (NXem_instrument)."""
 
-    name: str | None = Field(None, description="Instrument name at the facility")
-    vendor: str | None = Field(None, description="Microscope manufacturer")
-    model: str | None = Field(None, description="Microscope model")
-    serial_number: str | None = Field(None, description="Microscope serial number")
-    location: str | None = Field(None, description="Facility / room")
+    name: str | None = Field(None, max_length=_NAME, description="Instrument name at the facility")
+    vendor: str | None = Field(None, max_length=_NAME, description="Microscope manufacturer")
+    model: str | None = Field(None, max_length=_NAME, description="Microscope model")
+    serial_number: str | None = Field(
+        None, max_length=_NAME, description="Microscope serial number"
+    )
+    location: str | None = Field(None, max_length=_NAME, description="Facility / room")
     emitter_type: str | None = Field(
         None,
+        max_length=_NAME,
         description="Electron source emitter type (NXem requires it), e.g. 'cold field emission'",
     )
 
@@ -83,15 +105,31 @@ class MicroscopeMetadata(_Model):
 class UserMetadata(_Model):
     """Everything a user may add to the file; none of it is needed to acquire."""
 
-    title: str | None = Field(None, description="Title of the measurement (NXentry/title)")
-    experiment_identifier: str | None = Field(None, description="Proposal / experiment id")
-    experiment_description: str | None = Field(None, description="Free text")
+    title: str | None = Field(
+        None, max_length=_NAME, description="Title of the measurement (NXentry/title)"
+    )
+    experiment_identifier: str | None = Field(
+        None, max_length=_NAME, description="Proposal / experiment id"
+    )
+    experiment_description: str | None = Field(None, max_length=_TEXT, description="Free text")
     users: list[dict[str, str]] | None = Field(
-        None, description="People: [{'name': ..., 'affiliation': ..., 'orcid': ...}]"
+        None,
+        max_length=100,
+        description="People: [{'name': ..., 'affiliation': ..., 'orcid': ...}]",
     )
     sample: SampleMetadata = Field(default_factory=SampleMetadata)
     microscope: MicroscopeMetadata = Field(default_factory=MicroscopeMetadata)
     dwell_time: float | None = Field(None, gt=0, description="Scan dwell time per position, s")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> UserMetadata:
+        size = len(self.model_dump_json(exclude_none=True))
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are accepted "
+                "(it goes into every status, event and history record)"
+            )
+        return self
 
 
 class AcquisitionConfig(_Model):
@@ -106,7 +144,9 @@ class AcquisitionConfig(_Model):
         "Default with detector_url: the detector's host, port 31001 (stream v2)",
     )
     scan_shape: tuple[int, int] = Field((64, 64), description="[n_m, n_k]: scan rows, scan columns")
-    scan_step: tuple[float, float] = Field((1.0, 1.0), description="Scan step [m, k] in scan_unit")
+    scan_step: tuple[float, float] = Field(
+        (1.0, 1.0), description="Scan step [m, k] in scan_unit; finite and > 0"
+    )
     scan_origin: tuple[float, float] = Field(
         (0.0, 0.0), description="Scan origin [m, k] in scan_unit"
     )
@@ -146,7 +186,38 @@ class AcquisitionConfig(_Model):
         description="CPU the summary may use, in cores; above that it subsamples frames "
         "(recorded in the file) rather than slow down writing",
     )
-    is_simulation: bool = Field(False, description="Data come from the simulated detector")
+    is_simulation: bool = Field(
+        False,
+        description="Data come from a simulated detector (set automatically when the detector "
+        "says it is stemdaq's simulator)",
+    )
+    max_scan_positions: int = Field(
+        1 << 24,
+        ge=1,
+        description="Largest scan (positions) accepted; bookkeeping costs about "
+        f"{BOOKKEEPING_BYTES_PER_POSITION} bytes of RAM per position",
+    )
+    min_free_mb: float = Field(
+        256.0,
+        ge=0,
+        description="Free space (MB) kept on the file's file system: arming is refused when the "
+        "estimated file size plus this does not fit, and a running acquisition stops (failed, "
+        "file closed cleanly) when free space falls below it",
+    )
+    assumed_compression_ratio: float = Field(
+        1.0,
+        ge=1.0,
+        le=1000.0,
+        description="Compression ratio assumed when estimating the file size before arming "
+        "(1: as large as the raw frames, the safe assumption)",
+    )
+    arm_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Active mode: seconds after arming within which the detector's start "
+        "message must arrive on the stream endpoint; otherwise the detector is disarmed "
+        "without being triggered",
+    )
 
     @field_validator("scan_shape")
     @classmethod
@@ -154,6 +225,27 @@ class AcquisitionConfig(_Model):
         if min(v) < 1:
             raise ValueError("scan_shape entries must be >= 1")
         return v
+
+    @field_validator("scan_step")
+    @classmethod
+    def _positive_step(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if min(v) <= 0:
+            raise ValueError("scan_step entries must be > 0 (finite)")
+        return v
+
+    @model_validator(mode="after")
+    def _bounded_scan(self) -> AcquisitionConfig:
+        n = self.n_positions
+        if n > self.max_scan_positions:
+            ram = n * BOOKKEEPING_BYTES_PER_POSITION
+            disk = n * 192 * 192 * 2
+            raise ValueError(
+                f"scan_shape {list(self.scan_shape)} has {n:,} positions, more than "
+                f"max_scan_positions ({self.max_scan_positions:,}): it would need about "
+                f"{ram / 2**30:.2f} GiB of RAM for bookkeeping and, at 192x192 uint16 frames, "
+                f"{disk / 2**30:,.0f} GiB of disk uncompressed"
+            )
+        return self
 
     @property
     def n_positions(self) -> int:
@@ -261,10 +353,9 @@ def format_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        got = (
-            f" (got {err['input']!r})"
-            if "input" in err and not isinstance(err["input"], dict)
-            else ""
-        )
+        got = ""
+        if "input" in err and not isinstance(err["input"], dict):
+            text = repr(err["input"])
+            got = f" (got {text if len(text) <= 80 else text[:60] + f'... ({len(text)} chars)'})"
         lines.append(f"{loc}: {err['msg']}{got}")
     return "invalid settings: " + "; ".join(lines)

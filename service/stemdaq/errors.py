@@ -43,6 +43,14 @@ class DecodeError(StemdaqError, ValueError):
         self.detail = detail
 
 
+class StorageError(StemdaqError, OSError):
+    """Not enough free space (or the storage refuses writes) for the acquisition (HTTP 507)."""
+
+
+class StreamError(StemdaqError, ConnectionError):
+    """The detector's stream endpoint cannot be reached or is not this detector's (HTTP 422)."""
+
+
 class DetectorError(StemdaqError, RuntimeError):
     """The detector (SIMPLON) refused a command or is unreachable."""
 

@@ -148,7 +148,8 @@ class AcquisitionManager:
         self.data_dir = Path(settings.data_dir).resolve()
         self._factory = factory
         self._config = settings.acquisition
-        self._history = HistoryStore(settings.resolved_state_dir)
+        self._state_dir = Path(settings.resolved_state_dir).resolve()
+        self._history = HistoryStore(self._state_dir)
         self._current: AcquisitionLike | None = None
         self._current_id: str | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -225,7 +226,13 @@ class AcquisitionManager:
         """
         config = merge_config(self._config, changes)
         relative = render_template(config.file_template, acq_id="check", when=datetime.now(UTC))
-        await asyncio.to_thread(resolve_in_data_dir, self.data_dir, relative, create_parents=False)
+        await asyncio.to_thread(
+            resolve_in_data_dir,
+            self.data_dir,
+            relative,
+            create_parents=False,
+            reserved=self._state_dir,
+        )
         self._config = config
         return config
 
@@ -260,7 +267,11 @@ class AcquisitionManager:
             relative = render_template(config.file_template, acq_id=acq_id, when=now)
             # refuses <name> and <name>.partial if either exists as anything (dangling links too)
             file_path = await asyncio.to_thread(
-                resolve_in_data_dir, self.data_dir, relative, new_file=True
+                resolve_in_data_dir,
+                self.data_dir,
+                relative,
+                new_file=True,
+                reserved=self._state_dir,
             )
             with self._state_lock:
                 self._last_state[acq_id] = AcquisitionState.ARMED

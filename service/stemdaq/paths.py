@@ -62,6 +62,7 @@ def resolve_in_data_dir(
     *,
     create_parents: bool = True,
     new_file: bool = False,
+    reserved: Path | None = None,
 ) -> Path:
     """The absolute path of ``relative`` under ``data_dir``, refusing anything that escapes it.
 
@@ -73,6 +74,9 @@ def resolve_in_data_dir(
     ``<name>`` or ``<name>.partial`` (the name the writer creates first) exists as anything at all,
     dangling symbolic links included (``os.path.lexists``), so that a link planted under either
     name can never make the writer create or replace a file outside ``data_dir``.
+
+    ``reserved`` is a folder no file may be written into (the service's own state: history,
+    config), whatever the template says.
 
     Raises
     ------
@@ -104,6 +108,11 @@ def resolve_in_data_dir(
     resolved = target.resolve()
     if not resolved.is_relative_to(root) or resolved == root:
         raise PathError(f"{text!r} resolves outside the data directory")
+    if reserved is not None and resolved.is_relative_to(Path(reserved).resolve()):
+        raise PathError(
+            f"{text!r} lies in the service's state folder ({reserved}), where its history "
+            "is kept; choose a file name outside it"
+        )
     if create_parents:
         try:
             os.makedirs(resolved.parent, exist_ok=True)

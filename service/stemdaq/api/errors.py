@@ -15,6 +15,8 @@ from stemdaq.errors import (
     NotFoundError,
     PathError,
     StemdaqError,
+    StorageError,
+    StreamError,
 )
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,8 @@ STATUS_OF: tuple[tuple[type[StemdaqError], int], ...] = (
     (BusyError, 409),
     (PathError, 422),
     (ConfigError, 422),
+    (StreamError, 422),
+    (StorageError, 507),
     (DetectorError, 502),
 )
 
@@ -55,13 +59,28 @@ async def validation_error_handler(request: Request, exc: RequestValidationError
     return JSONResponse({"detail": detail, "errors": _jsonable(errors)}, status_code=422)
 
 
+_MAX_ECHO = 200  # characters of a refused input echoed back (a 20 MB title is not)
+
+
 def _jsonable(errors: object) -> object:
     from fastapi.encoders import jsonable_encoder
 
+    if isinstance(errors, list | tuple):
+        errors = [_shorten(e) for e in errors]
     try:
         return jsonable_encoder(errors)
     except Exception:  # an input that cannot be echoed back: leave it out
         return []
+
+
+def _shorten(err: object) -> object:
+    """One validation error with a long ``input`` cut to its start and its length."""
+    if not isinstance(err, dict) or "input" not in err:
+        return err
+    text = err["input"] if isinstance(err["input"], str) else repr(err["input"])
+    if len(text) <= _MAX_ECHO:
+        return err
+    return {**err, "input": f"{text[:_MAX_ECHO]}... ({len(text)} characters)"}
 
 
 def install(app: FastAPI) -> None:

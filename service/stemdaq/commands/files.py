@@ -83,13 +83,41 @@ def acquire(
         Path | None,
         typer.Option(help="YAML/JSON file with user metadata (sample, microscope, ...)"),
     ] = None,
-    simulation: Annotated[bool, typer.Option(help="Mark the data as simulated")] = False,
+    simulation: Annotated[
+        bool, typer.Option(help="Mark the data as simulated (automatic with stemdaq's simulator)")
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Replace --out if it exists (at the end, once the new file is closed). "
+            "An existing <out>.partial is never replaced"
+        ),
+    ] = False,
+    min_free_mb: Annotated[
+        float,
+        typer.Option(
+            help="MB to keep free: refuse to start when the estimated file does not fit, stop "
+            "(failed, file closed) when free space falls below it"
+        ),
+    ] = 256.0,
+    assumed_compression_ratio: Annotated[
+        float, typer.Option(help="Compression ratio assumed for the free-space check (>= 1)")
+    ] = 1.0,
+    arm_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds for the detector's start message to arrive after arming (active mode)"
+        ),
+    ] = 10.0,
 ) -> None:
     """Record one acquisition into one file (no server needed).
 
     --detector alone: configure, arm and trigger the detector over SIMPLON and read its stream
     on port 31001; --stream alone: wait for a series someone else starts; both: control one
-    and read the other. Exits 1 if any frame of the scan is missing from the file.
+    and read the other. Ctrl-C once stops (the detector ends the series, what was recorded is
+    kept), twice aborts. Exits 0 when every position is in the file, 1 when the acquisition ran
+    but the file is not complete (gaps, stopped, aborted, failed), 2 when it was refused before
+    anything started (bad settings, existing output, no space, stream unreachable).
     """
     from stemdaq.acquisition import Acquisition
 
@@ -108,13 +136,26 @@ def acquire(
             end_timeout=end_timeout,
             metadata=_load_metadata(metadata),
             is_simulation=simulation,
+            min_free_mb=min_free_mb,
+            assumed_compression_ratio=assumed_compression_ratio,
+            arm_timeout=arm_timeout,
         )
     except (ValueError, StemdaqError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
+        raise typer.BadParameter(_one_line(exc)) from None
     console = Console(stderr=True)
-    acq = Acquisition(config, out, acq_id=out.stem)
-    previous = signal.signal(signal.SIGINT, lambda *_: acq.abort())
+    acq = Acquisition(config, out, acq_id=out.stem, overwrite=overwrite)
+    interrupts = 0
+
+    def on_interrupt(*_: object) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            console.print("[yellow]stopping (Ctrl-C again to abort)[/yellow]")
+            acq.stop()
+        else:
+            acq.abort()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         try:
             acq.start()
@@ -129,6 +170,17 @@ def acquire(
     info = acq.info()
     Console().print(summary_table(info))
     raise typer.Exit(1 if frames_lost(info) else 0)
+
+
+def _one_line(exc: Exception) -> str:
+    """A pydantic error as one readable line per field, without its URLs."""
+    from pydantic import ValidationError
+
+    from stemdaq.config import format_validation_error
+
+    if isinstance(exc, ValidationError):
+        return format_validation_error(exc).removeprefix("invalid settings: ")
+    return str(exc)
 
 
 def _literal(value: str, literal: Any) -> Any:

@@ -164,6 +164,11 @@ class SeriesTracker:
     def _drop(self, reason: str) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + 1
 
+    def ignore(self, event: StreamEvent) -> None:
+        """Count a message the caller chose not to act on (e.g. another detector's start)."""
+        del event
+        self._ignored += 1
+
     def place(self, frame: Frame) -> Placement | None:
         """Where to write ``frame``, or None if it is dropped (counted by reason)."""
         self._received += 1

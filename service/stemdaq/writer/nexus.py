@@ -3,12 +3,15 @@
 Life cycle::
 
     w = NexusWriter(final_path, config)      # nothing on disk yet
+    w.reserve()                              # <final>.partial created exclusively (O_EXCL),
+                                             # empty: a second writer to the name fails now
     w.open(start, endpoint=..., channels=..., frame_shape=..., dtype=..., codec=...)
         # <final>.partial: all metadata and all datasets at full scan size, then SWMR starts
     chunk = w.prepare(frame)                 # any thread: encode/convert, no h5py
     w.write(position, channel_index, chunk, frame)   # writer thread only
     w.maybe_flush()                          # writer thread, when idle
     w.close(state, counters, summary)        # end times, counters, summaries; rename
+                                             # (never over an existing file unless overwrite)
 
 Storage: one chunk per frame ``(1, 1, ny, nx)``, fixed dimensions, fill value 0 (a position
 never written reads as zeros: the ``written`` mask tells gaps from dark frames). The filter is
@@ -39,7 +42,7 @@ import h5py
 import numpy as np
 
 from stemdaq.config import AcquisitionConfig
-from stemdaq.errors import DecodeError
+from stemdaq.errors import DecodeError, PathError
 from stemdaq.models import AcquisitionState, Codec, Counters, Frame, SeriesStart
 from stemdaq.writer import metadata as md
 from stemdaq.writer.axes import detector_axes, resolve_geometry, scan_axes
@@ -56,6 +59,14 @@ EVENT = "/entry/measurement/event1"
 BOOKKEEPING = "frames"  # NXcollection inside each NXimage
 CODEC_COMPRESSION = {Codec.BSLZ4: "bslz4", Codec.LZ4: "lz4"}
 NO_CHECKSUM = "n/a: stream data, no file checksum"
+#: the detector description of stemdaq's own simulator (is_simulation is then set by itself)
+SIMULATOR_MARK = "stemdaq simulator"
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged writer may still use on the file system of ``folder``."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
 
 
 def image_path(channel_index: int) -> str:
@@ -67,11 +78,21 @@ class NexusWriter:
     """Write one acquisition as an NXem file (see the module docstring)."""
 
     def __init__(
-        self, final_path: Path, config: AcquisitionConfig, *, validate_framing: bool = True
+        self,
+        final_path: Path,
+        config: AcquisitionConfig,
+        *,
+        validate_framing: bool = True,
+        overwrite: bool = False,
     ) -> None:
         self.final_path = Path(final_path)
         self.tmp_path = self.final_path.with_name(self.final_path.name + ".partial")
         self.config = config
+        self.overwrite = overwrite
+        self._reserved: tuple[int, int] | None = None  # (st_dev, st_ino) of our empty .partial
+        self._min_free = int(config.min_free_mb * 1e6)
+        #: set when free space fell below ``min_free_mb``: the acquisition must stop
+        self.low_space: str | None = None
         self.filter_codec = Codec.RAW
         self.compression: str = config.compression
         self.channels: tuple[str, ...] = ()
@@ -117,6 +138,71 @@ class NexusWriter:
         """Distinct (position, channel) frames written so far."""
         return int(self._count)
 
+    @property
+    def current_path(self) -> Path:
+        """Where the file is now: the final name once closed and renamed, else the .partial."""
+        return self._result or self.tmp_path
+
+    # -- reserve ----------------------------------------------------------------------------
+
+    def reserve(self) -> None:
+        """Create ``<final>.partial`` exclusively (empty) so no other writer can take the name.
+
+        Raises
+        ------
+        PathError
+            The final file exists (and ``overwrite`` is not set), or the ``.partial`` exists
+            (another acquisition writes it, or one crashed and it holds its frames).
+        """
+        if self._reserved is not None:
+            return
+        if not self.overwrite and os.path.lexists(self.final_path):
+            raise PathError(
+                f"{self.final_path} exists already; choose another name "
+                "(or allow replacing it: --overwrite)"
+            )
+        if os.path.isdir(self.final_path):
+            raise PathError(f"{self.final_path} is a directory")
+        self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.tmp_path, flags, 0o644)
+        except FileExistsError:
+            raise PathError(
+                f"{self.tmp_path} exists: another acquisition is writing it, or one was cut "
+                "short and it holds that acquisition's frames (check it with `stemdaq inspect`, "
+                "then move it away to reuse the name)"
+            ) from None
+        except OSError as exc:
+            raise PathError(f"cannot create {self.tmp_path}: {exc.strerror or exc}") from None
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self._reserved = (st.st_dev, st.st_ino)
+
+    def release(self) -> None:
+        """Remove the empty reservation if no file was ever opened on it (no frame came)."""
+        if self._reserved is None or self._f is not None or self._result is not None:
+            return
+        try:
+            st = os.lstat(self.tmp_path)
+            if (st.st_dev, st.st_ino) == self._reserved and st.st_size == 0:
+                os.unlink(self.tmp_path)
+        except OSError as exc:
+            logger.warning("cannot remove the empty %s: %s", self.tmp_path, exc)
+        self._reserved = None
+
+    def _check_reservation(self) -> None:
+        try:
+            st = os.lstat(self.tmp_path)
+        except OSError as exc:
+            raise PathError(f"{self.tmp_path} vanished before the first frame: {exc}") from None
+        if self._reserved is None or (st.st_dev, st.st_ino) != self._reserved or st.st_size:
+            raise PathError(
+                f"{self.tmp_path} was replaced by something else before the first frame; "
+                "not writing into it"
+            )
     # -- open -------------------------------------------------------------------------------
 
     def open(
@@ -160,13 +246,19 @@ class NexusWriter:
         self.start = start
         self.start_time = md.now_iso()
         self.geometry = resolve_geometry(cfg, start.detector, self.frame_shape)
+        if not cfg.is_simulation and SIMULATOR_MARK in (start.detector.description or ""):
+            self.config = cfg = cfg.model_copy(update={"is_simulation": True})
 
-        self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.tmp_path.is_symlink():  # never write through a link (it may lead anywhere)
-            raise FileExistsError(
-                f"{self.tmp_path} is a symbolic link; refusing to write through it"
-            )
-        f = h5py.File(self.tmp_path, "w", libver="latest")
+        if self._reserved is not None:
+            self._check_reservation()  # ours and still empty: "w" only truncates our own file
+            mode = "w"
+        else:  # not reserved: create exclusively (O_EXCL); an existing file is never touched
+            self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
+            mode = "x"
+        try:
+            f = h5py.File(self.tmp_path, mode, libver="latest")
+        except FileExistsError:
+            raise PathError(f"{self.tmp_path} exists; not writing over it") from None
         try:
             self._create_layout(f, start, endpoint)
             f.swmr_mode = True
@@ -336,15 +428,33 @@ class NexusWriter:
             self._since_flush >= self._flush_frames
             or time.monotonic() - self._last_flush >= self._flush_seconds
         ):
-            self._flush_logged()  # the frame is written: a failed flush must not say otherwise
+            self._flush_checked()  # the frame is written: a failed flush must not say otherwise
         return n
 
-    def _flush_logged(self) -> None:
+    def _flush_checked(self) -> None:
+        """Flush; a failure or too little free space sets :attr:`low_space` (the caller stops)."""
         try:
             self.flush()
-        except Exception:
+        except Exception as exc:
             self.flush_errors += 1
-            logger.exception("%s: flush failed (%d so far)", self.tmp_path.name, self.flush_errors)
+            if self.low_space is None:
+                logger.error("%s: flush failed: %s", self.tmp_path.name, exc)
+                self.low_space = f"flush failed: {_first_line(exc)}"
+
+    def check_space(self) -> None:
+        """Set :attr:`low_space` when the file system has less than ``min_free_mb`` left."""
+        if self._min_free <= 0 or self.low_space is not None:
+            return
+        try:
+            free = free_bytes(self.tmp_path.parent)
+        except OSError:
+            return
+        if free < self._min_free:
+            self.low_space = (
+                f"disk nearly full: {free / 1e6:.1f} MB free on the file's file system, "
+                f"less than min_free_mb ({self._min_free / 1e6:g} MB)"
+            )
+            logger.error("%s: %s; stopping", self.tmp_path.name, self.low_space)
 
     def maybe_flush(self) -> bool:
         """Flush if there is something new and ``flush_seconds`` passed. True if it flushed."""
@@ -376,6 +486,7 @@ class NexusWriter:
         self._dirty_lo, self._dirty_hi = self._n_pos, -1
         self._since_flush = 0
         self._last_flush = time.monotonic()
+        self.check_space()
         if self._unsynced >= SYNC_BYTES:
             self._sync_and_drop_cache()
 
@@ -407,16 +518,23 @@ class NexusWriter:
         state: AcquisitionState,
         counters: Counters,
         summary: SummaryAccumulator | None = None,
+        *,
+        warnings: Sequence[str] = (),
+        error: str | None = None,
     ) -> Path | None:
         """Finish the file and rename it to its final name; idempotent.
 
-        Also for aborted/failed acquisitions (a clean close with gaps). When :meth:`open` never
-        happened (no frame arrived) no file is created and ``None`` is returned.
+        Also for aborted/failed acquisitions (a clean close with gaps); ``warnings`` and
+        ``error`` are stored in the file. When :meth:`open` never happened (no frame arrived)
+        no file is created (the empty reservation is removed) and ``None`` is returned. The
+        final name is never written over unless ``overwrite`` was given: if it appeared
+        meanwhile the file keeps its ``.partial`` name (returned).
         """
         if self._closed:
             return self._result
         self._closed = True
         if self._f is None:
+            self.release()
             if summary is not None:
                 summary.finish()
             return None
@@ -434,12 +552,39 @@ class NexusWriter:
             event = f[EVENT]
             event.create_dataset("end_time", data=end_time)
             self._write_counters(event, state, counters)
+            coll = event["acquisition"]
+            coll.create_dataset(
+                "warnings", data=list(warnings), dtype=h5py.string_dtype(), shape=(len(warnings),)
+            )
+            coll["warnings"].attrs["long_name"] = "what is worth knowing about this acquisition"
+            if error:
+                md.put(coll, "error", error)
             if sums is not None:
                 self._write_summaries(event, summary, *sums)  # type: ignore[arg-type]
-        os.replace(self.tmp_path, self.final_path)
-        self._result = self.final_path
-        logger.info("closed %s (%s, %d frames)", self.final_path, state.value, self._count)
+        self._result = self._rename()
+        logger.info("closed %s (%s, %d frames)", self._result, state.value, self._count)
         return self._result
+
+    def _rename(self) -> Path:
+        """``.partial`` -> final name, atomically and never over an existing file (unless
+        ``overwrite``); if the final name is taken, the file stays ``.partial``."""
+        if self.overwrite:
+            os.replace(self.tmp_path, self.final_path)
+            return self.final_path
+        try:
+            os.link(self.tmp_path, self.final_path)  # fails if the name exists (no clobbering)
+        except FileExistsError:
+            logger.error(
+                "%s appeared while recording; the data stay in %s", self.final_path, self.tmp_path
+            )
+            return self.tmp_path
+        except OSError:  # a file system without hard links: check, then rename
+            if os.path.lexists(self.final_path):
+                return self.tmp_path
+            os.rename(self.tmp_path, self.final_path)
+            return self.final_path
+        os.unlink(self.tmp_path)
+        return self.final_path
 
     def _write_counters(
         self, event: h5py.Group, state: AcquisitionState, counters: Counters
@@ -502,6 +647,12 @@ class NexusWriter:
             ds = coll.create_dataset("frames_included", data=included.astype(np.uint8))
             ds.attrs["long_name"] = "1 where the frame of this scan position is in the sum"
             md.put(coll, "complete", np.bool_(complete))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error (HDF5 messages run over several)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def _sync_fd(fd: int, name: str) -> None:

@@ -1,0 +1,412 @@
+"""The data path of one acquisition: stream messages in, frames into the file, every frame counted.
+
+One data thread runs :meth:`DataPath.run`::
+
+    ZMQ PULL (zero-copy) -> StreamDecoder -> SeriesTracker -> NexusWriter.write
+    (direct chunk write of detector-compressed frames: one HDF5 call per frame; raw frames go
+    through the compression pool and are written in arrival order)
+
+It knows nothing about the detector or HTTP: the control side (:class:`stemdaq.acquisition.
+Acquisition`) tells it to stop or abort through :class:`Signals` and learns how the series
+ended from the return value. Every frame that does not reach the file is counted under a
+:class:`~stemdaq.models.DropReason`; a write error that is not the frame's own fault (disk full,
+I/O error) ends the acquisition at once, so the file only ever claims frames it holds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import zmq
+
+from stemdaq.compression import CompressionWindow
+from stemdaq.config import AcquisitionConfig
+from stemdaq.errors import DecodeError
+from stemdaq.models import (
+    AcquisitionState,
+    Codec,
+    Counters,
+    DropReason,
+    Frame,
+    SeriesEnd,
+    SeriesStart,
+)
+from stemdaq.receiver import Placement, SeriesTracker, StreamDecoder, ZmqSource
+from stemdaq.writer import NexusWriter, SummaryAccumulator
+
+logger = logging.getLogger(__name__)
+
+_REASONS = {r.value for r in DropReason}
+#: write-latency histogram bucket upper bounds, seconds
+LATENCY_BUCKETS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1, 1.0)
+_POLL_MS = 50  # idle poll period: bounds the latency of stop/abort/timeouts
+_COMPRESS_BATCH = 16  # raw frames per compression task
+NO_END = "no end-of-series message"
+
+
+def _reason(exc: DecodeError) -> DropReason:
+    """The drop reason a codec error names (``corrupt`` when it names none we know)."""
+    return DropReason(exc.reason) if exc.reason in _REASONS else DropReason.CORRUPT
+
+
+@dataclass
+class Signals:
+    """What the control side tells the data thread (thread-safe events and plain values)."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    abort: threading.Event = field(default_factory=threading.Event)
+    #: active mode: only a start with this series id opens the series (None: any start)
+    expected_series: int | None = None
+    #: active mode: starts are held back until the detector's sequence id is known
+    hold_starts: bool = False
+    #: set by the data thread when the series opened
+    started: threading.Event = field(default_factory=threading.Event)
+
+
+class DataPath:
+    """Receive, place, write and count the frames of one series (see the module docstring).
+
+    Parameters
+    ----------
+    config
+        The acquisition's config (scan, compression, timeouts).
+    writer
+        The file (already reserved); opened at the first frame.
+    signals
+        Stop/abort requests from the control side.
+    queue_bytes, compress_workers
+        The compression pool for frames that arrive uncompressed.
+    """
+
+    def __init__(
+        self,
+        config: AcquisitionConfig,
+        writer: NexusWriter,
+        signals: Signals,
+        *,
+        name: str,
+        queue_bytes: int = 64 << 20,
+        compress_workers: int = 2,
+        on_tick: Any = None,
+        on_series_start: Any = None,
+    ) -> None:
+        self.config = config
+        self.writer = writer
+        self.signals = signals
+        self.name = name
+        self._on_tick = on_tick
+        self._on_series_start = on_series_start
+        self.compression = CompressionWindow(
+            writer.prepare, compress_workers, queue_bytes, _COMPRESS_BATCH, name=f"{name}-compress"
+        )
+        self.tracker = SeriesTracker(
+            config.scan_shape,
+            serpentine=config.serpentine,
+            channel=config.channel,
+            on_new_start="ignore",
+        )
+        self.decoder = StreamDecoder()
+        self.summary: SummaryAccumulator | None = None
+        self.start: SeriesStart | None = None
+        self.channels: tuple[str, ...] = ()
+        self.frame_shape: tuple[int, int] | None = None
+        self.dtype: str | None = None
+        self.opened = False
+        self.warnings: list[str] = []
+        self._held: list[SeriesStart] = []
+        self._fatal: str | None = None  # a write error that ends the acquisition
+        # counters owned by the data thread (plain ints: reads from other threads are atomic)
+        self.written = 0
+        self.bytes_written = 0
+        self.write_dropped: dict[str, int] = {}
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.frame_nbytes = 0
+        self.t_start: float | None = None
+        self.rate = (0.0, 0.0)  # frames/s, MB/s (uncompressed)
+        self._rate_mark = (time.monotonic(), 0)
+        self._drop_logged: set[str] = set()
+
+    # -- accounting -----------------------------------------------------------------------------
+
+    def counters(self, final: bool) -> Counters:
+        """Frame accounting, merged from receiver and writer; ``missing`` only once final."""
+        c = self.tracker.counters()
+        dropped: dict[str, int] = dict(cast("dict[str, int]", c.get("dropped", {})))
+        for reason, n in self.write_dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        expected = self.config.n_positions * (max(1, len(self.channels)) if self.channels else 1)
+        return Counters(
+            frames_expected=expected,
+            frames_received=cast(int, c.get("frames_received", 0)),
+            frames_written=self.written,
+            frames_dropped=sum(dropped.values()),
+            dropped=dropped,
+            messages_ignored=cast(int, c.get("messages_ignored", 0)),
+            bytes_received=cast(int, c.get("bytes_received", 0)),
+            bytes_written=self.bytes_written,
+            frames_missing=max(0, expected - self.written) if final else 0,
+            summary_frames=self.summary.included if self.summary is not None else 0,
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, source: ZmqSource) -> tuple[AcquisitionState, str | None]:
+        """Receive and write until the series is over; return how it ended (file not closed)."""
+        cfg = self.config
+        t_armed = last_msg = time.monotonic()
+        series_open = False
+        tracker, decode = self.tracker, self.decoder.decode
+        place, write = tracker.place, self._write
+        sig = self.signals
+        aborted, stopping = sig.abort.is_set, sig.stop.is_set
+        sock = source.socket
+        flags = zmq.NOBLOCK
+        next_tick = t_armed + 1.0
+        while True:
+            try:  # drain what is there without a poll per message; poll only when idle
+                parts = sock.recv_multipart(flags, copy=False)
+            except zmq.Again:
+                parts = None
+            now = time.monotonic()
+            if parts is None:
+                self._write_pending(block=True)
+                if self.opened:
+                    self.writer.maybe_flush()
+                if self._fatal is not None or self.writer.low_space is not None:
+                    return AcquisitionState.FAILED, self._fatal or self.writer.low_space
+                if now >= next_tick:
+                    next_tick = self._tick(now)
+                if aborted():
+                    return self._abort_state(sock)
+                if self._held and not sig.hold_starts and not series_open:
+                    series_open = self._release_held()
+                if not series_open:
+                    if stopping():
+                        return AcquisitionState.ABORTED, "stopped before the series started"
+                    if now - t_armed > cfg.start_timeout:
+                        return (
+                            AcquisitionState.FAILED,
+                            f"no series start on {source.endpoint} within "
+                            f"{cfg.start_timeout:g} s (start_timeout)",
+                        )
+                elif now - last_msg > cfg.end_timeout:
+                    self.warnings.append(
+                        f"{NO_END}: closed after {cfg.end_timeout:g} s of stream silence"
+                    )
+                    return AcquisitionState.COMPLETED, "end timeout"
+                source.recv_ready(_POLL_MS)
+                continue
+            last_msg = now
+            for event in decode(parts):
+                if isinstance(event, Frame):
+                    placement = place(event)
+                    if placement is not None:
+                        write(placement, event)
+                elif isinstance(event, SeriesStart):
+                    if series_open:
+                        tracker.open(event)  # counted as ignored: one series per file
+                    elif sig.hold_starts:
+                        self._held.append(event)
+                    else:
+                        series_open = self._open_series(event)
+                elif isinstance(event, SeriesEnd):
+                    if tracker.end(event) and series_open:
+                        if aborted():  # the detector ends the series we asked it to abort
+                            return self._abort_state(sock)
+                        return AcquisitionState.COMPLETED, None
+                else:
+                    tracker.reject(event)
+            if self._fatal is not None or self.writer.low_space is not None:
+                return AcquisitionState.FAILED, self._fatal or self.writer.low_space
+            if aborted():
+                return self._abort_state(sock)
+            if now >= next_tick:
+                next_tick = self._tick(now)
+
+    def _open_series(self, start: SeriesStart) -> bool:
+        """Open ``start``'s series if it is the one expected; True if it opened."""
+        expected = self.signals.expected_series
+        if expected is not None and start.series_id != expected:
+            self.tracker.ignore(start)
+            logger.warning(
+                "%s: series %d on the stream is not the detector's (sequence id %d): ignored",
+                self.name,
+                start.series_id,
+                expected,
+            )
+            return False
+        if self.tracker.open(start) is None:
+            return False
+        self.start = start
+        self.t_start = time.monotonic()
+        self.channels = self.tracker.channels or start.channels or ("",)
+        if start.n_images is not None and start.n_images != self.config.n_positions:
+            msg = (
+                f"detector announces {start.n_images} images, "
+                f"scan has {self.config.n_positions} positions"
+            )
+            logger.warning("%s: %s", self.name, msg)
+            self.warnings.append(msg)
+        self.signals.started.set()
+        if self._on_series_start is not None:
+            self._on_series_start(start)
+        return True
+
+    def _release_held(self) -> bool:
+        """Starts held back while arming: open the detector's, ignore the others."""
+        held, self._held = self._held, []
+        opened = False
+        for start in held:
+            if opened:
+                self.tracker.open(start)  # ignored: one series per file
+            else:
+                opened = self._open_series(start)
+        return opened
+
+    def _abort_state(self, sock: zmq.Socket) -> tuple[AcquisitionState, str | None]:
+        self._count_unread(sock)
+        return AcquisitionState.ABORTED, "aborted"
+
+    def _count_unread(self, sock: zmq.Socket, budget: float = 0.5) -> None:
+        """Frames of this series already queued when the abort came are not written: count
+        them as dropped (``aborted``) rather than lose them silently (reads for ``budget`` s)."""
+        deadline, series, n = time.monotonic() + budget, self.tracker.series_id, 0
+        while time.monotonic() < deadline:
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            n += sum(
+                1 for e in self.decoder.decode(parts) if type(e) is Frame and e.series_id == series
+            )
+        if n:
+            self.write_dropped[DropReason.ABORTED.value] = n
+            logger.warning("%s: %d received frames not written (aborted)", self.name, n)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _open_file(self, first: Frame) -> None:
+        """At the first frame the codec is known: create the file and its datasets."""
+        start = self.start or SeriesStart(series_id=first.series_id, protocol="stream2")
+        self.frame_shape = tuple(first.shape)  # type: ignore[assignment]
+        self.dtype = first.dtype
+        self.channels = self.tracker.channels or self.channels or (first.channel,)
+        self.frame_nbytes = int(np.prod(first.shape)) * np.dtype(first.dtype).itemsize
+        self.writer.open(
+            start,
+            endpoint=self.config.resolved_stream_endpoint(),
+            channels=self.channels,
+            frame_shape=first.shape,
+            dtype=first.dtype,
+            codec=first.codec,
+        )
+        if self.config.summary:
+            self.summary = SummaryAccumulator(
+                self.config.scan_shape,
+                first.shape,
+                first.dtype,
+                cpu_share=self.config.summary_cpu_share,
+            )
+        self.opened = True
+        self.writer.check_space()
+
+    def _write(self, placement: Placement, frame: Frame) -> None:
+        """Write a placed frame now, or hand it to the compression pool (written in order later)."""
+        if self._fatal is not None:  # the file takes nothing more: count, do not write
+            self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
+            return
+        if not self.opened:
+            try:
+                self._open_file(frame)
+            except Exception as exc:  # e.g. disk full, or metadata the writer refuses
+                logger.exception("%s: cannot create %s", self.name, self.writer.tmp_path)
+                self._fatal = f"cannot create the file: {type(exc).__name__}: {exc}"
+                self.frame_shape = None
+                self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
+                return
+        position, channel_index = placement
+        if frame.codec is self.writer.filter_codec and frame.codec is not Codec.RAW:
+            if not self.compression.empty:  # keep file order = arrival order
+                self._write_pending(block=True)
+            self._store(position, channel_index, frame.payload, frame)
+            return
+        self.compression.add(position, channel_index, frame)
+        self._write_pending(block=self.compression.full)
+
+    def _write_pending(self, block: bool) -> None:
+        """Write the compressed frames that are ready, oldest first; ``block``: wait for all."""
+        for position, channel_index, frame, chunk in self.compression.ready(block):
+            if isinstance(chunk, DecodeError):
+                self._drop(_reason(chunk), frame, str(chunk))
+            elif isinstance(chunk, Exception):
+                self._drop(DropReason.CORRUPT, frame, f"{type(chunk).__name__}: {chunk}")
+            elif self._fatal is not None:
+                self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
+            else:
+                self._store(position, channel_index, chunk, frame)
+
+    def write_pending(self) -> None:
+        """Write what the compression pool still holds (at the end of the series)."""
+        self._write_pending(block=True)
+
+    def _store(self, position: int, channel_index: int, chunk: Any, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.bytes_written += self.writer.write(position, channel_index, chunk, frame)
+        except DecodeError as exc:  # this frame's own fault: drop it, go on
+            self._drop(_reason(exc), frame, str(exc))
+            return
+        except Exception as exc:  # the file's fault (disk full, I/O error): stop writing
+            text = str(exc).strip().splitlines()
+            self._fatal = f"write error: {type(exc).__name__}: {text[0] if text else ''}"
+            logger.error("%s: %s; stopping the acquisition", self.name, self._fatal)
+            self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
+            return
+        dt = time.perf_counter() - t0
+        self.written += 1
+        self.latency_sum += dt
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, dt)] += 1
+        if self.summary is not None:
+            self.summary.offer(position, frame)
+
+    def _drop(self, reason: DropReason, frame: Frame, detail: str) -> None:
+        """Count a frame that does not reach the file; log the first of each reason only."""
+        key = reason.value
+        self.write_dropped[key] = self.write_dropped.get(key, 0) + 1
+        if key not in self._drop_logged:
+            self._drop_logged.add(key)
+            logger.warning(
+                "%s: frame %d (%s) dropped: %s: %s (further %s drops are counted, not logged)",
+                self.name,
+                frame.frame_id,
+                frame.channel,
+                key,
+                detail,
+                key,
+            )
+
+    def _tick(self, now: float) -> float:
+        """Once a second: update the rates and tell the control side."""
+        t0, n0 = self._rate_mark
+        fps = (self.written - n0) / (now - t0) if now > t0 else 0.0
+        self.rate = (fps, fps * self.frame_nbytes / 1e6)
+        self._rate_mark = (now, self.written)
+        if self.opened:
+            self.writer.check_space()
+        if self._on_tick is not None:
+            self._on_tick()
+        return now + 1.0
+
+    def drop_summary(self) -> str | None:
+        """One line with every drop reason and its count, None if nothing was dropped."""
+        dropped = {k: v for k, v in self.counters(final=True).dropped.items() if v}
+        if not dropped:
+            return None
+        return "frames dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
