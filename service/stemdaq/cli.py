@@ -5,13 +5,14 @@ Each group of commands lives in ``stemdaq.commands``; this module only assembles
 - ``acquire``, ``inspect``: one acquisition into one file / check a file (no server needed)
 - ``sim``: the simulated detector
 - ``serve``: the REST service; ``status``, ``start``, ``stop``, ``watch``: its client side
+- ``detector status|disarm|abort|initialize``: check or reset a detector over SIMPLON
 """
 
 from __future__ import annotations
 
 import typer
 
-from stemdaq.commands import files, inspect, service, simulator
+from stemdaq.commands import detector, files, inspect, service, simulator
 
 app = typer.Typer(no_args_is_help=True, help="4D-STEM acquisition and storage service.")
 
@@ -19,6 +20,7 @@ files.register(app)
 inspect.register(app)
 simulator.register(app)
 service.register(app)
+detector.register(app)
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """Active mode: drive a DECTRIS-compatible detector over its SIMPLON REST API.
 
 Only the subset a 4D-STEM scan needs (LiberTEM-live's ``controller.py`` sequence): enable the
-stream, set trigger mode and image count, arm, trigger, disarm, abort. Every call is blocking
-(httpx); the acquisition engine calls it from its own threads, never from the event loop.
+stream, set trigger mode and image count, arm, trigger, disarm, abort; plus the state and the
+description that ``stemdaq detector`` shows. Every call is blocking (httpx); the acquisition
+engine calls it from its own threads, never from the event loop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,52 @@ import httpx
 from stemdaq.errors import DetectorError
 
 logger = logging.getLogger(__name__)
+
+#: why a detector in this state refuses ``arm``, and what gets it out of that state
+_ARM_HINTS: dict[str, tuple[str, str]] = {
+    "ready": (
+        "an earlier acquisition left it armed?",
+        "end that with `stemdaq detector abort {url}`",
+    ),
+    "acquire": (
+        "an earlier acquisition left it running?",
+        "end that with `stemdaq detector abort {url}`",
+    ),
+    "configure": ("still configuring?", "end that with `stemdaq detector abort {url}`"),
+    "error": ("it reports an error", "reset it with `stemdaq detector initialize {url}`"),
+    "na": ("not initialized", "initialize it with `stemdaq detector initialize {url}`"),
+    "initialize": ("still initializing", "wait for state 'idle' (`stemdaq detector status {url}`)"),
+}
+
+
+class DetectorRefusedError(DetectorError):
+    """The detector answered a request with an HTTP error (it was reachable).
+
+    Attributes
+    ----------
+    status_code
+        The HTTP status.
+    detail
+        The detector's own reason, as short text.
+    """
+
+    def __init__(self, message: str, status_code: int, detail: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.detail = detail
+
+
+def _detail(response: httpx.Response) -> str:
+    """The reason in an error response: ``{"detail": ...}``/``{"value": ...}`` or the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip()
+    if isinstance(body, dict):
+        for key in ("detail", "value", "message", "error"):
+            if key in body:
+                return str(body[key])[:200]
+    return str(body)[:200]
 
 
 class SimplonClient:
@@ -69,9 +116,11 @@ class SimplonClient:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise DetectorError(f"detector at {self.base_url} unreachable: {exc}") from exc
         if response.status_code >= 400:
-            raise DetectorError(
-                f"detector refused {method} {path}: "
-                f"HTTP {response.status_code} {response.text[:200]}"
+            detail = _detail(response)
+            raise DetectorRefusedError(
+                f"detector refused {method} {path}: HTTP {response.status_code} {detail}",
+                response.status_code,
+                detail,
             )
         if not response.content:
             return None
@@ -102,13 +151,60 @@ class SimplonClient:
         self.set_config("detector", "ntrigger", 1)
         self.set_config("detector", "nimages", n_images)
 
+    def state(self) -> str:
+        """The detector's state (``GET /detector/api/{v}/status/state``): idle, ready, acquire,
+        error, na, configure or initialize."""
+        body = self._request("GET", f"/detector/api/{self.version}/status/state")
+        return str(body.get("value") if isinstance(body, dict) else body)
+
+    def description(self) -> str | None:
+        """The detector model (``config/description``), e.g. ``Dectris ARINA Si``; None when
+        the detector does not have that parameter."""
+        try:
+            value = self.get_config("detector", "description")
+        except DetectorRefusedError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return None if value is None else str(value)
+
     def arm(self) -> int | None:
-        """Arm; returns the detector's sequence id (the stream's series id)."""
-        body = self.command("arm")
+        """Arm; returns the detector's sequence id (the stream's series id).
+
+        Raises
+        ------
+        DetectorError
+            Unreachable, or refused; a refusal names the detector's state and the command that
+            gets it out of that state.
+        """
+        try:
+            body = self.command("arm")
+        except DetectorRefusedError as exc:
+            raise DetectorRefusedError(
+                self._arm_refusal(exc.detail), exc.status_code, exc.detail
+            ) from exc
         if isinstance(body, dict):
             seq = body.get("sequence id", body.get("sequence_id"))
             return int(seq) if seq is not None else None
         return None
+
+    def _arm_refusal(self, detail: str) -> str:
+        """The message of a refused arm: the state it is in and how to get it out of there."""
+        head = f"detector at {self.base_url} refused arm"
+        try:
+            state = self.state()
+        except DetectorError as exc:
+            logger.debug("state after a refused arm unknown: %s", exc)
+            return f"{head}: {detail} (its state could not be read)"
+        reason, fix = _ARM_HINTS.get(state, ("", ""))
+        text = f"{head}: it is in state {state!r}"
+        if reason:
+            text += f" ({reason})"
+        elif detail:
+            text += f" ({detail})"
+        if fix:
+            text += f"; {fix.format(url=self.base_url)} and try again"
+        return text
 
     def trigger(self) -> None:
         """Trigger the series (blocks on a real DCU until it is done)."""

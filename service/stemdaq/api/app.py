@@ -2,7 +2,9 @@
 
 Routers per resource under ``/api/v1``; ``/healthz`` and ``/metrics`` at the root. The lifespan
 starts the :class:`~stemdaq.manager.AcquisitionManager` (loads the history) and, at shutdown,
-aborts a running acquisition and waits for its file to close.
+aborts a running acquisition and waits for its file to close. ``/docs`` and ``/redoc`` load their
+JavaScript and CSS from stemdaq itself (fastapi-offline), not from a CDN: beamline networks are
+often offline.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stemdaq import __version__
@@ -62,12 +65,13 @@ def create_app(
         finally:
             await manager.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # a FastAPI app whose /docs and /redoc assets are served locally
         title="stemdaq",
         version=__version__,
         summary="4D-STEM acquisition service: DECTRIS stream in, NeXus HDF5 out.",
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        swagger_ui_parameters={"validatorUrl": None},  # no call to the online spec validator
     )
     app.state.settings = settings
     app.state.manager = manager

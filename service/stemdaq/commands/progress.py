@@ -13,8 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 def follow(
     get: Callable[[], Any], label: str, poll: float = 0.2, console: Console | None = None
 ) -> Any:
-    """Poll ``get()`` (anything with state, frames_written/expected/dropped, frames_per_second)
-    and draw a rich progress bar until its state is final; return the last value."""
+    """Poll ``get()`` (anything with state, frames_written/expected/dropped, frames_per_second,
+    elapsed_seconds) and draw a rich progress bar until its state is final; return the last value.
+
+    While it runs the bar shows the current rate; at the end, the average over the series.
+    """
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -31,10 +34,16 @@ def follow(
                 description=f"{label} {item.state.value}",
                 completed=item.frames_written,
                 total=item.frames_expected or None,
-                rate=0.0 if item.state.is_final else item.frames_per_second,
+                rate=average_rate(item) if item.state.is_final else item.frames_per_second,
                 dropped=item.frames_dropped,
             )
             if item.state.is_final:
                 return item
             time.sleep(poll)
             item = get()
+
+
+def average_rate(item: Any) -> float:
+    """Frames written per second over the whole series (0 before it started)."""
+    elapsed = float(getattr(item, "elapsed_seconds", 0.0) or 0.0)
+    return item.frames_written / elapsed if elapsed > 0 else 0.0

@@ -17,33 +17,40 @@ import typer
 if TYPE_CHECKING:
     from stemdaq_client import Acquisition, Client
 
-Url = Annotated[
-    str | None,
-    typer.Option(envvar="STEMDAQ_URL", help="Server URL [default: http://127.0.0.1:8000]"),
-]
+DEFAULT_URL = "http://127.0.0.1:8000"
+Url = Annotated[str, typer.Option(envvar="STEMDAQ_URL", help="Server URL")]
 Token = Annotated[
     str | None, typer.Option(envvar="STEMDAQ_API_TOKEN", help="Bearer token for control commands")
 ]
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Bind port [default: 8000]")] = None,
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Bind address (env STEMDAQ_API__HOST)")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Bind port, 0: any free port (env STEMDAQ_API__PORT)")
+    ] = 8000,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Root of all acquisition files [default: ./data]")
+        Path, typer.Option(help="Root of all acquisition files (env STEMDAQ_DATA_DIR)")
+    ] = Path("data"),
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML settings file (default: none)")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML settings file")] = None,
 ) -> None:
-    """Run the REST service (settings: env STEMDAQ_*, --config YAML, these flags)."""
+    """Run the REST service (settings: --config YAML < env STEMDAQ_* < these flags)."""
     import uvicorn
 
     from stemdaq.api.app import create_app
     from stemdaq.config import load_settings
     from stemdaq.errors import ConfigError
 
+    # a flag left at its default must not hide the env or the YAML file: pass only given ones
+    given = {name for name in ("host", "port", "data_dir") if _on_command_line(ctx, name)}
     try:
-        api = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-        settings = load_settings(config, data_dir=data_dir, api=api or None)
+        api = {k: v for k, v in {"host": host, "port": port}.items() if k in given}
+        settings = load_settings(
+            config, data_dir=data_dir if "data_dir" in given else None, api=api or None
+        )
     except (ConfigError, ValueError) as exc:
         typer.echo(f"stemdaq: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -61,6 +68,15 @@ def serve(
     _run(server_config, on_exit=app.state.manager.end_streams)
 
 
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    """True if the parameter ``name`` was given on the command line (not left at its default).
+
+    Compared by name: typer may bring its own copy of click's ``ParameterSource``.
+    """
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
 def _run(config: Any, on_exit: Any) -> None:
     """``uvicorn.Server(config).run()``, ending the event streams first on Ctrl-C/SIGTERM.
 
@@ -76,7 +92,7 @@ def _run(config: Any, on_exit: Any) -> None:
     Server(config).run()
 
 
-def _client(url: str | None, token: str | None) -> Client:
+def _client(url: str, token: str | None) -> Client:
     from stemdaq_client import Client
 
     return Client(url, token)
@@ -88,11 +104,11 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def status(
-    url: Url = None, token: Token = None, as_json: Annotated[bool, typer.Option("--json")] = False
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON")] = False,
 ) -> None:
     """Show the service state and the current (or last) acquisition."""
-    from rich.console import Console
-    from rich.table import Table
     from stemdaq_client import StemdaqClientError
 
     try:
@@ -103,28 +119,33 @@ def status(
     if as_json:
         sys.stdout.write(st.model_dump_json(indent=2) + "\n")
         return
-    table = Table(title=f"stemdaq {st.version}: {st.state}", show_header=False)
-    table.add_row("data dir", st.data_dir)
+    # plain "key: value" lines: nothing is cut or folded at any terminal width (paths!)
+    lines = [("data dir", st.data_dir)]
     acq = st.acquisition
     if acq is not None:
-        table.add_row("acquisition", f"{acq.id} ({acq.state.value})")
-        table.add_row("file", acq.file_path)
-        table.add_row(
-            "frames",
-            f"{acq.frames_written} / {acq.frames_expected} written, {acq.frames_dropped} dropped",
-        )
+        lines += [
+            ("acquisition", f"{acq.id} ({acq.state.value})"),
+            ("file", acq.file_path),
+            (
+                "frames",
+                f"{acq.frames_written} / {acq.frames_expected} written, "
+                f"{acq.frames_dropped} dropped",
+            ),
+        ]
         if not acq.state.is_final:
-            table.add_row(
-                "rate", f"{st.frames_per_second:.0f} frames/s, {st.mb_per_second:.1f} MB/s"
-            )
-            table.add_row("queue depth", str(st.queue_depth))
+            lines += [
+                ("rate", f"{st.frames_per_second:.0f} frames/s, {st.mb_per_second:.1f} MB/s"),
+                ("queue depth", str(st.queue_depth)),
+            ]
         if acq.error:
-            table.add_row("error", acq.error)
-    Console().print(table)
+            lines.append(("error", acq.error))
+    typer.echo(f"stemdaq {st.version}: {st.state}")
+    for key, value in lines:
+        typer.echo(f"{key + ':':<13}{value}")
 
 
 def start(
-    url: Url = None,
+    url: Url = DEFAULT_URL,
     token: Token = None,
     scan: Annotated[str | None, typer.Option(help="Scan shape n_m x n_k, e.g. 64x64")] = None,
     step: Annotated[str | None, typer.Option(help="Scan step m x k (one value: both)")] = None,
@@ -187,7 +208,7 @@ def stop(
     acq_id: Annotated[
         str | None, typer.Argument(help="Acquisition id [default: the running one]")
     ] = None,
-    url: Url = None,
+    url: Url = DEFAULT_URL,
     token: Token = None,
     abort: Annotated[
         bool, typer.Option(help="Close the file now instead of finishing the series")
@@ -214,7 +235,7 @@ def watch(
     acq_id: Annotated[
         str | None, typer.Argument(help="Acquisition id [default: the running one]")
     ] = None,
-    url: Url = None,
+    url: Url = DEFAULT_URL,
     token: Token = None,
 ) -> None:
     """Live progress bar of an acquisition until its file is closed."""

@@ -34,25 +34,31 @@ def sim(
     ] = None,
 ) -> None:
     """Run the simulated detector until stopped (Ctrl-C); prints the chosen ports on start."""
+    from stemdaq.errors import ConfigError
     from stemdaq.sim import run_sim
+    from stemdaq.sim.server import BindError
 
     def ready(det: Any) -> None:
         typer.echo(f"rest_port={det.rest_port} stream_port={det.stream_port}", err=False)
         typer.echo(f"SIMPLON: {det.rest_url}  stream: {det.stream_endpoint}", err=True)
 
-    run_sim(
-        rest_port=rest_port,
-        stream_port=stream_port,
-        host=host,
-        fmt=fmt,
-        frame_shape=parse_pair(frame_shape, int),
-        dtype=dtype,
-        compression=compression,
-        seed=seed,
-        faults=faults,
-        frame_time=frame_time,
-        on_ready=ready,
-    )
+    try:
+        run_sim(
+            rest_port=rest_port,
+            stream_port=stream_port,
+            host=host,
+            fmt=fmt,
+            frame_shape=parse_pair(frame_shape, int),
+            dtype=dtype,
+            compression=compression,
+            seed=seed,
+            faults=faults,
+            frame_time=frame_time,
+            on_ready=ready,
+        )
+    except (BindError, ConfigError) as exc:  # a taken port, a bad flag: one line, no traceback
+        typer.echo(f"stemdaq sim: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -30,7 +30,7 @@ from stemdaq.sim.params import (
     detector_params,
     stream_params,
 )
-from stemdaq.sim.server import RestServer
+from stemdaq.sim.server import BindError, RestServer
 from stemdaq.sim.stream import StreamSender
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,13 @@ class SimulatedDetector:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> SimulatedDetector:
-        """Bind the stream socket and start the REST server (returns immediately)."""
+        """Bind the stream socket and start the REST server (returns immediately).
+
+        Raises
+        ------
+        BindError
+            A port is taken (or not allowed); nothing is left open.
+        """
         from stemdaq.sim.simplon import create_simplon_app
 
         # a blocked send waits, it never drops: the HWM only bounds the memory queued for a slow
@@ -144,9 +150,14 @@ class SimulatedDetector:
         self._sender = StreamSender(
             self.stream_host, self._stream_port_requested, hwm=hwm, on_error=self._record_error
         )
-        self._server = RestServer(
-            create_simplon_app(self), self.rest_host, self._rest_port_requested
-        )
+        try:
+            self._server = RestServer(
+                create_simplon_app(self), self.rest_host, self._rest_port_requested
+            )
+        except BindError:
+            self._sender.close()
+            self._sender = None
+            raise
         self._server.start()
         logger.info(
             "simulated detector: SIMPLON %s, stream %s", self.rest_url, self.stream_endpoint

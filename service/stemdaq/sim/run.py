@@ -55,8 +55,8 @@ def run_sim(
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    det.start()
     try:
+        det.start()  # a taken port raises BindError here, before on_ready
         det.wait_for_listen(10)
         logger.info(
             "stemdaq sim: SIMPLON %s, stream %s (%s), faults: %s",

@@ -17,6 +17,16 @@ import uvicorn
 from stemdaq.errors import DetectorError
 
 
+class BindError(DetectorError):
+    """A port of the simulator cannot be bound (in use, not allowed, no such address)."""
+
+
+def bind_error(what: str, port: int, exc: OSError) -> BindError:
+    """``cannot bind REST port 8080: address already in use`` from the OSError of the bind."""
+    reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    return BindError(f"cannot bind {what} port {port}: {reason}")
+
+
 class RestServer:
     """uvicorn in a daemon thread; ``port`` is the bound port."""
 
@@ -24,7 +34,11 @@ class RestServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
+        try:
+            self._socket.bind((host, port))
+        except OSError as exc:
+            self._socket.close()
+            raise bind_error("REST", port, exc) from exc
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)

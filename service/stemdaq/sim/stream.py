@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import zmq
 
+from stemdaq.sim.server import bind_error
+
 logger = logging.getLogger(__name__)
 
 Job = Callable[["StreamSender"], None]
@@ -49,11 +51,17 @@ class StreamSender:
         self._socket = self._ctx.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, 2000)
-        if port == 0:
-            self.port = self._socket.bind_to_random_port(f"tcp://{host}")
-        else:
-            self._socket.bind(f"tcp://{host}:{port}")
-            self.port = port
+        try:
+            if port == 0:
+                self.port = self._socket.bind_to_random_port(f"tcp://{host}")
+            else:
+                self._socket.bind(f"tcp://{host}:{port}")
+                self.port = port
+        except zmq.ZMQError as exc:
+            self._socket.close(linger=0)
+            self._ctx.term()
+            reason = zmq.strerror(exc.errno) if exc.errno else str(exc)  # without the address
+            raise bind_error("stream", port, OSError(exc.errno, reason)) from exc
         self.endpoint = f"tcp://{host}:{self.port}"
         self.dropped = 0
         self.messages_sent = 0

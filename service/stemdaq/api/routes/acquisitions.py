@@ -13,7 +13,7 @@ from stemdaq.api.deps import ControlAuth, ManagerDep, ReadAuth
 from stemdaq.api.nexus_tree import read_tree
 from stemdaq.api.schemas import AcquisitionPage, ErrorResponse, NexusTree
 from stemdaq.config import AcquisitionConfig
-from stemdaq.models import AcquisitionInfo
+from stemdaq.models import AcquisitionInfo, AcquisitionState
 
 router = APIRouter(prefix="/acquisitions", tags=["acquisitions"])
 
@@ -59,9 +59,14 @@ async def list_acquisitions(
     manager: ManagerDep,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="First item")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 50,
+    state: Annotated[
+        AcquisitionState | None,
+        Query(description="Only acquisitions in this state, e.g. completed"),
+    ] = None,
 ) -> AcquisitionPage:
-    """The acquisition history, newest first (kept across restarts)."""
-    items, total = manager.list(offset, limit)
+    """The acquisition history, newest first (kept across restarts); ``total`` counts the
+    acquisitions that match ``state``."""
+    items, total = manager.list(offset, limit, state=state)
     return AcquisitionPage(items=items, total=total, offset=offset, limit=limit)
 
 
@@ -102,7 +107,11 @@ async def abort_acquisition(manager: ManagerDep, acq_id: AcqId) -> AcquisitionIn
     responses={**_NOT_FOUND, 409: {"model": ErrorResponse, "description": "File not readable yet"}},
 )
 async def get_acquisition_metadata(manager: ManagerDep, acq_id: AcqId) -> NexusTree:
-    """The file's NeXus tree: groups, attributes, dataset shapes, dtypes, chunks, filters."""
+    """The file's NeXus tree: groups, attributes, dataset shapes, dtypes, chunks, filters.
+
+    While the acquisition runs, and when only ``<file>.partial`` is left (a crash, a failed
+    close), the partial file is read in SWMR mode and ``complete`` is false.
+    """
     info = manager.get(acq_id)
     final = Path(info.file_path)
     running = not info.state.is_final
@@ -111,7 +120,8 @@ async def get_acquisition_metadata(manager: ManagerDep, acq_id: AcqId) -> NexusT
         partial = final.with_name(final.name + ".partial")
         if await asyncio.to_thread(partial.exists):
             path = partial
-    tree = await asyncio.to_thread(read_tree, path, swmr=running)
+    is_partial = path != final
+    tree = await asyncio.to_thread(read_tree, path, swmr=running or is_partial)
     return NexusTree(
-        id=info.id, file_path=str(path), complete=not running and path == final, tree=tree
+        id=info.id, file_path=str(path), complete=not running and not is_partial, tree=tree
     )
