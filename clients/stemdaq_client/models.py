@@ -50,6 +50,7 @@ class Counters(_Model):
     bytes_received: int = 0
     bytes_written: int = 0
     frames_missing: int = 0
+    gaps: int = 0
 
 
 class Acquisition(_Model):

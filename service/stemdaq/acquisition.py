@@ -37,6 +37,7 @@ from stemdaq.rank import LATENCY_BUCKETS, DataPath, Signals
 from stemdaq.rank.datapath import NO_END
 from stemdaq.receiver import ZmqSource
 from stemdaq.writer import NexusWriter
+from stemdaq.writer.nexus import describe_write_error
 
 logger = logging.getLogger(__name__)
 
@@ -413,16 +414,21 @@ class Acquisition:
                 f"{STOPPED}: {counters.frames_written} of {counters.frames_expected} "
                 "frames recorded"
             )
-        if state is AcquisitionState.COMPLETED and counters.frames_missing:
+        if counters.gaps:
             notes.append(
-                f"{counters.frames_missing} of {counters.frames_expected} frames missing "
-                "(gaps in the file: written = 0)"
+                f"{counters.gaps} of {counters.frames_expected} frames missing (gaps in the "
+                f"file: written = 0): {counters.frames_missing} never received"
+                + (
+                    f", {counters.gaps - counters.frames_missing} dropped"
+                    if counters.gaps > counters.frames_missing
+                    else ""
+                )
             )
         summary = self._data.drop_summary()
         if summary:
             notes.append(summary)
         no_end = any(w.startswith(NO_END) for w in self._data.warnings)
-        if state is AcquisitionState.COMPLETED and (counters.frames_missing or no_end):
+        if state is AcquisitionState.COMPLETED and (counters.gaps or no_end):
             state = AcquisitionState.COMPLETED_WITH_GAPS
         return state, notes
 
@@ -450,9 +456,14 @@ class Acquisition:
                 warnings=self.warnings,
                 error=self._error,
             )
-        except Exception as exc:
-            logger.exception("closing %s failed", self.file_path)
-            self._error = self._error or f"close failed: {exc}"
+        except Exception as exc:  # e.g. the disk is full: the frames flushed stay readable
+            reason = describe_write_error(exc)
+            logger.error("closing %s failed: %s", self._writer.current_path, reason)
+            self._error = self._error or f"close failed: {reason}"
+            self._warnings.append(
+                f"the file was not closed cleanly ({reason}): it keeps its .partial name and "
+                "every frame flushed before; open it with h5py.File(p, 'r', swmr=True)"
+            )
             state = AcquisitionState.FAILED
         finally:
             if self._writer.current_path != self.file_path and self._data.opened:

@@ -46,6 +46,17 @@ class DropReason(str, enum.Enum):
     UNKNOWN_CHANNEL = "unknown_channel"  # channel not recorded by the configuration
 
 
+#: drops that are not one of the scan's expected frames (extra copies, strays, other channels)
+EXTRA_DROPS = frozenset(
+    {
+        DropReason.DUPLICATE.value,
+        DropReason.OUT_OF_RANGE.value,
+        DropReason.NO_SERIES.value,
+        DropReason.UNKNOWN_CHANNEL.value,
+    }
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # Stream events: what a decoder yields, in stream order
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +195,15 @@ class Counters(BaseModel):
     bytes_received: int = Field(0, description="Payload bytes received")
     bytes_written: int = Field(0, description="Chunk bytes written to the file (compressed)")
     frames_missing: int = Field(
-        0, description="Scan positions x channels without a frame in the file (gaps), at close"
+        0,
+        description="Scan positions x channels never received (gaps no drop accounts for), at "
+        "close; frames_written + frames_dropped + frames_missing = frames_expected, except that "
+        "duplicates and frames outside the scan are dropped beyond the expected count",
+    )
+    gaps: int = Field(
+        0,
+        description="Scan positions x channels without a frame in the file (written = 0), at "
+        "close: dropped ones and never received ones",
     )
     summary_frames: int = Field(0, description="Frames included in the summed pattern / image")
 

@@ -40,7 +40,8 @@ def summary_table(info: AcquisitionInfo) -> Table:
     table.add_row("file", info.file_path)
     table.add_row("frames expected", str(c.frames_expected))
     table.add_row("frames written", str(c.frames_written))
-    table.add_row("frames missing (gaps)", str(c.frames_missing))
+    table.add_row("gaps (positions without a frame)", str(c.gaps))
+    table.add_row("frames never received", str(c.frames_missing))
     table.add_row("frames dropped", str(c.frames_dropped))
     for reason, n in sorted(c.dropped.items()):
         if n:

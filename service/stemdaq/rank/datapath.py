@@ -29,6 +29,7 @@ from stemdaq.compression import CompressionWindow
 from stemdaq.config import AcquisitionConfig
 from stemdaq.errors import DecodeError
 from stemdaq.models import (
+    EXTRA_DROPS,
     AcquisitionState,
     Codec,
     Counters,
@@ -39,6 +40,7 @@ from stemdaq.models import (
 )
 from stemdaq.receiver import Placement, SeriesTracker, StreamDecoder, ZmqSource
 from stemdaq.writer import NexusWriter, SummaryAccumulator
+from stemdaq.writer.nexus import describe_write_error
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +144,8 @@ class DataPath:
         for reason, n in self.write_dropped.items():
             dropped[reason] = dropped.get(reason, 0) + n
         expected = self.config.n_positions * (max(1, len(self.channels)) if self.channels else 1)
+        gaps = max(0, expected - self.written) if final else 0
+        for_scan = sum(n for reason, n in dropped.items() if reason not in EXTRA_DROPS)
         return Counters(
             frames_expected=expected,
             frames_received=cast(int, c.get("frames_received", 0)),
@@ -151,7 +155,8 @@ class DataPath:
             messages_ignored=cast(int, c.get("messages_ignored", 0)),
             bytes_received=cast(int, c.get("bytes_received", 0)),
             bytes_written=self.bytes_written,
-            frames_missing=max(0, expected - self.written) if final else 0,
+            frames_missing=max(0, gaps - for_scan),
+            gaps=gaps,
             summary_frames=self.summary.included if self.summary is not None else 0,
         )
 
@@ -364,8 +369,7 @@ class DataPath:
             self._drop(_reason(exc), frame, str(exc))
             return
         except Exception as exc:  # the file's fault (disk full, I/O error): stop writing
-            text = str(exc).strip().splitlines()
-            self._fatal = f"write error: {type(exc).__name__}: {text[0] if text else ''}"
+            self._fatal = f"write error at frame {frame.frame_id}: {describe_write_error(exc)}"
             logger.error("%s: %s; stopping the acquisition", self.name, self._fatal)
             self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
             return

@@ -30,8 +30,10 @@ SWMR allows no new objects or attributes, so close() ends SWMR, reopens the file
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -91,6 +93,9 @@ class NexusWriter:
         self.overwrite = overwrite
         self._reserved: tuple[int, int] | None = None  # (st_dev, st_ino) of our empty .partial
         self._min_free = int(config.min_free_mb * 1e6)
+        # free space is looked at every flush and every this many chunk bytes (statvfs: ~2 us)
+        self._space_every = max(1 << 20, min(self._min_free // 4, 64 << 20))
+        self._space_due = self._space_every
         #: set when free space fell below ``min_free_mb``: the acquisition must stop
         self.low_space: str | None = None
         self.filter_codec = Codec.RAW
@@ -203,6 +208,7 @@ class NexusWriter:
                 f"{self.tmp_path} was replaced by something else before the first frame; "
                 "not writing into it"
             )
+
     # -- open -------------------------------------------------------------------------------
 
     def open(
@@ -424,6 +430,10 @@ class NexusWriter:
             self._dirty_hi = position
         self._since_flush += 1
         self._unsynced += n
+        self._space_due -= n
+        if self._space_due <= 0:
+            self._space_due = self._space_every
+            self.check_space()
         if (
             self._since_flush >= self._flush_frames
             or time.monotonic() - self._last_flush >= self._flush_seconds
@@ -650,9 +660,28 @@ class NexusWriter:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The first line of an error (HDF5 messages run over several)."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+    """A write error in one line (HDF5 messages run over several and bury the errno)."""
+    return describe_write_error(exc)
+
+
+_HDF5_ERRNO = re.compile(r"errno = (\d+), error message = '([^']*)'")
+
+
+def describe_write_error(exc: BaseException) -> str:
+    """``disk full (No space left on device)`` and the like, from an h5py/OS error."""
+    text = str(exc)
+    code = getattr(exc, "errno", None)
+    m = _HDF5_ERRNO.search(text)
+    if m:
+        code, text = int(m.group(1)), m.group(2)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full ({text if m else os.strerror(code)})"
+    if code == errno.EFBIG:
+        return f"file size limit reached ({text if m else os.strerror(code)})"
+    if code is not None and m:
+        return f"I/O error {code} ({text})"
+    lines = text.strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _sync_fd(fd: int, name: str) -> None:
