@@ -206,7 +206,7 @@ def start(
 
 def stop(
     acq_id: Annotated[
-        str | None, typer.Argument(help="Acquisition id [default: the running one]")
+        str | None, typer.Argument(help="Acquisition id (default: the running one)")
     ] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
@@ -233,7 +233,7 @@ def stop(
 
 def watch(
     acq_id: Annotated[
-        str | None, typer.Argument(help="Acquisition id [default: the running one]")
+        str | None, typer.Argument(help="Acquisition id (default: the running one)")
     ] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
