@@ -7,7 +7,8 @@ Public API::
     decode_chunk         stream payload (raw / bslz4 / lz4) -> array
     SummaryAccumulator   summed pattern + total-intensity image, off the hot path
     write_nximage        any NXimage form (image_1d..4d, stack_1d..3d), shapes checked first
-    inspect_file         layout report of a file (``stemdaq inspect``)
+    inspect_file         layout report of a file (HDF5 in this process)
+    probe_file           read a possibly damaged file in a child process, time-bounded
     clear_status_flags   ``h5clear -s`` for a ``.partial`` file left by a killed writer
 """
 
@@ -16,11 +17,14 @@ from stemdaq.writer.codecs import decode_chunk, encode_chunk
 from stemdaq.writer.inspect import InspectReport, inspect_file
 from stemdaq.writer.layout import Axis, SignalSpec, write_nximage, write_nximage_data
 from stemdaq.writer.nexus import NexusWriter
+from stemdaq.writer.probe import FileProbe, ImageProbe, probe_file
 from stemdaq.writer.recover import clear_status_flags
 from stemdaq.writer.summary import SummaryAccumulator
 
 __all__ = [
     "Axis",
+    "FileProbe",
+    "ImageProbe",
     "InspectReport",
     "NexusWriter",
     "SignalSpec",
@@ -30,6 +34,7 @@ __all__ = [
     "electron_wavelength",
     "encode_chunk",
     "inspect_file",
+    "probe_file",
     "write_nximage",
     "write_nximage_data",
 ]

@@ -3,11 +3,15 @@
 The report lists the NXimage groups (forms, shapes, dtypes, axis units, compression filter and
 ratio, frames written and missing). ``problems`` are breaks of the stemdaq/NXem layout (the
 command exits non-zero); ``missing_nxem`` is user metadata NXem requires that was not given
-(the file is still fine, just not yet NXem-valid).
+(the file is still fine, just not yet NXem-valid). Whether the data are whole (state, gaps,
+frames that do not read back) is :mod:`stemdaq.writer.probe`'s part, and
+:meth:`~stemdaq.writer.probe.FileProbe.verdict` joins both for the command.
 """
 
 from __future__ import annotations
 
+import re
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,70 +75,77 @@ class InspectReport:
         return d
 
     def __str__(self) -> str:
-        lines = [
-            f"{self.path}: {'OK' if self.ok else 'BROKEN LAYOUT'}"
-            + (f" (state {self.state})" if self.state else "")
-            + (" (partial: not closed cleanly)" if self.partial else "")
-        ]
+        return "\n".join(self.lines())
+
+    def lines(
+        self,
+        width: int = 80,
+        *,
+        head: bool = True,
+        extra: dict[str, list[tuple[str, str]]] | None = None,
+    ) -> list[str]:
+        """Plain text, one block of ``key: value`` lines per NXdata, wrapped at ``width``.
+
+        Names are never broken across lines: a line only breaks at spaces. ``extra`` adds rows
+        to the block of an NXdata path.
+        """
+        first = f"{self.path}: {'OK' if self.ok else 'BROKEN LAYOUT'}"
+        first += f" (state {self.state})" if self.state else ""
+        first += " (partial: not closed cleanly)" if self.partial else ""
+        out = wrap(first, width) if head else []
         for im in self.images:
-            ratio = f"{im.ratio:.2f}x" if im.ratio else "n/a"
-            lines.append(f"  {im.path}: {im.dtype}{im.shape} {im.compression} ratio {ratio}")
-            lines.append(
-                "    axes: " + ", ".join(f"{k} [{v or 'unitless'}]" for k, v in im.axes.items())
-            )
+            out += ["", im.path]
+            rows = [
+                ("signal", f"{im.signal}, {im.dtype}, {' x '.join(map(str, im.shape))}"),
+                ("axes", ", ".join(f"{k} [{v or 'unitless'}]" for k, v in im.axes.items())),
+                ("filter", f"{im.compression}, ratio {f'{im.ratio:.2f}' if im.ratio else 'n/a'}"),
+                ("stored", f"{im.stored_bytes} bytes"),
+            ]
             if im.frames_written is not None:
-                lines.append(f"    frames written {im.frames_written}, missing {im.frames_missing}")
-        lines += [f"  problem: {p}" for p in self.problems]
-        lines += [f"  NXem needs: {m}" for m in self.missing_nxem]
-        return "\n".join(lines)
-
-    def __rich__(self) -> Any:
-        from rich.console import Group
-        from rich.table import Table
-        from rich.text import Text
-
-        status = "[green]OK[/green]" if self.ok else "[red]BROKEN LAYOUT[/red]"
-        head = f"[bold]{self.path}[/bold]: {status}" + (
-            f" (state {self.state})" if self.state else ""
-        )
-        if self.partial:
-            head += " [yellow](partial: not closed cleanly)[/yellow]"
-        table = Table(box=None, pad_edge=False)
-        for col in (
-            "NXdata",
-            "dtype",
-            "shape",
-            "axes [units]",
-            "filter",
-            "ratio",
-            "written",
-            "missing",
-        ):
-            table.add_column(col, overflow="fold")
-        for im in self.images:
-            table.add_row(
-                *map(
-                    Text,
-                    (
-                        im.path.replace("/entry/measurement/", ""),
-                        im.dtype,
-                        "x".join(map(str, im.shape)),
-                        " ".join(
-                            f"{k.removeprefix('axis_')}[{v or '-'}]" for k, v in im.axes.items()
-                        ),
-                        im.compression,
-                        f"{im.ratio:.2f}" if im.ratio else "-",
-                        "-" if im.frames_written is None else str(im.frames_written),
-                        "-" if im.frames_missing is None else str(im.frames_missing),
-                    ),
-                )
-            )
-        notes = [Text.assemble(("problem: ", "red"), p) for p in self.problems]
-        notes += [Text.assemble(("NXem needs ", "yellow"), m) for m in self.missing_nxem]
-        return Group(Text.from_markup(head), table, *notes)
+                rows.append(("frames", f"{im.frames_written} written, {im.frames_missing} missing"))
+            rows += (extra or {}).get(im.path, [])
+            for key, value in rows:
+                out += wrap(f"{key}: {value}", width, indent="  ")
+        if self.problems:
+            out += ["", "layout problems:"]
+            out += [ln for p in self.problems for ln in wrap(f"- {p}", width, indent="  ")]
+        if self.missing_nxem:
+            out += ["", "NXem needs (user metadata, the file is fine without it):"]
+            out += [ln for m in self.missing_nxem for ln in wrap(f"- {m}", width, indent="  ")]
+        return out
 
 
-def _open(path: Path) -> h5py.File:
+def wrap(text: str, width: int = 80, indent: str = "") -> list[str]:
+    """Wrap ``text`` at spaces only (paths and names stay whole); continuation lines indented."""
+    return textwrap.wrap(
+        text,
+        width,
+        initial_indent=indent,
+        subsequent_indent=indent + "    ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [indent]
+
+
+def stored_bytes(ds: h5py.Dataset) -> int:
+    """Bytes a dataset holds on disk, from its chunk index (one pass) when it is chunked.
+
+    ``get_storage_size`` is avoided for chunked data: on a damaged index it was seen to hang.
+    """
+    if ds.chunks is None:
+        return int(ds.id.get_storage_size())
+    total = 0
+
+    def visit(info: Any) -> None:
+        nonlocal total
+        total += int(info.size)
+
+    ds.id.chunk_iter(visit)
+    return total
+
+
+def open_readonly(path: Path | str) -> h5py.File:
+    """Open read-only; SWMR mode when a writer that did not close left the file marked open."""
     last: Exception | None = None
     for swmr in (False, True):  # a crashed SWMR writer leaves a file only SWMR readers open
         try:
@@ -147,6 +158,9 @@ def _open(path: Path) -> h5py.File:
 def inspect_file(path: Path | str) -> InspectReport:
     """Inspect an acquisition file (also a ``.partial`` one being written or left by a crash).
 
+    HDF5 runs in this process: for a file that may be damaged, use
+    :func:`stemdaq.writer.probe.probe_file`, which runs this in a child process with a time bound.
+
     Raises
     ------
     OSError
@@ -154,19 +168,57 @@ def inspect_file(path: Path | str) -> InspectReport:
     """
     path = Path(path)
     report = InspectReport(path=str(path), partial=path.name.endswith(".partial"))
-    with _open(path) as f:
-        try:
-            _check(f, report)
-        except LayoutError as exc:
-            report.problems.append(str(exc))
+    with open_readonly(path) as f:
+        check_layout(f, report)
     return report
 
 
-def _check(f: h5py.File, r: InspectReport) -> None:
+def check_layout(f: h5py.File, report: InspectReport, sizes: dict[str, int] | None = None) -> None:
+    """Fill ``report`` from an open file; ``sizes`` maps dataset paths to known stored bytes."""
+    try:
+        _check(f, report, sizes or {})
+    except LayoutError as exc:
+        report.problems.append(str(exc))
+
+
+def stored_state(f: h5py.File) -> dict[str, Any]:
+    """``state``, ``stored_error``, ``stored_warnings`` from ``event1/acquisition``, if there."""
+    acq = f.get("/entry/measurement/event1/acquisition")
+    if not isinstance(acq, h5py.Group):
+        return {}
+    out: dict[str, Any] = {}
+    if "state" in acq:
+        out["state"] = as_text(acq["state"])
+    if "error" in acq:
+        out["stored_error"] = as_text(acq["error"]) or None
+    if "warnings" in acq:
+        values = np.atleast_1d(acq["warnings"][()]).ravel().tolist()
+        out["stored_warnings"] = [t for t in map(as_text, values) if t]
+    return out
+
+
+def bookkept_images(f: h5py.File) -> list[tuple[h5py.Group, h5py.Dataset]]:
+    """(NXimage group, its 4D signal) of image1, image2, ... that have frame bookkeeping."""
+    event = f.get("/entry/measurement/event1")
+    if not isinstance(event, h5py.Group):
+        return []
+    names = sorted((n for n in event if re.fullmatch(r"image\d+", n)), key=lambda n: int(n[5:]))
+    out = []
+    for name in names:
+        data, book = event[name].get("image_4d"), event[name].get("frames")
+        if not isinstance(data, h5py.Group) or not isinstance(book, h5py.Group):
+            continue
+        signal = data.get(as_text(data.attrs.get("signal")) or "intensity")
+        if isinstance(signal, h5py.Dataset) and "written" in book:
+            out.append((event[name], signal))
+    return out
+
+
+def _check(f: h5py.File, r: InspectReport, sizes: dict[str, int]) -> None:
     entry = f.get("entry")
     if not isinstance(entry, h5py.Group) or _cls(entry) != "NXentry":
         raise LayoutError("no /entry NXentry group")
-    definition = _text(entry.get("definition"))
+    definition = as_text(entry.get("definition"))
     if definition != "NXem":
         r.problems.append(f"/entry/definition is {definition!r}, expected 'NXem'")
     if "start_time" not in entry:
@@ -174,7 +226,7 @@ def _check(f: h5py.File, r: InspectReport) -> None:
     if "sample" not in entry or "is_simulation" not in entry["sample"]:
         r.problems.append("/entry/sample/is_simulation is missing")
     state = f.get("/entry/measurement/event1/acquisition/state")
-    r.state = _text(state) if state is not None else None
+    r.state = as_text(state) if state is not None else None
     for p, setting in REQUIRED_USER_METADATA.items():
         if p not in f:
             r.missing_nxem.append(f"{p} (set {setting})")
@@ -187,23 +239,23 @@ def _check(f: h5py.File, r: InspectReport) -> None:
     for name in images:
         for form in event[name]:
             if form in FORMS and isinstance(event[name][form], h5py.Group):
-                _check_data(event[name][form], form, r)
+                _check_data(event[name][form], form, r, sizes)
     image1 = event.get("image1")
     if isinstance(image1, h5py.Group) and "image_4d" not in image1:
         r.problems.append("/entry/measurement/event1/image1/image_4d (NXdata) is missing")
     _check_default(f, r)
 
 
-def _check_data(data: h5py.Group, form: str, r: InspectReport) -> None:
+def _check_data(data: h5py.Group, form: str, r: InspectReport, sizes: dict[str, int]) -> None:
     where = data.name
     if _cls(data) != "NXdata":
         r.problems.append(f"{where}: NX_class is {_cls(data)!r}, expected NXdata")
-    signal = _text(data.attrs.get("signal"))
+    signal = as_text(data.attrs.get("signal"))
     if not signal or signal not in data:
         r.problems.append(f"{where}: @signal {signal!r} does not name a dataset")
         return
     ds = data[signal]
-    axes = [_text(a) or "" for a in np.atleast_1d(data.attrs.get("axes", []))]
+    axes = [as_text(a) or "" for a in np.atleast_1d(data.attrs.get("axes", []))]
     if axes != list(FORMS[form]):
         r.problems.append(f"{where}: @axes is {axes}, expected {list(FORMS[form])}")
     if ds.ndim != len(FORMS[form]):
@@ -224,7 +276,7 @@ def _check_data(data: h5py.Group, form: str, r: InspectReport) -> None:
         for attr in ("units", "long_name"):
             if attr not in a.attrs:
                 r.problems.append(f"{where}/{axis}: @{attr} is missing")
-        units[axis] = _text(a.attrs.get("units")) or ""
+        units[axis] = as_text(a.attrs.get("units")) or ""
     for attr in ("units", "long_name"):
         if attr not in ds.attrs:
             r.problems.append(f"{where}/{signal}: @{attr} is missing")
@@ -249,7 +301,7 @@ def _check_data(data: h5py.Group, form: str, r: InspectReport) -> None:
                 )
             written = int(np.count_nonzero(mask))
             missing = int(mask.size - written)
-    stored = int(ds.id.get_storage_size())
+    stored = sizes[ds.name] if ds.name in sizes else stored_bytes(ds)
     frame_bytes = int(np.prod(ds.shape[2:])) * ds.dtype.itemsize if ds.ndim > 2 else ds.nbytes
     raw = frame_bytes * written if written is not None else ds.nbytes
     r.images.append(
@@ -272,7 +324,7 @@ def _check_data(data: h5py.Group, form: str, r: InspectReport) -> None:
 def _check_default(f: h5py.File, r: InspectReport) -> None:
     node: h5py.Group = f
     for _ in range(8):
-        target = _text(node.attrs.get("default"))
+        target = as_text(node.attrs.get("default"))
         if not target:
             break
         child = node.get(target)
@@ -295,10 +347,11 @@ def _compression(ds: h5py.Dataset) -> str:
 
 
 def _cls(obj: Any) -> str | None:
-    return _text(obj.attrs.get("NX_class"))
+    return as_text(obj.attrs.get("NX_class"))
 
 
-def _text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
+    """A scalar string dataset or attribute as ``str`` (None stays None)."""
     if value is None:
         return None
     if isinstance(value, h5py.Dataset):
@@ -306,5 +359,5 @@ def _text(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray) and value.shape == ():
-        return _text(value[()])
+        return as_text(value[()])
     return str(value)
