@@ -37,7 +37,7 @@ from stemdaq.rank import LATENCY_BUCKETS, DataPath, Signals
 from stemdaq.rank.datapath import NO_END
 from stemdaq.receiver import ZmqSource
 from stemdaq.writer import NexusWriter
-from stemdaq.writer.nexus import describe_write_error
+from stemdaq.writer.filesafety import describe_write_error
 
 logger = logging.getLogger(__name__)
 

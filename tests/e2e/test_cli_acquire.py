@@ -1,4 +1,4 @@
-"""The command-line contract, as facility scripts call it: real processes, real sockets, real files."""
+"""The command-line contract, as facility scripts call it: real processes, sockets and files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import h5py
 import pytest
@@ -97,7 +96,11 @@ def test_acquire_exits_nonzero_when_frames_are_lost(sim_process, tmp_path):
         str(out),
     )
     assert result.returncode == 1, result.stderr + result.stdout
-    assert re.search(r"frames missing \(gaps\)\s*│?\s*1", result.stdout), result.stdout
+    assert re.search(r"acquisition \S+: completed_with_gaps", result.stdout), result.stdout
+    assert re.search(r"^gaps\s+1 \(positions without a frame\)$", result.stdout, re.M), (
+        result.stdout
+    )
+    assert str(out) in result.stdout  # the whole path, never cut
     assert out.exists()  # the file is still kept, gaps marked
 
 

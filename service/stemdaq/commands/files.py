@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from stemdaq.commands.progress import follow
 from stemdaq.config import AcquisitionConfig, Compression, LengthUnit
@@ -33,28 +33,30 @@ def parse_pair(text: str, kind: type = int, sep: str = "x") -> tuple[Any, Any]:
     return values[0], values[1]
 
 
-def summary_table(info: AcquisitionInfo) -> Table:
-    """The end-of-acquisition summary: what was written, missing, dropped (by reason)."""
+def summary_lines(info: AcquisitionInfo) -> list[str]:
+    """The end-of-acquisition summary as ``key: value`` lines (nothing cut at any width)."""
     c = info.counters
-    table = Table(title=f"acquisition {info.id}: {info.state.value}", show_header=False)
-    table.add_row("file", info.file_path)
-    table.add_row("frames expected", str(c.frames_expected))
-    table.add_row("frames written", str(c.frames_written))
-    table.add_row("gaps (positions without a frame)", str(c.gaps))
-    table.add_row("frames never received", str(c.frames_missing))
-    table.add_row("frames dropped", str(c.frames_dropped))
-    for reason, n in sorted(c.dropped.items()):
-        if n:
-            table.add_row(f"  dropped: {reason}", str(n))
-    table.add_row("messages ignored", str(c.messages_ignored))
-    table.add_row("bytes written", f"{c.bytes_written / 1e6:.1f} MB")
+    rows: list[tuple[str, str]] = [
+        ("file", info.file_path),
+        ("frames expected", str(c.frames_expected)),
+        ("frames written", str(c.frames_written)),
+        ("gaps", f"{c.gaps} (positions without a frame)"),
+        ("never received", str(c.frames_missing)),
+        ("frames dropped", str(c.frames_dropped)),
+    ]
+    rows += [(f"  dropped: {reason}", str(n)) for reason, n in sorted(c.dropped.items()) if n]
+    rows += [
+        ("messages ignored", str(c.messages_ignored)),
+        ("bytes written", f"{c.bytes_written / 1e6:.1f} MB"),
+    ]
     if info.elapsed_seconds > 0:
-        table.add_row("rate", f"{c.frames_written / info.elapsed_seconds:.0f} frames/s")
-    for w in info.warnings:
-        table.add_row("warning", w)
+        rows.append(("rate", f"{c.frames_written / info.elapsed_seconds:.0f} frames/s (average)"))
+    rows += [("warning", w) for w in info.warnings]
     if info.error:
-        table.add_row("error", info.error)
-    return table
+        rows.append(("error", info.error))
+    width = max(len(k) for k, _ in rows)
+    head = f"acquisition {info.id}: {info.state.value}"
+    return [head, *(f"{k:<{width}}  {v}" for k, v in rows)]
 
 
 def frames_lost(info: AcquisitionInfo) -> bool:
@@ -161,7 +163,7 @@ def acquire(
         try:
             acq.start()
         except StemdaqError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            typer.echo(f"error: {exc}", err=True)  # one line, never wrapped or cut
             acq.close()
             raise typer.Exit(2) from None
         follow(acq.info, "acquisition", console=console)
@@ -169,7 +171,7 @@ def acquire(
     finally:
         signal.signal(signal.SIGINT, previous)
     info = acq.info()
-    Console().print(summary_table(info))
+    sys.stdout.write("\n".join(summary_lines(info)) + "\n")
     raise typer.Exit(1 if frames_lost(info) else 0)
 
 
@@ -207,4 +209,4 @@ def register(app: typer.Typer) -> None:
     app.command()(acquire)
 
 
-__all__ = ["acquire", "register", "frames_lost", "summary_table", "parse_pair"]
+__all__ = ["acquire", "register", "frames_lost", "summary_lines", "parse_pair"]

@@ -40,7 +40,7 @@ from stemdaq.models import (
 )
 from stemdaq.receiver import Placement, SeriesTracker, StreamDecoder, ZmqSource
 from stemdaq.writer import NexusWriter, SummaryAccumulator
-from stemdaq.writer.nexus import describe_write_error
+from stemdaq.writer.filesafety import describe_write_error
 
 logger = logging.getLogger(__name__)
 

@@ -30,10 +30,7 @@ SWMR allows no new objects or attributes, so close() ends SWMR, reopens the file
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -48,8 +45,16 @@ from stemdaq.errors import DecodeError, PathError
 from stemdaq.models import AcquisitionState, Codec, Counters, Frame, SeriesStart
 from stemdaq.writer import metadata as md
 from stemdaq.writer.axes import detector_axes, resolve_geometry, scan_axes
+from stemdaq.writer.closing import write_outcome, write_summaries
 from stemdaq.writer.codecs import check_framing, decode_chunk, encode_chunk, filter_kwargs
-from stemdaq.writer.layout import SignalSpec, create_nximage, write_nximage, write_nximage_data
+from stemdaq.writer.filesafety import (
+    Reservation,
+    describe_write_error,
+    free_bytes,
+    rename_no_clobber,
+    sync_fd,
+)
+from stemdaq.writer.layout import SignalSpec, create_nximage, write_nximage_data
 from stemdaq.writer.summary import SummaryAccumulator
 
 logger = logging.getLogger(__name__)
@@ -63,12 +68,6 @@ CODEC_COMPRESSION = {Codec.BSLZ4: "bslz4", Codec.LZ4: "lz4"}
 NO_CHECKSUM = "n/a: stream data, no file checksum"
 #: the detector description of stemdaq's own simulator (is_simulation is then set by itself)
 SIMULATOR_MARK = "stemdaq simulator"
-
-
-def free_bytes(folder: Path) -> int:
-    """Bytes an unprivileged writer may still use on the file system of ``folder``."""
-    st = os.statvfs(folder)
-    return st.f_bavail * st.f_frsize
 
 
 def image_path(channel_index: int) -> str:
@@ -91,7 +90,7 @@ class NexusWriter:
         self.tmp_path = self.final_path.with_name(self.final_path.name + ".partial")
         self.config = config
         self.overwrite = overwrite
-        self._reserved: tuple[int, int] | None = None  # (st_dev, st_ino) of our empty .partial
+        self._reservation = Reservation(self.tmp_path, self.final_path, overwrite)
         self._min_free = int(config.min_free_mb * 1e6)
         # free space is looked at every flush and every this many chunk bytes (statvfs: ~2 us)
         self._space_every = max(1 << 20, min(self._min_free // 4, 64 << 20))
@@ -156,58 +155,13 @@ class NexusWriter:
         Raises
         ------
         PathError
-            The final file exists (and ``overwrite`` is not set), or the ``.partial`` exists
-            (another acquisition writes it, or one crashed and it holds its frames).
+            See :meth:`Reservation.take`.
         """
-        if self._reserved is not None:
-            return
-        if not self.overwrite and os.path.lexists(self.final_path):
-            raise PathError(
-                f"{self.final_path} exists already; choose another name "
-                "(or allow replacing it: --overwrite)"
-            )
-        if os.path.isdir(self.final_path):
-            raise PathError(f"{self.final_path} is a directory")
-        self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
-        try:
-            fd = os.open(self.tmp_path, flags, 0o644)
-        except FileExistsError:
-            raise PathError(
-                f"{self.tmp_path} exists: another acquisition is writing it, or one was cut "
-                "short and it holds that acquisition's frames (check it with `stemdaq inspect`, "
-                "then move it away to reuse the name)"
-            ) from None
-        except OSError as exc:
-            raise PathError(f"cannot create {self.tmp_path}: {exc.strerror or exc}") from None
-        try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        self._reserved = (st.st_dev, st.st_ino)
+        self._reservation.take()
 
     def release(self) -> None:
         """Remove the empty reservation if no file was ever opened on it (no frame came)."""
-        if self._reserved is None or self._f is not None or self._result is not None:
-            return
-        try:
-            st = os.lstat(self.tmp_path)
-            if (st.st_dev, st.st_ino) == self._reserved and st.st_size == 0:
-                os.unlink(self.tmp_path)
-        except OSError as exc:
-            logger.warning("cannot remove the empty %s: %s", self.tmp_path, exc)
-        self._reserved = None
-
-    def _check_reservation(self) -> None:
-        try:
-            st = os.lstat(self.tmp_path)
-        except OSError as exc:
-            raise PathError(f"{self.tmp_path} vanished before the first frame: {exc}") from None
-        if self._reserved is None or (st.st_dev, st.st_ino) != self._reserved or st.st_size:
-            raise PathError(
-                f"{self.tmp_path} was replaced by something else before the first frame; "
-                "not writing into it"
-            )
+        self._reservation.drop(remove=self._f is None and self._result is None)
 
     # -- open -------------------------------------------------------------------------------
 
@@ -255,8 +209,8 @@ class NexusWriter:
         if not cfg.is_simulation and SIMULATOR_MARK in (start.detector.description or ""):
             self.config = cfg = cfg.model_copy(update={"is_simulation": True})
 
-        if self._reserved is not None:
-            self._check_reservation()  # ours and still empty: "w" only truncates our own file
+        if self._reservation.held:
+            self._reservation.check()  # ours and still empty: "w" only truncates our own file
             mode = "w"
         else:  # not reserved: create exclusively (O_EXCL); an existing file is never touched
             self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
@@ -449,7 +403,7 @@ class NexusWriter:
             self.flush_errors += 1
             if self.low_space is None:
                 logger.error("%s: flush failed: %s", self.tmp_path.name, exc)
-                self.low_space = f"flush failed: {_first_line(exc)}"
+                self.low_space = f"flush failed: {describe_write_error(exc)}"
 
     def check_space(self) -> None:
         """Set :attr:`low_space` when the file system has less than ``min_free_mb`` left."""
@@ -516,7 +470,7 @@ class NexusWriter:
             logger.debug("%s: no file descriptor to sync: %s", self.tmp_path.name, exc)
             return
         self._syncer = threading.Thread(
-            target=_sync_fd, args=(fd, self.tmp_path.name), name="stemdaq-sync", daemon=True
+            target=sync_fd, args=(fd, self.tmp_path.name), name="stemdaq-sync", daemon=True
         )
         self._syncer.start()
         self._unsynced = 0
@@ -561,133 +515,13 @@ class NexusWriter:
             f["/entry"].create_dataset("end_time", data=end_time)
             event = f[EVENT]
             event.create_dataset("end_time", data=end_time)
-            self._write_counters(event, state, counters)
-            coll = event["acquisition"]
-            coll.create_dataset(
-                "warnings", data=list(warnings), dtype=h5py.string_dtype(), shape=(len(warnings),)
-            )
-            coll["warnings"].attrs["long_name"] = "what is worth knowing about this acquisition"
-            if error:
-                md.put(coll, "error", error)
-            if sums is not None:
-                self._write_summaries(event, summary, *sums)  # type: ignore[arg-type]
-        self._result = self._rename()
+            gaps = [self._n_pos - int(n) for n in self._counts]
+            write_outcome(event, state, counters, gaps, warnings, error)
+            if sums is not None and summary is not None and self.frame_shape is not None:
+                write_summaries(
+                    event, self.config, self.geometry, self.frame_shape, summary.channel, *sums
+                )
+        self._result = rename_no_clobber(self.tmp_path, self.final_path, self.overwrite)
+        self._reservation.drop(remove=False)
         logger.info("closed %s (%s, %d frames)", self._result, state.value, self._count)
         return self._result
-
-    def _rename(self) -> Path:
-        """``.partial`` -> final name, atomically and never over an existing file (unless
-        ``overwrite``); if the final name is taken, the file stays ``.partial``."""
-        if self.overwrite:
-            os.replace(self.tmp_path, self.final_path)
-            return self.final_path
-        try:
-            os.link(self.tmp_path, self.final_path)  # fails if the name exists (no clobbering)
-        except FileExistsError:
-            logger.error(
-                "%s appeared while recording; the data stay in %s", self.final_path, self.tmp_path
-            )
-            return self.tmp_path
-        except OSError:  # a file system without hard links: check, then rename
-            if os.path.lexists(self.final_path):
-                return self.tmp_path
-            os.rename(self.tmp_path, self.final_path)
-            return self.final_path
-        os.unlink(self.tmp_path)
-        return self.final_path
-
-    def _write_counters(
-        self, event: h5py.Group, state: AcquisitionState, counters: Counters
-    ) -> None:
-        coll = md.group(event, "acquisition", "NXcollection")
-        md.put(coll, "state", state.value)
-        for name, value in counters.model_dump().items():
-            if isinstance(value, dict):
-                sub = md.group(coll, name, "NXcollection")
-                for key, n in value.items():
-                    md.put(sub, key, np.int64(n))
-            else:
-                md.put(coll, name, np.int64(value))
-        for ch in range(len(self.channels)):
-            grp = event.file[f"{image_path(ch)}/{BOOKKEEPING}"]
-            grp.create_dataset("frames_missing", data=np.int64(self._n_pos - self._counts[ch]))
-            grp["frames_missing"].attrs["long_name"] = "scan positions without a frame (gaps)"
-
-    def _write_summaries(
-        self,
-        event: h5py.Group,
-        summary: SummaryAccumulator,
-        pattern: np.ndarray,
-        total: np.ndarray,
-        included: np.ndarray,
-    ) -> None:
-        if self.frame_shape is None:  # pragma: no cover - set by open
-            raise RuntimeError("summaries before open()")
-        channel = summary.channel or ""
-        complete = bool(included.all())
-        note = (
-            "all frames"
-            if complete
-            else f"{int(included.sum())} of {included.size} frames (subsampled)"
-        )
-        pat = write_nximage(
-            event,
-            "image_sum",
-            "image_2d",
-            axes=detector_axes(self.geometry, self.frame_shape),
-            intensity=pattern,
-            signal_long_name="summed intensity (counts)",
-            title=f"summed diffraction pattern, channel {channel}: {note}",
-        )
-        img = write_nximage(
-            event,
-            "image_total",
-            "image_2d",
-            axes={
-                "axis_j": scan_axes(self.config)["axis_m"],
-                "axis_i": scan_axes(self.config)["axis_k"],
-            },
-            intensity=total,
-            signal_long_name="total intensity per scan position (counts)",
-            title=f"total intensity, channel {channel}: {note}",
-        )
-        for g in (pat, img):
-            coll = md.group(g, "summary", "NXcollection")
-            md.put(coll, "channel", channel)
-            ds = coll.create_dataset("frames_included", data=included.astype(np.uint8))
-            ds.attrs["long_name"] = "1 where the frame of this scan position is in the sum"
-            md.put(coll, "complete", np.bool_(complete))
-
-
-def _first_line(exc: BaseException) -> str:
-    """A write error in one line (HDF5 messages run over several and bury the errno)."""
-    return describe_write_error(exc)
-
-
-_HDF5_ERRNO = re.compile(r"errno = (\d+), error message = '([^']*)'")
-
-
-def describe_write_error(exc: BaseException) -> str:
-    """``disk full (No space left on device)`` and the like, from an h5py/OS error."""
-    text = str(exc)
-    code = getattr(exc, "errno", None)
-    m = _HDF5_ERRNO.search(text)
-    if m:
-        code, text = int(m.group(1)), m.group(2)
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return f"disk full ({text if m else os.strerror(code)})"
-    if code == errno.EFBIG:
-        return f"file size limit reached ({text if m else os.strerror(code)})"
-    if code is not None and m:
-        return f"I/O error {code} ({text})"
-    lines = text.strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-
-
-def _sync_fd(fd: int, name: str) -> None:
-    """fdatasync + POSIX_FADV_DONTNEED (both release the GIL)."""
-    try:
-        os.fdatasync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError as exc:  # e.g. a filesystem without fadvise: only the page cache grows
-        logger.debug("%s: fdatasync/fadvise not done: %s", name, exc)
