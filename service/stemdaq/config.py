@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from stemdaq.errors import ConfigError
+from stemdaq.paths import check_template
 
 LengthUnit = Literal["m", "um", "nm", "angstrom"]
 Compression = Literal["bslz4", "lz4", "zstd", "blosc", "gzip", "none"]
@@ -265,6 +266,35 @@ class AcquisitionConfig(_Model):
                 raise ConfigError(f"invalid detector_url {self.detector_url!r}: {exc}") from None
             return f"tcp://[{host}]:31001" if ":" in host else f"tcp://{host}:31001"
         raise ConfigError("neither stream_endpoint nor detector_url is set")
+
+
+def merge_config(base: AcquisitionConfig, changes: dict[str, Any]) -> AcquisitionConfig:
+    """``base`` with ``changes`` merged in (nested dicts merge key by key), validated again.
+
+    Raises
+    ------
+    ConfigError
+        With one readable line per invalid field.
+    """
+    merged = _deep_merge(base.model_dump(), changes)
+    try:
+        config = AcquisitionConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(
+            format_validation_error(exc).replace("invalid settings", "invalid config")
+        ) from None
+    check_template(config.file_template)
+    return config
+
+
+def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 class ApiSettings(_Model):

@@ -12,25 +12,24 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
-from stemdaq.config import AcquisitionConfig, Settings, format_validation_error
+from stemdaq.config import AcquisitionConfig, Settings, merge_config
 from stemdaq.errors import BusyError, ConfigError, NotFoundError, PathError, StemdaqError
+from stemdaq.eventbus import Event, EventBus, Totals
 from stemdaq.history import HistoryStore
-from stemdaq.models import AcquisitionInfo, AcquisitionState, Counters
-from stemdaq.paths import check_template, render_template, resolve_in_data_dir
+from stemdaq.models import AcquisitionInfo, AcquisitionState
+from stemdaq.offloop import Closers, call_in_thread
+from stemdaq.paths import render_template, resolve_in_data_dir
 
 logger = logging.getLogger(__name__)
 
-_SUBSCRIBER_QUEUE = 256  # events buffered per SSE client; the oldest go first when full
 _WATCH_PERIOD = 0.1  # seconds between checks for the end of the running acquisition
 _FAIL_WAIT = 2.0  # seconds a failed start waits for the engine's threads before closing
 _CLOSE_WAIT = 5.0  # seconds to wait for an engine's close() on the failure/shutdown paths
+_HISTORY_RETRY = 5.0  # seconds between tries to write history records a full disk refused
 _CANCELLED_ARM = "arm cancelled (the client went away or the service is shutting down)"
 
 # life-cycle order: a snapshot earlier than the last one seen for an acquisition is stale
@@ -61,69 +60,7 @@ class AcquisitionLike(Protocol):
 
 AcquisitionFactory = Callable[..., AcquisitionLike]
 
-
-@dataclass(slots=True)
-class Event:
-    """One item of the event stream: ``state`` (a state change) or ``progress``."""
-
-    kind: str
-    info: AcquisitionInfo
-
-
-@dataclass
-class Totals:
-    """Service-lifetime sums over finished acquisitions, for the Prometheus counters."""
-
-    frames_received: int = 0
-    frames_written: int = 0
-    bytes_written: int = 0
-    dropped: dict[str, int] | None = None
-    latency_counts: list[int] | None = None
-    latency_sum: float = 0.0
-
-    def add(self, counters: Counters, histogram: tuple[list[float], list[int], float]) -> None:
-        """Fold one finished acquisition in."""
-        self.frames_received += counters.frames_received
-        self.frames_written += counters.frames_written
-        self.bytes_written += counters.bytes_written
-        dropped = self.dropped or {}
-        for reason, n in counters.dropped.items():
-            dropped[reason] = dropped.get(reason, 0) + n
-        self.dropped = dropped
-        _, counts, total = histogram
-        if self.latency_counts is None or len(self.latency_counts) != len(counts):
-            self.latency_counts = [0] * len(counts)
-        self.latency_counts = [a + b for a, b in zip(self.latency_counts, counts, strict=True)]
-        self.latency_sum += total
-
-
-def merge_config(base: AcquisitionConfig, changes: dict[str, Any]) -> AcquisitionConfig:
-    """``base`` with ``changes`` merged in (nested dicts merge key by key), validated again.
-
-    Raises
-    ------
-    ConfigError
-        With one readable line per invalid field.
-    """
-    merged = _deep_merge(base.model_dump(), changes)
-    try:
-        config = AcquisitionConfig.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(
-            format_validation_error(exc).replace("invalid settings", "invalid config")
-        ) from None
-    check_template(config.file_template)
-    return config
-
-
-def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+__all__ = ["AcquisitionManager", "Event", "Totals", "merge_config"]
 
 
 def _default_factory() -> AcquisitionFactory:
@@ -154,12 +91,13 @@ class AcquisitionManager:
         self._current_id: str | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._arm_lock = asyncio.Lock()
-        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self._events = EventBus()
+        self._retrier: asyncio.Task[None] | None = None
         # last state seen per live acquisition; guarded by _state_lock (engine threads + loop).
         # No entry: unknown, already filed, or failed by the manager -> engine snapshots ignored.
         self._last_state: dict[str, AcquisitionState] = {}
         self._state_lock = threading.Lock()
-        self._closers: dict[str, asyncio.Future[None]] = {}
+        self._closers = Closers()
         self._seq = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.totals = Totals()
@@ -169,6 +107,7 @@ class AcquisitionManager:
     async def start(self) -> None:
         """Load the history (marking interrupted acquisitions failed)."""
         self._loop = asyncio.get_running_loop()
+        self._events.attach(self._loop)
         await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
         records = await asyncio.to_thread(self._history.load)
         last = max(
@@ -177,6 +116,16 @@ class AcquisitionManager:
         )
         self._seq = itertools.count(last + 1)
         logger.info("history: %d acquisitions in %s", len(records), self._history.directory)
+        self._retrier = asyncio.create_task(self._retry_history(), name="stemdaq-history-retry")
+
+    async def _retry_history(self) -> None:
+        """History records that could not be written (disk full) are written when they can."""
+        while True:
+            await asyncio.sleep(_HISTORY_RETRY)
+            if self._history.pending:
+                written = await asyncio.to_thread(self._history.retry_pending)
+                if written:
+                    logger.info("history: %d pending records written", written)
 
     async def close(self, timeout: float = 30.0) -> None:
         """Abort a running acquisition, wait for its file to close, end every event stream.
@@ -206,8 +155,12 @@ class AcquisitionManager:
                 await asyncio.gather(watcher, return_exceptions=True)
         if self._current is not None:  # the watcher did not get there (timeout)
             await self._finalize(self._current, close_timeout=_CLOSE_WAIT, shutting_down=True)
-        for q in list(self._subscribers):
-            _put_dropping_oldest(q, None)
+        if self._retrier is not None:
+            self._retrier.cancel()
+            await asyncio.gather(self._retrier, return_exceptions=True)
+        if self._history.pending:
+            await asyncio.to_thread(self._history.retry_pending)
+        self._events.close()
 
     # -- config ---------------------------------------------------------------------------------
 
@@ -410,7 +363,7 @@ class AcquisitionManager:
         """Ask the acquisition to finish on end-of-series (or timeout). Idempotent."""
         info = self.get(acq_id)
         if self._current is not None and acq_id == self._current_id and not info.state.is_final:
-            _call_in_thread(self._current.stop, f"stop {acq_id}")
+            call_in_thread(self._current.stop, f"stop {acq_id}")
         return info
 
     def abort(self, acq_id: str) -> AcquisitionInfo:
@@ -420,28 +373,29 @@ class AcquisitionManager:
         """
         info = self.get(acq_id)
         if self._current is not None and acq_id == self._current_id and not info.state.is_final:
-            _call_in_thread(self._current.abort, f"abort {acq_id}")
+            call_in_thread(self._current.abort, f"abort {acq_id}")
         return info
 
     # -- events ---------------------------------------------------------------------------------
 
     def subscribe(self) -> asyncio.Queue[Event | None]:
         """A queue of every state change and progress event from now on; ``None`` at shutdown."""
-        q: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=_SUBSCRIBER_QUEUE)
-        self._subscribers.add(q)
-        return q
-
-    def end_streams(self) -> None:
-        """End every event stream now (thread- and signal-safe): the server is going down."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        for q in list(self._subscribers):
-            loop.call_soon_threadsafe(_put_dropping_oldest, q, None)
+        return self._events.subscribe()
 
     def unsubscribe(self, q: asyncio.Queue[Event | None]) -> None:
         """Stop delivering to ``q``."""
-        self._subscribers.discard(q)
+        self._events.unsubscribe(q)
+
+    def end_streams(self) -> None:
+        """End every event stream now (thread- and signal-safe): the server is going down."""
+        self._events.end_streams()
+
+    async def _close_engine(self, acq_id: str, acq: AcquisitionLike, timeout: float | None) -> bool:
+        """``acq.close()`` in its own thread; True if it finished within ``timeout`` s."""
+        return await self._closers.close(acq_id, acq.close, timeout)
+
+    def _publish(self, event: Event) -> None:
+        self._events.publish(event)
 
     def _on_change(self, info: AcquisitionInfo) -> None:
         """Engine callback (any thread): persist state changes, hand the event to the loop.
@@ -472,10 +426,6 @@ class AcquisitionManager:
                 loop.call_soon_threadsafe(self._publish, Event(kind, info))
             except RuntimeError:  # loop closed between the check and the call
                 pass
-
-    def _publish(self, event: Event) -> None:
-        for q in list(self._subscribers):
-            _put_dropping_oldest(q, event)
 
     async def _watch(self, acq: AcquisitionLike) -> None:
         while not await asyncio.to_thread(acq.wait, _WATCH_PERIOD):
@@ -521,73 +471,6 @@ class AcquisitionManager:
         finally:
             if self._current is acq:
                 self._current, self._current_id = None, None
-
-    async def _close_engine(self, acq_id: str, acq: AcquisitionLike, timeout: float | None) -> bool:
-        """Run ``acq.close()`` in its own daemon thread (at most one per acquisition).
-
-        Waits up to ``timeout`` s (None: until it returns) and returns True if it finished. A
-        close that takes longer goes on by itself and releases the engine's resources whenever
-        its threads end, without holding a worker of the loop's executor or interpreter exit.
-        """
-        fut = self._closers.get(acq_id)
-        if fut is None:
-            loop = asyncio.get_running_loop()
-            fut = loop.create_future()
-            self._closers[acq_id] = fut
-            fut.add_done_callback(lambda _f: self._closers.pop(acq_id, None))
-
-            def run() -> None:
-                error: BaseException | None = None
-                try:
-                    acq.close()
-                except BaseException as exc:  # noqa: BLE001 - reported on the loop
-                    error = exc
-                try:
-                    loop.call_soon_threadsafe(_settle, fut, error, acq_id)
-                except RuntimeError:  # the loop is gone: nobody waits any more
-                    if error is not None:
-                        logger.error("acquisition %s: close failed: %s", acq_id, error)
-
-            threading.Thread(target=run, name=f"stemdaq-close-{acq_id}", daemon=True).start()
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-
-def _settle(fut: asyncio.Future[None], error: BaseException | None, acq_id: str) -> None:
-    if error is not None:
-        logger.error("acquisition %s: close failed: %s", acq_id, error)
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _call_in_thread(fn: Callable[[], object], what: str) -> None:
-    """Run a (non-blocking, but engine-owned) call in a worker thread, never on the loop."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not on the loop: calling it here blocks nobody
-        fn()
-        return
-
-    def report(f: asyncio.Future[object]) -> None:
-        if not f.cancelled() and f.exception() is not None:
-            logger.error("%s failed: %s", what, f.exception())
-
-    loop.run_in_executor(None, fn).add_done_callback(report)
-
-
-def _put_dropping_oldest(q: asyncio.Queue[Event | None], item: Event | None) -> None:
-    while True:
-        try:
-            q.put_nowait(item)
-            return
-        except asyncio.QueueFull:
-            try:
-                q.get_nowait()
-            except asyncio.QueueEmpty:  # pragma: no cover - single consumer
-                pass
 
 
 def _as_stemdaq_error(exc: BaseException) -> StemdaqError:
