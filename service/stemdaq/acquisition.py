@@ -36,7 +36,7 @@ from stemdaq.models import AcquisitionInfo, AcquisitionState, Counters, SeriesSt
 from stemdaq.rank import LATENCY_BUCKETS, DataPath, Signals
 from stemdaq.rank.datapath import NO_END
 from stemdaq.receiver import ZmqSource
-from stemdaq.writer import NexusWriter
+from stemdaq.writer import NexusWriter, probe_file
 from stemdaq.writer.filesafety import describe_write_error
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["LATENCY_BUCKETS", "Acquisition"]
 
 STOPPED = "stopped on request"
+_VERIFY_TIMEOUT = 60.0  # seconds for the check of a file after a failure
 
 
 def _now_iso() -> str:
@@ -118,6 +119,7 @@ class Acquisition:
         self._started_at: str | None = None
         self._finished_at: str | None = None
         self._final_counters: Counters | None = None
+        self._elapsed: float | None = None  # frozen when the file is closed
 
     # -- control side -------------------------------------------------------------------------
 
@@ -329,7 +331,7 @@ class Acquisition:
         """A cheap, thread-safe snapshot for the API and the CLI."""
         data = self._data
         counters = self.counters()
-        elapsed = time.monotonic() - data.t_start if data.t_start is not None else 0.0
+        elapsed = self._elapsed if self._elapsed is not None else self._elapsed_now()
         final = self._state.is_final
         fps, mbs = data.rate if not final else (0.0, 0.0)
         eta = None
@@ -432,6 +434,43 @@ class Acquisition:
             state = AcquisitionState.COMPLETED_WITH_GAPS
         return state, notes
 
+    def _verify(self, counters: Counters) -> Counters:
+        """After a failure: check, in a time-bounded child process, that every frame the
+        bookkeeping claims has its chunk in the file; the counters say what the file holds."""
+        path = self._writer.current_path
+        probe = probe_file(path, timeout=_VERIFY_TIMEOUT, verify="index")
+        if not probe.readable:
+            self._warnings.append(
+                f"the file could not be verified after the failure: {probe.error}"
+            )
+            return counters
+        verified = sum(im.frames_verified or 0 for im in probe.images)
+        claimed = probe.frames_claimed
+        if verified < claimed:
+            self._warnings.append(
+                f"{claimed - verified} frames the file's written mask claims have no data in "
+                f"{path.name}: treat them as gaps"
+            )
+            logger.error(
+                "acquisition %s: %d claimed frames unreadable", self.acq_id, claimed - verified
+            )
+        if verified != counters.frames_written:
+            gaps = max(0, counters.frames_expected - verified)
+            counters = counters.model_copy(
+                update={
+                    "frames_written": verified,
+                    "gaps": gaps,
+                    "frames_missing": max(
+                        0, counters.frames_missing + counters.frames_written - verified
+                    ),
+                }
+            )
+        return counters
+
+    def _elapsed_now(self) -> float:
+        t0 = self._data.t_start
+        return time.monotonic() - t0 if t0 is not None else 0.0
+
     def _finish(self, state: AcquisitionState, reason: str | None) -> None:
         """Write what is pending, stop the detector, close the file, publish the final state."""
         with self._lock:
@@ -466,9 +505,12 @@ class Acquisition:
             )
             state = AcquisitionState.FAILED
         finally:
+            if state is AcquisitionState.FAILED and self._data.opened:
+                counters = self._verify(counters)
             if self._writer.current_path != self.file_path and self._data.opened:
                 self._warnings.append(f"the file is {self._writer.current_path}")
             self._final_counters = counters
+            self._elapsed = self._elapsed_now()
             with self._lock:
                 self._state = state
             self._finished_at = _now_iso()
