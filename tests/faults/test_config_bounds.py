@@ -75,15 +75,21 @@ def test_put_config_refuses_and_changes_nothing(service, case):
 def test_arm_overrides_refused_and_nothing_armed(service, case):
     serve, sim = service
     before = serve.get("/acquisitions")["total"]
+    armed_before = sim.times_armed()
+    files_before = _data_files(serve)
     r = _put_raw(serve, "POST", "/acquisitions", _with_source(BAD[case], sim))
     if r.status_code == 201:  # accepted: do not leave it running for the next case
         serve.request("POST", f"/acquisitions/{r.json()['id']}/abort")
         serve.wait_final(r.json()["id"], 30)
+        sim.wait_state(["idle"], 10)
     assert r.status_code == 422, f"{case}: {r.status_code} {r.text[:500]}"
     assert serve.get("/acquisitions")["total"] == before
-    assert sim.times_armed() == 0
-    files = [p for p in serve.data_dir.rglob("*") if p.is_file() and ".stemdaq" not in p.parts]
-    assert not files, files
+    assert sim.times_armed() == armed_before
+    assert _data_files(serve) == files_before
+
+
+def _data_files(serve: Serve) -> set:
+    return {p for p in serve.data_dir.rglob("*") if p.is_file() and ".stemdaq" not in p.parts}
 
 
 def test_acquire_step_nan_is_a_usage_error(tmp_path):
