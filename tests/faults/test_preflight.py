@@ -5,7 +5,9 @@ And the one check after arming: the start message must arrive within ``arm_timeo
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -160,3 +162,37 @@ def test_service_refuses_before_arming(make_sim, make_serve, overrides, status, 
 
 def _good(sim) -> dict:
     return {"stream_endpoint": sim.stream, "min_free_mb": 0}
+
+
+@pytest.mark.parametrize("where", ["a-directory", "under-a-file", "read-only-fs"])
+def test_output_that_cannot_be_written_is_refused(make_sim, tmp_path, where):
+    sim = make_sim()
+    if where == "a-directory":
+        out = tmp_path / "scan.nxs"
+        out.mkdir()
+    elif where == "under-a-file":
+        (tmp_path / "notes.txt").write_text("a file, not a folder")
+        out = tmp_path / "notes.txt" / "scan.nxs"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("a read-only mount needs root (root ignores file modes)")
+        mount = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True
+        )
+        if mount.returncode != 0:
+            pytest.skip(f"cannot mount a read-only tmpfs: {mount.stderr!r}")
+        out = ro / "scan.nxs"
+    try:
+        r = run_cli(*active_args(sim, out, "8x8"))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert out.name in r.stdout + r.stderr or str(out.parent) in r.stdout + r.stderr
+        no_traceback(r.stdout + r.stderr)
+        assert sim.times_armed() == 0
+        assert not partial_of(out).exists()
+        if where == "a-directory":
+            assert out.is_dir() and not any(out.iterdir())
+    finally:
+        if where == "read-only-fs":
+            subprocess.run(["umount", str(tmp_path / "ro")], capture_output=True, timeout=30)
