@@ -129,6 +129,11 @@ class Acquisition:
         return self._state
 
     @property
+    def detector_was_armed(self) -> bool:
+        """True once the detector was armed (a failure after that is not a mere refusal)."""
+        return self._detector_armed
+
+    @property
     def warnings(self) -> list[str]:
         """Everything worth knowing so far (the data thread's and the control side's)."""
         return [*self._warnings, *self._data.warnings]
@@ -170,14 +175,12 @@ class Acquisition:
         endpoint = cfg.resolved_stream_endpoint()
         preflight.check_memory(cfg)
         preflight.check_output(self.file_path)
-        preflight.check_space(cfg, self.file_path.parent, None)
         preflight.check_stream(endpoint)
         frame_bytes = None
         if cfg.detector_url:
             self._detector = SimplonClient(cfg.detector_url)
             frame_bytes = preflight.detector_frame_bytes(self._detector)
-        if frame_bytes:
-            preflight.check_space(cfg, self.file_path.parent, frame_bytes)
+        preflight.check_space(cfg, self.file_path.parent, frame_bytes)
         self._writer.reserve()
         try:  # connect before arming: the start message must reach us
             return ZmqSource(endpoint, rcvhwm=self._rcvhwm)
@@ -496,12 +499,13 @@ class Acquisition:
                 error=self._error,
             )
         except Exception as exc:  # e.g. the disk is full: the frames flushed stay readable
-            reason = describe_write_error(exc)
+            reason = self._writer.storage_error or describe_write_error(exc)
             logger.error("closing %s failed: %s", self._writer.current_path, reason)
             self._error = self._error or f"close failed: {reason}"
             self._warnings.append(
-                f"the file was not closed cleanly ({reason}): it keeps its .partial name and "
-                "every frame flushed before; open it with h5py.File(p, 'r', swmr=True)"
+                "the file could not be finished after the storage error: it keeps its "
+                ".partial name, and every frame its written mask claims was flushed with its "
+                "data; open it with h5py.File(p, 'r', swmr=True) or run `stemdaq inspect`"
             )
             state = AcquisitionState.FAILED
         finally:

@@ -74,12 +74,13 @@ def check_space(config: AcquisitionConfig, folder: Path, frame_bytes: int | None
     need = reserve + (estimated_bytes(config, frame_bytes) if frame_bytes else 0)
     if free < need:
         what = (
-            f"the scan needs about {estimated_bytes(config, frame_bytes) / 1e9:.2f} GB "
+            f"the file is estimated at {estimated_bytes(config, frame_bytes) / 1e9:.3f} GB "
             f"({config.n_positions:,} frames of {frame_bytes:,} bytes at an assumed "
-            f"compression ratio of {config.assumed_compression_ratio:g}) plus min_free_mb "
-            f"({config.min_free_mb:g} MB)"
+            f"compression ratio of {config.assumed_compression_ratio:g}), plus min_free_mb "
+            f"({config.min_free_mb:g} MB) to keep free"
             if frame_bytes
-            else f"min_free_mb is {config.min_free_mb:g} MB"
+            else f"min_free_mb ({config.min_free_mb:g} MB) must stay free (the file's size is "
+            "estimated once the first frame shows the frame size)"
         )
         raise StorageError(
             f"not enough free space in {folder}: {free / 1e9:.3f} GB free, {what}; free some "

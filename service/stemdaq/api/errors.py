@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -74,10 +75,15 @@ def _jsonable(errors: object) -> object:
 
 
 def _shorten(err: object) -> object:
-    """One validation error with a long ``input`` cut to its start and its length."""
+    """One validation error whose ``input`` is JSON (NaN and infinity are not: shown as text)
+    and short (a long one is cut to its start and its length)."""
     if not isinstance(err, dict) or "input" not in err:
         return err
-    text = err["input"] if isinstance(err["input"], str) else repr(err["input"])
+    value = err["input"]
+    try:
+        text = json.dumps(value, allow_nan=False, default=repr)
+    except (ValueError, TypeError):
+        return {**err, "input": repr(value)[:_MAX_ECHO]}
     if len(text) <= _MAX_ECHO:
         return err
     return {**err, "input": f"{text[:_MAX_ECHO]}... ({len(text)} characters)"}

@@ -165,7 +165,11 @@ def acquire(
         except StemdaqError as exc:
             typer.echo(f"error: {exc}", err=True)  # one line, never wrapped or cut
             acq.close()
-            raise typer.Exit(2) from None
+            if not acq.detector_was_armed:  # refused before anything irreversible
+                raise typer.Exit(2) from None
+            # armed, then failed: it ran, and the summary says how it ended
+            sys.stdout.write("\n".join(summary_lines(acq.info())) + "\n")
+            raise typer.Exit(1) from None
         follow(acq.info, "acquisition", console=console)
         acq.close()
     finally:

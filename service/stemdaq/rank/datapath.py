@@ -38,9 +38,10 @@ from stemdaq.models import (
     SeriesEnd,
     SeriesStart,
 )
+from stemdaq.preflight import estimated_bytes
 from stemdaq.receiver import Placement, SeriesTracker, StreamDecoder, ZmqSource
 from stemdaq.writer import NexusWriter, SummaryAccumulator
-from stemdaq.writer.filesafety import describe_write_error
+from stemdaq.writer.filesafety import describe_write_error, free_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -321,6 +322,23 @@ class DataPath:
             )
         self.opened = True
         self.writer.check_space()
+        self._warn_if_space_short(len(self.channels))
+
+    def _warn_if_space_short(self, channels: int) -> None:
+        """Passive mode learns the frame size only now: say early if the file will not fit."""
+        need = estimated_bytes(self.config, self.frame_nbytes, channels)
+        try:
+            free = free_bytes(self.writer.tmp_path.parent)
+        except OSError:
+            return
+        if free < need + self.config.min_free_mb * 1e6:
+            msg = (
+                f"the file is estimated at {need / 1e9:.2f} GB (assumed compression ratio "
+                f"{self.config.assumed_compression_ratio:g}) and {free / 1e9:.2f} GB are free: "
+                "the acquisition stops when less than min_free_mb is left"
+            )
+            logger.warning("%s: %s", self.name, msg)
+            self.warnings.append(msg)
 
     def _write(self, placement: Placement, frame: Frame) -> None:
         """Write a placed frame now, or hand it to the compression pool (written in order later)."""
@@ -370,6 +388,7 @@ class DataPath:
             return
         except Exception as exc:  # the file's fault (disk full, I/O error): stop writing
             self._fatal = f"write error at frame {frame.frame_id}: {describe_write_error(exc)}"
+            self.writer.storage_error = self._fatal
             logger.error("%s: %s; stopping the acquisition", self.name, self._fatal)
             self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
             return

@@ -153,3 +153,53 @@ def sync_fd(fd: int, name: str) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     except OSError as exc:  # e.g. a filesystem without fadvise: only the page cache grows
         logger.debug("%s: fdatasync/fadvise not done: %s", name, exc)
+
+
+class Ballast:
+    """Disk space held in reserve for finishing the file after the disk filled up.
+
+    An anonymous file (created and unlinked at once, so nothing is left behind even after
+    ``kill -9``) with ``nbytes`` allocated by ``posix_fallocate``; :meth:`release` closes it
+    and gives the space back, so HDF5 can write the metadata that closing a file needs.
+    """
+
+    def __init__(self, folder: Path, nbytes: int) -> None:
+        self.folder = Path(folder)
+        self.nbytes = int(nbytes)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """True while the space is reserved."""
+        return self._fd is not None
+
+    def take(self) -> bool:
+        """Reserve the space; False (and nothing held) when the file system cannot."""
+        if self._fd is not None or self.nbytes <= 0:
+            return self._fd is not None
+        try:
+            fd = os.open(self.folder, os.O_TMPFILE | os.O_RDWR, 0o600)
+        except (AttributeError, OSError):  # no O_TMPFILE here: a named file, unlinked at once
+            import tempfile
+
+            fd, name = tempfile.mkstemp(prefix=".stemdaq-reserve-", dir=self.folder)
+            os.unlink(name)
+        try:
+            os.posix_fallocate(fd, 0, self.nbytes)
+        except OSError as exc:
+            os.close(fd)
+            logger.warning(
+                "cannot reserve %.0f MB in %s for closing the file after a full disk: %s",
+                self.nbytes / 1e6,
+                self.folder,
+                exc.strerror or exc,
+            )
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Give the space back (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -30,7 +30,9 @@ SWMR allows no new objects or attributes, so close() ends SWMR, reopens the file
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -48,6 +50,7 @@ from stemdaq.writer.axes import detector_axes, resolve_geometry, scan_axes
 from stemdaq.writer.closing import write_outcome, write_summaries
 from stemdaq.writer.codecs import check_framing, decode_chunk, encode_chunk, filter_kwargs
 from stemdaq.writer.filesafety import (
+    Ballast,
     Reservation,
     describe_write_error,
     free_bytes,
@@ -59,6 +62,10 @@ from stemdaq.writer.summary import SummaryAccumulator
 
 logger = logging.getLogger(__name__)
 
+#: bytes held back on the file system (an unlinked, fallocated file) for finishing the file
+#: after the disk filled up: this plus the size of what close() writes, at most BALLAST_MAX
+BALLAST_BASE = 2 << 20
+BALLAST_MAX = 512 << 20
 #: fdatasync + drop the page cache after this many chunk bytes (checked at each flush)
 SYNC_BYTES = 256 << 20
 
@@ -97,6 +104,9 @@ class NexusWriter:
         self._space_due = self._space_every
         #: set when free space fell below ``min_free_mb``: the acquisition must stop
         self.low_space: str | None = None
+        #: set when the storage refused a write (close() then frees the ballast first)
+        self.storage_error: str | None = None
+        self._ballast: Ballast | None = None
         self.filter_codec = Codec.RAW
         self.compression: str = config.compression
         self.channels: tuple[str, ...] = ()
@@ -228,6 +238,12 @@ class NexusWriter:
             raise
         self._f = f
         self._last_flush = time.monotonic()
+        # space to finish the file if the disk fills up: the close-time metadata (counters,
+        # summed pattern, total-intensity image, masks) plus a margin for HDF5's own
+        ny, nx = self.frame_shape
+        need = BALLAST_BASE + 2 * ny * nx * 8 + self._n_pos * 16 * len(self.channels)
+        self._ballast = Ballast(self.tmp_path.parent, min(need, BALLAST_MAX))
+        self._ballast.take()
 
     def _create_layout(self, f: h5py.File, start: SeriesStart, endpoint: str) -> None:
         cfg = self.config
@@ -404,6 +420,7 @@ class NexusWriter:
             if self.low_space is None:
                 logger.error("%s: flush failed: %s", self.tmp_path.name, exc)
                 self.low_space = f"flush failed: {describe_write_error(exc)}"
+            self.storage_error = self.storage_error or self.low_space
 
     def check_space(self) -> None:
         """Set :attr:`low_space` when the file system has less than ``min_free_mb`` left."""
@@ -502,14 +519,29 @@ class NexusWriter:
             if summary is not None:
                 summary.finish()
             return None
+        if self._ballast is not None:  # the reserve is for exactly this
+            self._ballast.release()
         try:
             self.flush()
+        except Exception as exc:
+            self.storage_error = self.storage_error or describe_write_error(exc)
+            raise
         finally:
             if self._syncer is not None:  # its file descriptor closes with the file
                 self._syncer.join()
             self._f.close()
             self._f = None
         sums = summary.finish() if summary is not None else None
+        if self.storage_error is not None and _still_open(self.tmp_path):
+            # HDF5 could not write everything: its close may have left the file half-open in
+            # the library, and opening it again in this process crashes (seen: SIGSEGV on a
+            # full tmpfs). The file stays as the last flush left it: a .partial that SWMR
+            # readers open, whose written mask claims only frames flushed with their chunks.
+            raise OSError(
+                errno.EIO,
+                f"not finished after a storage error ({self.storage_error}); "
+                f"{self.tmp_path.name} holds every frame flushed before it",
+            )
         end_time = md.now_iso()
         with h5py.File(self.tmp_path, "r+", libver="latest") as f:
             f["/entry"].create_dataset("end_time", data=end_time)
@@ -525,3 +557,15 @@ class NexusWriter:
         self._reservation.drop(remove=False)
         logger.info("closed %s (%s, %d frames)", self._result, state.value, self._count)
         return self._result
+
+
+def _still_open(path: Path) -> bool:
+    """True if HDF5 still holds ``path`` open in this process (a close that failed halfway)."""
+    target = os.path.realpath(path)
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            if os.path.realpath(fid.name.decode()) == target:
+                return True
+        except (ValueError, RuntimeError):
+            continue
+    return False

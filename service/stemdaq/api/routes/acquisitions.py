@@ -120,7 +120,7 @@ async def get_acquisition_metadata(manager: ManagerDep, acq_id: AcqId) -> NexusT
         partial = final.with_name(final.name + ".partial")
         if await asyncio.to_thread(partial.exists):
             path = partial
-    is_partial = path != final
+    is_partial = path.name.endswith(".partial")  # also when the record names the .partial
     tree = await asyncio.to_thread(read_tree, path, swmr=running or is_partial)
     return NexusTree(
         id=info.id, file_path=str(path), complete=not running and not is_partial, tree=tree
