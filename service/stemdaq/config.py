@@ -169,6 +169,14 @@ class AcquisitionConfig(_Model):
     )
     calibration: Calibration = Field(default_factory=Calibration)
     metadata: UserMetadata = Field(default_factory=UserMetadata)
+    frames_per_chunk: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Frames of one scan row stored in one HDF5 chunk (1, K, ny, nx), where the "
+        "frames allow it (detector bitshuffle-LZ4 frames whose size is a whole number of "
+        "8 KiB blocks); others keep one frame per chunk",
+    )
     flush_frames: int = Field(
         1000, ge=1, description="Flush (SWMR-visible) at least every N frames"
     )
