@@ -46,6 +46,19 @@ _NAME = 1000  # characters in a name-like metadata field
 _TEXT = 16000  # characters in a free-text metadata field
 
 
+def parse_pair(value: Any) -> Any:
+    """``"64x32"``, ``"64,32"``, ``[64, 32]`` or ``64`` (both) -> a 2-item list; other input as
+    it is (the field's own validation then says what is wrong)."""
+    if isinstance(value, str):
+        parts = [p for p in value.lower().replace(",", "x").replace(" ", "").split("x") if p]
+        if len(parts) in (1, 2):
+            return parts * (3 - len(parts))
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [value, value]
+    return value
+
+
 class _Model(BaseModel):
     # NaN and infinity are refused everywhere: they make NaN axes and JSON that does not round-trip
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -71,6 +84,11 @@ class Calibration(_Model):
         description="Beam centre (x, y) on the detector, pixels; "
         "default: from the stream, else the frame centre",
     )
+
+    @field_validator("beam_center", mode="before")
+    @classmethod
+    def _pair(cls, v: Any) -> Any:
+        return parse_pair(v)
 
 
 class SampleMetadata(_Model):
@@ -220,6 +238,12 @@ class AcquisitionConfig(_Model):
         description="Compression ratio assumed when estimating the file size before arming "
         "(1: as large as the raw frames, the safe assumption)",
     )
+    simplon_version: str | None = Field(
+        None,
+        max_length=32,
+        description="SIMPLON API version to use when the detector does not say (e.g. 1.6.0); "
+        "default: discovered from the detector",
+    )
     arm_timeout: float = Field(
         10.0,
         gt=0,
@@ -227,6 +251,11 @@ class AcquisitionConfig(_Model):
         "message must arrive on the stream endpoint; otherwise the detector is disarmed "
         "without being triggered",
     )
+
+    @field_validator("scan_shape", "scan_step", "scan_origin", mode="before")
+    @classmethod
+    def _pairs(cls, v: Any) -> Any:
+        return parse_pair(v)
 
     @field_validator("scan_shape")
     @classmethod

@@ -11,8 +11,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from stemdaq.commands.options import acquisition_options, deep_merge, parse_set
 from stemdaq.commands.progress import follow
-from stemdaq.config import AcquisitionConfig, Compression, LengthUnit
+from stemdaq.config import AcquisitionConfig
 from stemdaq.errors import StemdaqError
 from stemdaq.models import AcquisitionInfo, AcquisitionState
 
@@ -67,28 +68,20 @@ def frames_lost(info: AcquisitionInfo) -> bool:
     )
 
 
+@acquisition_options(exclude=frozenset({"file_template"}))
 def acquire(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output NeXus file")],
-    scan: Annotated[str, typer.Option(help="Scan shape n_m x n_k, e.g. 64x64")] = "64x64",
-    detector: Annotated[
-        str | None, typer.Option(help="SIMPLON URL (active mode), e.g. http://127.0.0.1:8080")
-    ] = None,
-    stream: Annotated[
-        str | None, typer.Option(help="ZeroMQ stream endpoint (passive mode)")
-    ] = None,
-    step: Annotated[str, typer.Option(help="Scan step m x k (one value: both)")] = "1",
-    unit: Annotated[str, typer.Option(help="Scan unit: m, um, nm, angstrom")] = "nm",
-    serpentine: Annotated[bool, typer.Option(help="Odd rows are scanned backwards")] = False,
-    compression: Annotated[str, typer.Option(help="bslz4, lz4, zstd, blosc, gzip, none")] = "bslz4",
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the series start")] = 60.0,
-    end_timeout: Annotated[float, typer.Option(help="Seconds of silence that end a series")] = 10.0,
     metadata: Annotated[
         Path | None,
         typer.Option(help="YAML/JSON file with user metadata (sample, microscope, ...)"),
     ] = None,
-    simulation: Annotated[
-        bool, typer.Option(help="Mark the data as simulated (automatic with stemdaq's simulator)")
-    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any setting as key=JSON, dotted for nested keys, e.g. metadata.sample.name=Si",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -96,22 +89,7 @@ def acquire(
             "An existing <out>.partial is never replaced"
         ),
     ] = False,
-    min_free_mb: Annotated[
-        float,
-        typer.Option(
-            help="MB to keep free: refuse to start when the estimated file does not fit, stop "
-            "(failed, file closed) when free space falls below it"
-        ),
-    ] = 256.0,
-    assumed_compression_ratio: Annotated[
-        float, typer.Option(help="Compression ratio assumed for the free-space check (>= 1)")
-    ] = 1.0,
-    arm_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Seconds for the detector's start message to arrive after arming (active mode)"
-        ),
-    ] = 10.0,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Record one acquisition into one file (no server needed).
 
@@ -124,25 +102,12 @@ def acquire(
     """
     from stemdaq.acquisition import Acquisition
 
-    if detector is None and stream is None:
-        raise typer.BadParameter("give --detector, --stream or both")
     try:
-        config = AcquisitionConfig(
-            detector_url=detector,
-            stream_endpoint=stream,
-            scan_shape=parse_pair(scan, int),
-            scan_step=parse_pair(step, float),
-            scan_unit=_literal(unit, LengthUnit),
-            serpentine=serpentine,
-            compression=_literal(compression, Compression),
-            start_timeout=timeout,
-            end_timeout=end_timeout,
-            metadata=_load_metadata(metadata),
-            is_simulation=simulation,
-            min_free_mb=min_free_mb,
-            assumed_compression_ratio=assumed_compression_ratio,
-            arm_timeout=arm_timeout,
-        )
+        values = deep_merge({"metadata": load_metadata(metadata)}, settings or {})
+        values = deep_merge(values, parse_set(set_))
+        if not values.get("detector_url") and not values.get("stream_endpoint"):
+            raise typer.BadParameter("give --detector, --stream or both")
+        config = AcquisitionConfig.model_validate(values)
     except (ValueError, StemdaqError) as exc:
         raise typer.BadParameter(_one_line(exc)) from None
     console = Console(stderr=True)
@@ -190,14 +155,7 @@ def _one_line(exc: Exception) -> str:
     return str(exc)
 
 
-def _literal(value: str, literal: Any) -> Any:
-    allowed = literal.__args__
-    if value not in allowed:
-        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
-    return value
-
-
-def _load_metadata(path: Path | None) -> dict[str, Any]:
+def load_metadata(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     import yaml

@@ -6,13 +6,14 @@ The client commands speak HTTP through :mod:`stemdaq_client` only (``--url``/``S
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from stemdaq.commands.options import acquisition_options, deep_merge, parse_set
 
 if TYPE_CHECKING:
     from stemdaq_client import Acquisition, Client
@@ -144,55 +145,38 @@ def status(
         typer.echo(f"{key + ':':<13}{value}")
 
 
+@acquisition_options()
 def start(
     url: Url = DEFAULT_URL,
     token: Token = None,
-    scan: Annotated[str | None, typer.Option(help="Scan shape n_m x n_k, e.g. 64x64")] = None,
-    step: Annotated[str | None, typer.Option(help="Scan step m x k (one value: both)")] = None,
-    unit: Annotated[str | None, typer.Option(help="Scan unit: m, um, nm, angstrom")] = None,
-    detector: Annotated[str | None, typer.Option(help="SIMPLON URL (active mode)")] = None,
-    stream: Annotated[str | None, typer.Option(help="ZeroMQ stream endpoint")] = None,
-    file_template: Annotated[
-        str | None, typer.Option(help="File name relative to the data directory")
-    ] = None,
-    compression: Annotated[
-        str | None, typer.Option(help="bslz4, lz4, zstd, blosc, gzip, none")
+    metadata: Annotated[
+        Path | None,
+        typer.Option(help="YAML/JSON file with user metadata (sample, microscope, ...)"),
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Any other override as key=JSON, e.g. serpentine=true"),
+        typer.Option(
+            "--set",
+            help="Any setting as key=JSON, dotted for nested keys, e.g. metadata.sample.name=Si",
+        ),
     ] = None,
     watch_: Annotated[
         bool, typer.Option("--watch", help="Follow the progress until the file is closed")
     ] = False,
+    settings: dict[str, Any] | None = None,
 ) -> None:
-    """Arm an acquisition (with overrides of the server's config); prints its id and file."""
+    """Arm an acquisition (the flags given change the server's config for this acquisition
+    only; every flag of ``stemdaq acquire`` is accepted); prints its id and file."""
     from stemdaq_client import StemdaqClientError
 
-    from stemdaq.commands.files import parse_pair
+    from stemdaq.commands.files import load_metadata
 
-    overrides: dict[str, Any] = {}
-    if scan:
-        overrides["scan_shape"] = list(parse_pair(scan, int))
-    if step:
-        overrides["scan_step"] = list(parse_pair(step, float))
-    for key, value in (
-        ("scan_unit", unit),
-        ("detector_url", detector),
-        ("stream_endpoint", stream),
-        ("file_template", file_template),
-        ("compression", compression),
-    ):
-        if value is not None:
-            overrides[key] = value
-    for item in set_ or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
+    try:
+        overrides = deep_merge(settings or {}, parse_set(set_))
+        if metadata is not None:
+            overrides = deep_merge({"metadata": load_metadata(metadata)}, overrides)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     try:
         with _client(url, token) as c:
             acq = c.arm(overrides)

@@ -323,6 +323,15 @@ class DataPath:
         self.opened = True
         self.writer.check_space()
         self._warn_if_space_short(len(self.channels))
+        if first.codec is not Codec.RAW and self.writer.compression != self.config.compression:
+            msg = (
+                f"compression {self.config.compression!r} not applied: the detector sends "
+                f"{first.codec.value}-compressed frames, stored as they are (to have stemdaq "
+                "compress, set the detector's compression to none: SIMPLON "
+                "detector/config/compression)"
+            )
+            logger.warning("%s: %s", self.name, msg)
+            self.warnings.append(msg)
 
     def _warn_if_space_short(self, channels: int) -> None:
         """Passive mode learns the frame size only now: say early if the file will not fit."""
