@@ -180,6 +180,7 @@ class Acquisition:
         if cfg.detector_url:
             self._detector = SimplonClient(cfg.detector_url)
             frame_bytes = preflight.detector_frame_bytes(self._detector)
+            self._writer.detector_config = preflight.detector_calibration(self._detector)
         preflight.check_space(cfg, self.file_path.parent, frame_bytes)
         self._writer.reserve()
         try:  # connect before arming: the start message must reach us

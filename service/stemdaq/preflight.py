@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from stemdaq.config import BOOKKEEPING_BYTES_PER_POSITION, AcquisitionConfig
 from stemdaq.errors import ConfigError, PathError, StorageError, StreamError
+from stemdaq.models import DetectorInfo
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +141,29 @@ def detector_frame_bytes(detector: object) -> int | None:
         logger.info("frame size not read from the detector (%s); checked at the first frame", exc)
         return None
     return nx * ny * max(1, (bits + 7) // 8) if nx > 0 and ny > 0 else None
+
+
+#: SIMPLON detector config keys read before arming, as DetectorInfo fields
+CALIBRATION_KEYS = {
+    "detector_distance": "detector_distance",
+    "incident_energy": "incident_energy",
+    "x_pixel_size": "pixel_size_x",
+    "y_pixel_size": "pixel_size_y",
+    "beam_center_x": "beam_center_x",
+    "beam_center_y": "beam_center_y",
+}
+
+
+def detector_calibration(detector: object) -> DetectorInfo:
+    """What the detector's SIMPLON config says about the geometry (missing keys left out)."""
+    get = getattr(detector, "get_config", None)
+    values: dict[str, float] = {}
+    if get is not None:
+        for key, field in CALIBRATION_KEYS.items():
+            try:
+                value = get("detector", key)
+            except Exception:  # a detector without the key: the stream or the config decides
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                values[field] = float(value)
+    return DetectorInfo(**values)

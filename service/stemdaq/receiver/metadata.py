@@ -70,6 +70,12 @@ def plain(value: Any, depth: int = 0) -> Any:
 def detector_info(fields: dict[str, Any], raw: dict[str, Any]) -> DetectorInfo:
     """Build :class:`DetectorInfo`; fields that do not validate move to ``raw`` instead."""
     fields = {k: v for k, v in fields.items() if v is not None}
+    if "detector_distance" not in fields:  # stream v2 gives it as detector_translation[2], m
+        translation = raw.get("detector_translation")
+        if isinstance(translation, list | tuple) and len(translation) == 3:
+            distance = number(translation[2])
+            if distance is not None and distance > 0:
+                fields["detector_distance"] = distance
     for _ in range(len(fields) + 1):
         try:
             return DetectorInfo(**fields)

@@ -46,6 +46,9 @@ class DetectorGeometry:
     camera_length: float | None  # m
     beam_energy: float | None  # eV
     wavelength: float | None  # m
+    #: where each value came from: "config" (given explicitly), "stream" (the start message),
+    #: "detector" (SIMPLON config read before arming), "derived", "frame centre" or "none"
+    sources: tuple[tuple[str, str], ...] = ()
 
     @property
     def calibrated(self) -> bool:
@@ -54,28 +57,58 @@ class DetectorGeometry:
 
 
 def resolve_geometry(
-    config: AcquisitionConfig, detector: DetectorInfo, frame_shape: tuple[int, int]
+    config: AcquisitionConfig,
+    detector: DetectorInfo,
+    frame_shape: tuple[int, int],
+    simplon: DetectorInfo | None = None,
 ) -> DetectorGeometry:
-    """Calibration from the config, falling back to the stream's start message."""
+    """Calibration: explicit config first, then the stream's start message, then the detector's
+    SIMPLON config read before arming (``simplon``); each value remembers its source."""
     cal = config.calibration
+    fallback = simplon or DetectorInfo()
+    sources: dict[str, str] = {}
 
     def positive(value: float | None) -> float | None:  # a stream's 0 or -1 means "not known"
         return value if value is not None and math.isfinite(value) and value > 0 else None
 
-    pixel = cal.pixel_size or positive(detector.pixel_size_x)
-    length = cal.camera_length or positive(detector.detector_distance)
-    energy = cal.beam_energy or positive(detector.incident_energy)
+    def pick(
+        name: str, explicit: float | None, stream: float | None, simp: float | None
+    ) -> float | None:
+        for source, value in (("config", explicit), ("stream", stream), ("detector", simp)):
+            if positive(value) is not None:
+                sources[name] = source
+                return value
+        sources[name] = "none"
+        return None
+
+    pixel = pick("pixel_size", cal.pixel_size, detector.pixel_size_x, fallback.pixel_size_x)
+    length = pick(
+        "camera_length", cal.camera_length, detector.detector_distance, fallback.detector_distance
+    )
+    energy = pick(
+        "beam_energy", cal.beam_energy, detector.incident_energy, fallback.incident_energy
+    )
     if cal.beam_center is not None:
         center = (float(cal.beam_center[0]), float(cal.beam_center[1]))
+        sources["beam_center"] = "config"
     elif detector.beam_center_x is not None and detector.beam_center_y is not None:
         center = (float(detector.beam_center_x), float(detector.beam_center_y))
+        sources["beam_center"] = "stream"
+    elif fallback.beam_center_x is not None and fallback.beam_center_y is not None:
+        center = (float(fallback.beam_center_x), float(fallback.beam_center_y))
+        sources["beam_center"] = "detector"
     else:
         center = ((frame_shape[1] - 1) / 2.0, (frame_shape[0] - 1) / 2.0)
+        sources["beam_center"] = "frame centre"
     wavelength = electron_wavelength(energy) if energy else None
     recip = cal.reciprocal_pixel_size
+    sources["reciprocal_pixel_size"] = "config" if recip is not None else "none"
     if recip is None and pixel and length and wavelength:
         recip = (pixel / length) / wavelength * 1e-9  # 1/m -> 1/nm
-    return DetectorGeometry(recip, center, pixel, length, energy, wavelength)
+        sources["reciprocal_pixel_size"] = "derived: pixel_size / camera_length / wavelength"
+    return DetectorGeometry(
+        recip, center, pixel, length, energy, wavelength, tuple(sorted(sources.items()))
+    )
 
 
 def detector_axes(geometry: DetectorGeometry, frame_shape: tuple[int, int]) -> dict[str, Axis]:

@@ -164,4 +164,8 @@ def write_detector(
     if geometry.camera_length:
         put(d, "distance", geometry.camera_length, "m")  # the (effective) camera length
     put(d, "layout", "area")
+    if geometry.sources:
+        src = group(d, "calibration_sources", "NXcollection")
+        for name, source in geometry.sources:
+            put(src, name, source)
     return d
