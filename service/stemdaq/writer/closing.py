@@ -41,10 +41,11 @@ def write_outcome(
                 md.put(sub, key, np.int64(n))
         else:
             md.put(coll, name, np.int64(value))
-    ds = coll.create_dataset(
-        "warnings", data=list(warnings), dtype=h5py.string_dtype(), shape=(len(warnings),)
-    )
-    ds.attrs["long_name"] = "what is worth knowing about this acquisition"
+    if warnings:  # no empty dataset: readers such as RosettaSciIO choke on size-0 data
+        ds = coll.create_dataset(
+            "warnings", data=list(warnings), dtype=h5py.string_dtype(), shape=(len(warnings),)
+        )
+        ds.attrs["long_name"] = "what is worth knowing about this acquisition"
     if error:
         md.put(coll, "error", error)
     for index, gaps in enumerate(gaps_per_image):
