@@ -4,6 +4,11 @@ Only the subset a 4D-STEM scan needs (LiberTEM-live's ``controller.py`` sequence
 stream, set trigger mode and image count, arm, trigger, disarm, abort; plus the state and the
 description that ``stemdaq detector`` shows. Every call is blocking (httpx); the acquisition
 engine calls it from its own threads, never from the event loop.
+
+Real SIMPLON servers differ, so nothing is assumed: the API version comes from
+``GET /detector/api/version/``, else from probing the versioned paths (1.8.0, then 1.6.0);
+only keys the detector lists (``config/keys``) are set, and a detector without a stream
+``format`` key (SIMPLON 1.6, EIGER1-class) streams v1 and is left to do so.
 """
 
 from __future__ import annotations
@@ -14,8 +19,22 @@ from typing import Any
 import httpx
 
 from stemdaq.errors import DetectorError
+from stemdaq.simplon_discovery import (
+    KNOWN_VERSIONS,
+    Negotiated,
+    SimplonVersionError,
+    discover_version,
+)
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "KNOWN_VERSIONS",
+    "DetectorRefusedError",
+    "Negotiated",
+    "SimplonClient",
+    "SimplonVersionError",
+]
 
 #: why a detector in this state refuses ``arm``, and what gets it out of that state
 _ARM_HINTS: dict[str, tuple[str, str]] = {
@@ -51,6 +70,12 @@ class DetectorRefusedError(DetectorError):
         self.detail = detail
 
 
+#: detector keys a scan cannot do without
+REQUIRED_KEYS = ("trigger_mode", "ntrigger", "nimages")
+#: SIMPLON ``stream/config/format`` values -> what stemdaq reports ("cbor": v2, "legacy": v1)
+_FORMATS = {"cbor": "cbor", "legacy": "legacy", "json": "legacy"}
+
+
 def _detail(response: httpx.Response) -> str:
     """The reason in an error response: ``{"detail": ...}``/``{"value": ...}`` or the text."""
     try:
@@ -70,22 +95,35 @@ class SimplonClient:
     Parameters
     ----------
     base_url
-        e.g. ``http://dcu:80``; the API version is discovered from
-        ``GET /detector/api/version/``.
+        e.g. ``http://dcu:80``.
     timeout
         Seconds per HTTP call.
     trigger_timeout
         Seconds for ``trigger``, which blocks for the whole series on a real DCU; None: no limit.
+    simplon_version
+        SIMPLON API version to use, e.g. ``1.6.0``; tried first, before discovery, and used if
+        the detector answers on its paths. None: discovered (see :attr:`version`).
     """
 
-    def __init__(self, base_url: str, timeout: float = 10.0, trigger_timeout: float | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 10.0,
+        trigger_timeout: float | None = None,
+        simplon_version: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         try:
             self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
         except (httpx.InvalidURL, ValueError) as exc:
             raise DetectorError(f"invalid detector URL {base_url!r}: {exc}") from exc
         self._trigger_timeout = trigger_timeout
+        self._configured_version = simplon_version or None
         self._version: str | None = None
+        self._version_source: str | None = None
+        self._keys: dict[str, frozenset[str] | None] = {}
+        #: what the last :meth:`configure_scan` negotiated (None before)
+        self.negotiated: Negotiated | None = None
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -97,13 +135,55 @@ class SimplonClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- version discovery --------------------------------------------------------------------
+
     @property
     def version(self) -> str:
-        """SIMPLON API version, e.g. ``1.8.0``."""
+        """SIMPLON API version, e.g. ``1.8.0``, found once.
+
+        In order: the configured ``simplon_version`` if the detector answers on its paths;
+        ``GET /detector/api/version/``; the first of :data:`KNOWN_VERSIONS` whose
+        ``config/keys`` or ``status/state`` answers.
+
+        Raises
+        ------
+        SimplonVersionError
+            None of these answered; the message names every request and its answer.
+        DetectorError
+            The detector is unreachable.
+        """
         if self._version is None:
-            body = self._request("GET", "/detector/api/version/")
-            self._version = str(body.get("value", "1.8.0")) if isinstance(body, dict) else "1.8.0"
+            self._version, self._version_source, keys = discover_version(
+                self._try_get, self.base_url, self._configured_version
+            )
+            if keys is not None:
+                self._keys["detector"] = keys
+            logger.info(
+                "detector at %s: SIMPLON %s (%s)",
+                self.base_url,
+                self._version,
+                self._version_source,
+            )
         return self._version
+
+    @property
+    def version_source(self) -> str:
+        """How :attr:`version` was found: ``version endpoint``, ``probed`` or ``configured``."""
+        _ = self.version
+        return self._version_source or ""
+
+    @property
+    def stream_format(self) -> str | None:
+        """``cbor`` (stream v2) or ``legacy`` (stream v1) once configured; None before."""
+        return self.negotiated.stream_format if self.negotiated else None
+
+    def _try_get(self, path: str) -> tuple[Any, str | None]:
+        """``(body, None)`` for an answer, ``(None, "HTTP 404 ...")`` for a refusal; an
+        unreachable detector raises."""
+        try:
+            return self._request("GET", path), None
+        except DetectorRefusedError as exc:
+            return None, f"HTTP {exc.status_code}" + (f" {exc.detail}" if exc.detail else "")
 
     def _request(
         self, method: str, path: str, json: Any = None, timeout: httpx.Timeout | None = None
@@ -142,14 +222,75 @@ class SimplonClient:
         """``PUT /detector/api/{v}/command/{name}``."""
         return self._request("PUT", f"/detector/api/{self.version}/command/{name}", timeout=timeout)
 
-    def configure_scan(self, n_images: int, stream_format: str = "cbor") -> None:
-        """Enable the stream and set up an internally triggered series of ``n_images``."""
-        self.set_config("stream", "mode", "enabled")
-        self.set_config("stream", "format", stream_format)
-        self.set_config("stream", "header_detail", "basic")
+    def config_keys(self, module: str) -> frozenset[str] | None:
+        """The keys ``GET /{module}/api/{v}/config/keys`` lists, read once; None when the
+        detector does not list them (then every key is tried)."""
+        version = self.version  # a version probe may have read the detector's keys
+        if module not in self._keys:
+            path = f"/{module}/api/{version}/config/keys"
+            body, answer = self._try_get(path)
+            if answer is None and isinstance(body, list):
+                self._keys[module] = frozenset(str(k) for k in body)
+            else:
+                why = answer or "not a key list"
+                logger.info("GET %s: %s; its keys are set without checking", path, why)
+                self._keys[module] = None
+        return self._keys[module]
+
+    def _set_if_present(self, module: str, key: str, value: Any, skipped: list[str]) -> bool:
+        """Set ``module/key`` if the detector has it (True); else log, note in ``skipped``."""
+        keys = self.config_keys(module)
+        if keys is None or key in keys:
+            try:
+                self.set_config(module, key, value)
+                return True
+            except DetectorRefusedError as exc:
+                if keys is not None or exc.status_code != 404:
+                    raise
+        logger.info(
+            "detector at %s has no %s/config/%s (SIMPLON %s); not set",
+            self.base_url,
+            module,
+            key,
+            self.version,
+        )
+        skipped.append(f"{module}/{key}")
+        return False
+
+    def configure_scan(self, n_images: int, stream_format: str = "cbor") -> Negotiated:
+        """Enable the stream and set up an internally triggered series of ``n_images``.
+
+        Keys the detector does not have are skipped; without a stream ``format`` key the
+        detector streams v1 and is left to. The result is also kept as :attr:`negotiated`.
+
+        Raises
+        ------
+        DetectorError
+            Unreachable, refused, or without ``trigger_mode``/``ntrigger``/``nimages``.
+        """
+        keys = self.config_keys("detector")
+        missing = [k for k in REQUIRED_KEYS if keys is not None and k not in keys]
+        if missing:
+            raise DetectorError(
+                f"detector at {self.base_url} (SIMPLON {self.version}) has no "
+                f"{', '.join(missing)} in its config keys: it cannot be set up for a scan"
+            )
+        skipped: list[str] = []
+        self._set_if_present("stream", "mode", "enabled", skipped)
+        fmt = self._negotiate_format(stream_format, skipped)
+        self._set_if_present("stream", "header_detail", "basic", skipped)
         self.set_config("detector", "trigger_mode", "ints")
         self.set_config("detector", "ntrigger", 1)
         self.set_config("detector", "nimages", n_images)
+        self.negotiated = Negotiated(self.version, self.version_source, fmt, tuple(skipped))
+        logger.info("detector at %s: %s", self.base_url, self.negotiated.describe())
+        return self.negotiated
+
+    def _negotiate_format(self, wanted: str, skipped: list[str]) -> str:
+        """Ask for stream format ``wanted``; what the detector will stream (cbor or legacy)."""
+        if not self._set_if_present("stream", "format", wanted, skipped):
+            return "legacy"  # no format key: SIMPLON 1.6 streams v1 only
+        return _FORMATS.get(wanted, wanted)
 
     def state(self) -> str:
         """The detector's state (``GET /detector/api/{v}/status/state``): idle, ready, acquire,

@@ -14,8 +14,12 @@ def sim(
     stream_port: Annotated[int, typer.Option(help="ZeroMQ PUSH port (0: any free port)")] = 31001,
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     fmt: Annotated[
-        str, typer.Option("--format", help="cbor (stream v2) or json (stream v1)")
-    ] = "cbor",
+        str | None,
+        typer.Option(
+            "--format",
+            help="cbor (stream v2) or json (stream v1); default cbor, json with SIMPLON 1.6.0",
+        ),
+    ] = None,
     frame_shape: Annotated[
         str, typer.Option(help="Frame shape ny x nx, 96x96 .. 1024x1024")
     ] = "96x96",
@@ -32,6 +36,21 @@ def sim(
             "wrong_series=20;abort_after=50;no_end'"
         ),
     ] = None,
+    simplon_version: Annotated[
+        str,
+        typer.Option(
+            help="SIMPLON API version of the REST paths: 1.8.0, or 1.6.0 (EIGER1-class: "
+            "stream v1 only, no stream format key)"
+        ),
+    ] = "1.8.0",
+    version_endpoint: Annotated[
+        bool,
+        typer.Option(
+            "--version-endpoint/--no-version-endpoint",
+            help="Serve GET /detector/api/version/ (--no-version-endpoint: 404, as some "
+            "real servers)",
+        ),
+    ] = True,
 ) -> None:
     """Run the simulated detector until stopped (Ctrl-C); prints the chosen ports on start."""
     from stemdaq.errors import ConfigError
@@ -55,6 +74,8 @@ def sim(
             faults=faults,
             frame_time=frame_time,
             on_ready=ready,
+            simplon_version=simplon_version,
+            version_endpoint=version_endpoint,
         )
     except (BindError, ConfigError) as exc:  # a taken port, a bad flag: one line, no traceback
         typer.echo(f"stemdaq sim: {exc}", err=True)

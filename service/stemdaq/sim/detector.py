@@ -15,22 +15,22 @@ every frame of the series.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from stemdaq.errors import ConfigError, DetectorError
 from stemdaq.sim.encode import SeriesEncoder, SeriesInfo, n_frames
 from stemdaq.sim.faults import Faults, Injection, InjectionLog
 from stemdaq.sim.frames import FrameGenerator, default_scan_shape
+from stemdaq.sim.host import SimHost
 from stemdaq.sim.params import (
     BIT_DEPTH_DTYPE,
     ConfigStore,
     detector_params,
+    stream_format_for,
     stream_params,
 )
-from stemdaq.sim.server import BindError, RestServer
+from stemdaq.sim.series import Series
 from stemdaq.sim.stream import StreamSender
 
 logger = logging.getLogger(__name__)
@@ -38,21 +38,7 @@ logger = logging.getLogger(__name__)
 STATES = ("na", "idle", "ready", "acquire", "configure", "initialize", "error")
 
 
-@dataclass
-class _Series:
-    encoder: SeriesEncoder
-    triggers_left: int
-    next_image: int = 0
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    fault_aborted: bool = False
-    end_queued: bool = False
-
-    @property
-    def series_id(self) -> int:
-        return self.encoder.info.series_id
-
-
-class SimulatedDetector:
+class SimulatedDetector(SimHost):
     """A DECTRIS-compatible detector on loopback: SIMPLON REST + stream v2/v1 over ZeroMQ PUSH.
 
     Parameters
@@ -63,6 +49,7 @@ class SimulatedDetector:
         ZeroMQ PUSH port, bound on ``stream_host`` (default: ``rest_host``); 0 picks a free port.
     fmt
         ``cbor`` (stream v2) or ``json``/``legacy`` (stream v1); REST ``stream/config/format``.
+        Default: ``cbor``, or ``json`` for SIMPLON 1.6 (which streams v1 only).
     frame_shape, dtype, compression
         Initial detector config (``y/x_pixels_in_detector``, ``bit_depth_image``, ``compression``).
     seed
@@ -77,6 +64,11 @@ class SimulatedDetector:
     channels
         Stream v2 channels: ``("threshold_1",)`` or ``("threshold_1", "threshold_2")`` (also
         REST ``config/threshold/2/mode``); stream v1 carries the first only.
+    simplon_version
+        ``1.8.0`` or ``1.6.0`` (EIGER1-class: stream v1 only, no stream ``format`` key, so a
+        ``PUT`` to it answers 404); the REST paths are ``/{module}/api/{simplon_version}/...``.
+    version_endpoint
+        False: ``GET /detector/api/version/`` answers 404, as on some real servers.
     """
 
     def __init__(
@@ -84,7 +76,7 @@ class SimulatedDetector:
         rest_host: str = "127.0.0.1",
         rest_port: int = 0,
         stream_port: int = 0,
-        fmt: str = "cbor",
+        fmt: str | None = None,
         frame_shape: tuple[int, int] = (96, 96),
         dtype: str = "uint16",
         compression: str = "bslz4",
@@ -96,13 +88,15 @@ class SimulatedDetector:
         header_detail: str = "basic",
         split_header: bool = False,
         stream_host: str | None = None,
+        simplon_version: str = "1.8.0",
+        version_endpoint: bool = True,
     ) -> None:
         if dtype not in BIT_DEPTH_DTYPE.values():
             raise ConfigError(f"dtype {dtype!r} not one of {sorted(BIT_DEPTH_DTYPE.values())}")
-        self.rest_host = rest_host
-        self.stream_host = stream_host or rest_host
-        self._rest_port_requested = rest_port
-        self._stream_port_requested = stream_port
+        super().__init__(rest_host, rest_port, stream_port, stream_host)
+        self._fixed_format = stream_format_for(simplon_version, fmt)
+        self.simplon_version = simplon_version
+        self.version_endpoint = version_endpoint
         self.seed = seed
         self.faults = Faults.parse(faults)
         self.paced = bool(frame_time)
@@ -113,20 +107,17 @@ class SimulatedDetector:
                 (int(frame_shape[0]), int(frame_shape[1])), dtype, compression, frame_time or 0.001
             )
         )
-        self.stream_config = ConfigStore(stream_params())
-        self.stream_config.set("format", fmt)
+        self.stream_config = ConfigStore(stream_params(simplon_version))
+        if "format" in self.stream_config.params:
+            self.stream_config.set("format", self._fixed_format)
         self.stream_config.set("header_detail", header_detail)
         # SIMPLON threshold/{n}/mode; each enabled threshold is one stream v2 channel
         self.threshold_modes = {n: "enabled" if n <= len(channels) else "disabled" for n in (1, 2)}
         self.log = InjectionLog()
         self.sequence_id = 0
         self._state = "idle"
-        self._series: _Series | None = None
-        self._lock = threading.RLock()
-        self._errors: list[BaseException] = []
+        self._series: Series | None = None
         self._generator: FrameGenerator | None = None
-        self._sender: StreamSender | None = None
-        self._server: RestServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -147,41 +138,21 @@ class SimulatedDetector:
             cfg["x_pixels_in_detector"] * cfg["y_pixels_in_detector"] * cfg["bit_depth_image"] // 8
         )
         hwm = max(64, min(100_000, (1 << 30) // max(1, frame_bytes)))
-        self._sender = StreamSender(
-            self.stream_host, self._stream_port_requested, hwm=hwm, on_error=self._record_error
-        )
-        try:
-            self._server = RestServer(
-                create_simplon_app(self), self.rest_host, self._rest_port_requested
-            )
-        except BindError:
-            self._sender.close()
-            self._sender = None
-            raise
-        self._server.start()
+        self._open(create_simplon_app(self), hwm)
         logger.info(
-            "simulated detector: SIMPLON %s, stream %s", self.rest_url, self.stream_endpoint
+            "simulated detector: SIMPLON %s %s, stream %s",
+            self.simplon_version,
+            self.rest_url,
+            self.stream_endpoint,
         )
         return self
-
-    def wait_for_listen(self, timeout: float = 10.0) -> None:
-        """Block until the REST server accepts connections; raise on timeout or startup error."""
-        if self._server is None:
-            raise DetectorError("simulator not started")
-        self._server.wait_started(timeout)
-        self.maybe_raise()
 
     def stop(self) -> None:
         """Stop sending, shut the REST server down, close the socket."""
         with self._lock:
             if self._series is not None:
                 self._series.cancelled.set()
-        if self._server is not None:
-            self._server.stop()
-        if self._sender is not None:
-            self._sender.close()
-        if self._server is not None and self._server.error is not None:
-            self._record_error(self._server.error)
+        self._close()
 
     def __enter__(self) -> SimulatedDetector:
         self.start()
@@ -191,56 +162,10 @@ class SimulatedDetector:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def maybe_raise(self) -> None:
-        """Re-raise the first error of a background thread (stream sender, REST server)."""
-        if self._server is not None and self._server.error is not None and not self._errors:
-            self._record_error(self._server.error)
-        if self._errors:
-            raise DetectorError(
-                f"simulated detector failed: {self._errors[0]!r}"
-            ) from self._errors[0]
-
-    @property
-    def errors(self) -> list[BaseException]:
-        """Errors raised in the background threads so far."""
-        with self._lock:
-            return list(self._errors)
-
     def _record_error(self, exc: BaseException) -> None:
         with self._lock:
-            self._errors.append(exc)
+            super()._record_error(exc)
             self._state = "error"
-
-    # -- addresses ------------------------------------------------------------------------------
-
-    @property
-    def rest_port(self) -> int:
-        """Bound SIMPLON port."""
-        if self._server is None:
-            raise DetectorError("simulator not started")
-        return self._server.port
-
-    @property
-    def port(self) -> int:
-        """Alias of :attr:`rest_port` (the port a client is given)."""
-        return self.rest_port
-
-    @property
-    def stream_port(self) -> int:
-        """Bound ZeroMQ PUSH port."""
-        if self._sender is None:
-            raise DetectorError("simulator not started")
-        return self._sender.port
-
-    @property
-    def rest_url(self) -> str:
-        """``http://host:port`` of the SIMPLON API."""
-        return f"http://{self.rest_host}:{self.rest_port}"
-
-    @property
-    def stream_endpoint(self) -> str:
-        """``tcp://host:port`` to connect a PULL socket to."""
-        return f"tcp://{self.stream_host}:{self.stream_port}"
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -248,6 +173,14 @@ class SimulatedDetector:
     def state(self) -> str:
         """SIMPLON detector state: idle, ready, acquire, error."""
         return self._state
+
+    @property
+    def stream_format(self) -> str:
+        """``cbor`` (stream v2) or ``json``/``legacy`` (stream v1): the stream ``format`` key,
+        or ``json`` where there is none (SIMPLON 1.6)."""
+        if "format" in self.stream_config.params:
+            return str(self.stream_config["format"])
+        return self._fixed_format
 
     @property
     def stream_state(self) -> str:
@@ -322,7 +255,7 @@ class SimulatedDetector:
                 series_id=self.sequence_id,
                 n_images=n,
                 config=cfg,
-                fmt=self.stream_config["format"],
+                fmt=self.stream_format,
                 header_detail=self.stream_config["header_detail"],
                 split_header=self.split_header,
                 channels=channels or ("threshold_1",),
@@ -330,13 +263,12 @@ class SimulatedDetector:
                 header_appendix=self.stream_config["header_appendix"],
                 image_appendix=self.stream_config["image_appendix"],
             )
-            triggers = 1 if cfg["trigger_mode"].startswith("ex") else int(cfg["ntrigger"])
-            series = _Series(SeriesEncoder(info, self._generator, self.faults, self.log), triggers)
+            series = Series(SeriesEncoder(info, self._generator, self.faults, self.log))
             self._series = series
             self._state = "ready"
             enabled = self.stream_config["mode"] == "enabled"
         if enabled:
-            sender.submit(lambda s: self._send_all(s, series, series.encoder.start()))
+            sender.submit(series.send_start)
         return self.sequence_id
 
     def trigger(self) -> None:
@@ -349,19 +281,10 @@ class SimulatedDetector:
                 or series.triggers_left <= 0
             ):
                 raise DetectorError(f"cannot trigger in state {self._state!r} (arm first)")
-            cfg = series.encoder.info.config
-            total = series.encoder.info.n_images
-            mode = str(cfg["trigger_mode"])
-            per_trigger = (
-                total if mode.startswith("ex") else (1 if mode == "inte" else int(cfg["nimages"]))
-            )
-            ids = list(range(series.next_image, min(total, series.next_image + per_trigger)))
-            series.next_image += len(ids)
-            series.triggers_left -= 1
-            last = series.triggers_left == 0
+            ids, last = series.next_trigger()
             self._state = "acquire"
             sender = self._require_sender()
-            pace = float(cfg["frame_time"]) if self.paced else 0.0
+            pace = float(series.encoder.info.config["frame_time"]) if self.paced else 0.0
         sender.submit(lambda s: self._send_frames(s, series, ids, pace, last))
         if last:
             self._queue_end(series)
@@ -399,11 +322,6 @@ class SimulatedDetector:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _require_sender(self) -> StreamSender:
-        if self._sender is None:
-            raise DetectorError("simulator not started")
-        return self._sender
-
     def _close_series(self) -> int:
         with self._lock:
             series = self._series
@@ -415,49 +333,28 @@ class SimulatedDetector:
         self._queue_end(series)
         return self.sequence_id
 
-    def _queue_end(self, series: _Series) -> None:
+    def _queue_end(self, series: Series) -> None:
         with self._lock:
             if series.end_queued:
                 return
             series.end_queued = True
         self._require_sender().submit(lambda s: self._send_end(s, series))
 
-    def _send_all(self, sender: StreamSender, series: _Series, messages: list[list[bytes]]) -> None:
-        for msg in messages:
-            sender.send(msg, series.cancelled.is_set)
-
     def _send_frames(
-        self, sender: StreamSender, series: _Series, ids: list[int], pace: float, last: bool
+        self, sender: StreamSender, series: Series, ids: list[int], pace: float, last: bool
     ) -> None:
         enabled = self.stream_config["mode"] == "enabled"
-        encoder = series.encoder
-        t0 = time.perf_counter()
-        for n, image_id in enumerate(encoder.order(ids)):
-            if series.cancelled.is_set() or sender.stopping:
-                return
-            if encoder.aborts_at(image_id):
-                self.log.add("abort_after", series.series_id, image_id)
-                series.fault_aborted = True
-                series.cancelled.set()
-                with self._lock:
-                    if self._series is series:
-                        self._series, self._state = None, "idle"
-                return
-            if pace > 0:
-                delay = t0 + n * pace - time.perf_counter()
-                if delay > 0 and not sender.sleep(delay):
-                    return
-            for msg in encoder.image(image_id):
-                if enabled and not sender.send(msg, series.cancelled.is_set):
-                    return
+        done = series.send_frames(sender, ids, pace, enabled, self.log)
         with self._lock:
-            if self._series is series and not last:
+            if self._series is not series:
+                return
+            if series.fault_aborted:
+                self._series, self._state = None, "idle"
+            elif done and not last:
                 self._state = "ready"
 
-    def _send_end(self, sender: StreamSender, series: _Series) -> None:
-        if not series.fault_aborted and self.stream_config["mode"] == "enabled":
-            for msg in series.encoder.end():
-                sender.send(msg)
+    def _send_end(self, sender: StreamSender, series: Series) -> None:
+        series.send_end(sender, self.stream_config["mode"] == "enabled")
         with self._lock:
             if self._series is series:
                 self._series, self._state = None, "idle"

@@ -16,6 +16,9 @@ from typing import Any
 from stemdaq.errors import ConfigError
 
 SIMPLON_VERSION = "1.8.0"
+#: API versions the simulator can present; 1.6 (EIGER1-class) streams v1 only
+SIMPLON_VERSIONS = ("1.8.0", "1.6.0")
+V1_ONLY_VERSIONS = ("1.6.0",)
 BIT_DEPTH_DTYPE = {8: "uint8", 16: "uint16", 32: "uint32"}
 DTYPE_BIT_DEPTH = {v: k for k, v in BIT_DEPTH_DTYPE.items()}
 
@@ -130,15 +133,41 @@ def detector_params(
     }
 
 
-def stream_params() -> dict[str, Param]:
-    """The stream module's parameters."""
-    return {
+def stream_params(simplon_version: str = SIMPLON_VERSION) -> dict[str, Param]:
+    """The stream module's parameters; SIMPLON 1.6 has no ``format`` (it streams v1 only)."""
+    params = {
         "mode": Param("string", "enabled", allowed_values=("enabled", "disabled")),
         "format": Param("string", "cbor", allowed_values=("cbor", "legacy", "json")),
         "header_detail": Param("string", "basic", allowed_values=("all", "basic", "none")),
         "header_appendix": Param("string", ""),
         "image_appendix": Param("string", ""),
     }
+    if simplon_version in V1_ONLY_VERSIONS:
+        del params["format"]
+    return params
+
+
+def stream_format_for(simplon_version: str, fmt: str | None) -> str:
+    """The stream format a simulator of ``simplon_version`` starts with (``fmt`` if given).
+
+    Raises
+    ------
+    ConfigError
+        An unknown version, an unknown format, or stream v2 (``cbor``) asked of SIMPLON 1.6.
+    """
+    if simplon_version not in SIMPLON_VERSIONS:
+        raise ConfigError(
+            f"SIMPLON version {simplon_version!r} not one of {list(SIMPLON_VERSIONS)}"
+        )
+    v1_only = simplon_version in V1_ONLY_VERSIONS
+    fmt = fmt or ("json" if v1_only else "cbor")
+    if fmt not in ("cbor", "legacy", "json"):
+        raise ConfigError(f"stream format {fmt!r} not one of ['cbor', 'json', 'legacy']")
+    if v1_only and fmt == "cbor":
+        raise ConfigError(
+            f"SIMPLON {simplon_version} streams v1 only: use format json (or legacy), not cbor"
+        )
+    return fmt
 
 
 class ConfigStore:

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 def run_sim(
     rest_port: int = 8080,
     stream_port: int = 31001,
-    fmt: str = "cbor",
+    fmt: str | None = None,
     frame_shape: tuple[int, int] = (96, 96),
     dtype: str = "uint16",
     compression: str = "bslz4",
@@ -34,8 +34,9 @@ def run_sim(
     ``on_ready(det)`` is called once both ports are bound and the REST server listens
     (``det.rest_port``, ``det.stream_port``, ``det.rest_url``, ``det.stream_endpoint``).
     Extra keyword arguments go to :class:`SimulatedDetector` (``scan_shape``, ``channels``,
-    ``header_detail``, ``split_header``, ``stream_host``). Errors of the background threads are
-    re-raised when it returns.
+    ``header_detail``, ``split_header``, ``stream_host``, ``simplon_version``,
+    ``version_endpoint``); ``fmt`` None: ``cbor``, or ``json`` for SIMPLON 1.6. Errors of the
+    background threads are re-raised when it returns.
     """
     stop = stop_event or threading.Event()
     det = SimulatedDetector(
@@ -59,10 +60,12 @@ def run_sim(
         det.start()  # a taken port raises BindError here, before on_ready
         det.wait_for_listen(10)
         logger.info(
-            "stemdaq sim: SIMPLON %s, stream %s (%s), faults: %s",
+            "stemdaq sim: SIMPLON %s %s%s, stream %s (%s), faults: %s",
+            det.simplon_version,
             det.rest_url,
+            "" if det.version_endpoint else " (no version endpoint)",
             det.stream_endpoint,
-            fmt,
+            det.stream_format,
             det.faults or "none",
         )
         if on_ready is not None:

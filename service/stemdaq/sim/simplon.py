@@ -1,6 +1,9 @@
 """The SIMPLON REST subset of the simulated detector (reference notes, section 1.4).
 
-``/{module}/api/1.8.0/{config|status|command}/{param}``; ``PUT`` bodies are ``{"value": X}``.
+``/{module}/api/{version}/{config|status|command}/{param}``, version 1.8.0 (default) or 1.6.0
+(the detector's ``simplon_version``); ``PUT`` bodies are ``{"value": X}``.
+``GET /detector/api/version/`` answers the version, or 404 where the detector has
+``version_endpoint=False`` (as some real servers do).
 ``GET config`` answers ``{"value", "value_type", "access_mode", "unit", ...}``, ``PUT config``
 the list of parameters it changed. Unknown parameters answer 404, bad values and refused commands
 400 with ``{"detail": message}``.
@@ -15,12 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from stemdaq.errors import ConfigError, DetectorError
-from stemdaq.sim.params import SIMPLON_VERSION, Param, ParamNotFoundError
+from stemdaq.sim.params import Param, ParamNotFoundError
 
 if TYPE_CHECKING:
     from stemdaq.sim.detector import SimulatedDetector
 
-V = SIMPLON_VERSION
 COMMANDS = ("arm", "trigger", "disarm", "cancel", "abort", "initialize")
 _THRESHOLD_MODE = Param("string", "enabled", allowed_values=("enabled", "disabled"))
 
@@ -37,7 +39,8 @@ async def _value(request: Request) -> Any:
 
 
 def create_simplon_app(det: SimulatedDetector) -> FastAPI:
-    """A FastAPI app serving the SIMPLON subset for ``det``."""
+    """A FastAPI app serving the SIMPLON subset for ``det`` (its ``simplon_version``)."""
+    V = det.simplon_version  # noqa: N806  (reads as the path segment it is)
     app = FastAPI(title="stemdaq simulated DECTRIS detector (SIMPLON subset)", version=V)
 
     @app.exception_handler(ParamNotFoundError)
@@ -52,10 +55,12 @@ def create_simplon_app(det: SimulatedDetector) -> FastAPI:
     async def _refused(_: Request, exc: DetectorError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.get("/detector/api/version/")
-    @app.get("/detector/api/version")
-    async def version() -> dict[str, str]:
-        return {"value": V, "value_type": "string"}
+    if det.version_endpoint:
+
+        @app.get("/detector/api/version/")
+        @app.get("/detector/api/version")
+        async def version() -> dict[str, str]:
+            return {"value": V, "value_type": "string"}
 
     # -- detector config -------------------------------------------------------------------------
 
