@@ -80,6 +80,7 @@ class Acquisition(_Model):
     eta_seconds: float | None = None
     error: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    detector_protocol: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -115,6 +115,7 @@ class Acquisition:
         self._threads: list[threading.Thread] = []
         self._error: str | None = None
         self._warnings: list[str] = []
+        self._notes: list[str] = []  # what was negotiated with the detector, for the record
         self._created_at = _now_iso()
         self._started_at: str | None = None
         self._finished_at: str | None = None
@@ -178,7 +179,7 @@ class Acquisition:
         preflight.check_stream(endpoint)
         frame_bytes = None
         if cfg.detector_url:
-            self._detector = SimplonClient(cfg.detector_url)
+            self._detector = SimplonClient(cfg.detector_url, simplon_version=cfg.simplon_version)
             frame_bytes = preflight.detector_frame_bytes(self._detector)
             self._writer.detector_config = preflight.detector_calibration(self._detector)
         preflight.check_space(cfg, self.file_path.parent, frame_bytes)
@@ -202,10 +203,14 @@ class Acquisition:
 
     def _arm_detector(self, endpoint: str) -> None:
         """Configure and arm; trigger once the detector's start arrived on ``endpoint``."""
-        det = self._detector or SimplonClient(self.config.detector_url or "")
+        det = self._detector or SimplonClient(
+            self.config.detector_url or "", simplon_version=self.config.simplon_version
+        )
         self._detector = det
         n = self.config.n_positions
-        det.configure_scan(n)
+        negotiated = det.configure_scan(n)
+        logger.info("acquisition %s: %s", self.acq_id, negotiated.describe())
+        self._notes.append(negotiated.describe())
         if self._cancelled():
             return
         seq = det.arm()
@@ -369,6 +374,7 @@ class Acquisition:
             eta_seconds=eta,
             error=self._error,
             warnings=self.warnings,
+            detector_protocol="; ".join(self._notes) or None,
             config=self.config.model_dump(mode="json"),
         )
 

@@ -242,4 +242,9 @@ class AcquisitionInfo(BaseModel):
     warnings: list[str] = Field(
         default_factory=list, description="Things worth knowing, e.g. no end message"
     )
+    detector_protocol: str | None = Field(
+        None,
+        description="Active mode: the SIMPLON API version and stream format negotiated with the "
+        "detector, and the settings it does not have",
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="Effective acquisition config")

@@ -234,6 +234,9 @@ def test_something_that_is_not_a_detector_refuses(server: ServerThread) -> None:
     """The URL of the stemdaq service instead of the detector's: refused, one line, exit 1."""
     result = stemdaq("detector", "abort", server.url)
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.splitlines() == [
-        "stemdaq detector abort: detector refused GET /detector/api/version/: HTTP 404 Not Found"
-    ]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"stemdaq detector abort: no SIMPLON API found at {server.url}")
+    for tried in ("/detector/api/version/", "/detector/api/1.8.0/", "/detector/api/1.6.0/"):
+        assert tried in lines[0]  # says what it tried
+    assert "simplon_version" in lines[0]  # and what to set
