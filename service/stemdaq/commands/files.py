@@ -73,7 +73,18 @@ def acquire(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output NeXus file")],
     metadata: Annotated[
         Path | None,
-        typer.Option(help="YAML/JSON file with user metadata (sample, microscope, ...)"),
+        typer.Option(
+            help="YAML/JSON file with user metadata (sample, users, microscope, ...): stemdaq's "
+            "format or a pynxtools-em/NOMAD eln_data.yaml"
+        ),
+    ] = None,
+    site_metadata: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="STEMDAQ_SITE_METADATA",
+            help="YAML/JSON file of what is fixed at this site (microscope vendor, model, serial "
+            "number, emitter type, location, beam energy); --metadata and the flags override it",
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -103,7 +114,7 @@ def acquire(
     from stemdaq.acquisition import Acquisition
 
     try:
-        values = deep_merge({"metadata": load_metadata(metadata)}, settings or {})
+        values = deep_merge(metadata_changes(site_metadata, metadata), settings or {})
         values = deep_merge(values, parse_set(set_))
         if not values.get("detector_url") and not values.get("stream_endpoint"):
             raise typer.BadParameter("give --detector, --stream or both")
@@ -135,7 +146,7 @@ def acquire(
             # armed, then failed: it ran, and the summary says how it ended
             sys.stdout.write("\n".join(summary_lines(acq.info())) + "\n")
             raise typer.Exit(1) from None
-        follow(acq.info, "acquisition", console=console)
+        follow(acq.info, "acquisition", console=console, wait=acq.wait)
         acq.close()
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -156,14 +167,34 @@ def _one_line(exc: Exception) -> str:
 
 
 def load_metadata(path: Path | None) -> dict[str, Any]:
+    """The ``metadata`` settings from a metadata file (stemdaq's format or a pynxtools-em
+    ``eln_data.yaml``), validated; :func:`metadata_changes` also gives its calibration.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and each invalid field.
+    """
     if path is None:
         return {}
-    import yaml
+    changes = metadata_changes(None, path)
+    if "calibration" in changes:
+        logger.warning("%s: calibration %s not applied here", path, changes["calibration"])
+    return dict(changes.get("metadata", {}))
 
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read metadata file {path}: {exc}") from None
+
+def metadata_changes(site: Path | None, path: Path | None) -> dict[str, Any]:
+    """Config changes from the site file under those of the acquisition's metadata file.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and each invalid field.
+    """
+    from stemdaq.eln import load_metadata_file
+
+    base = load_metadata_file(site) if site is not None else {}
+    return deep_merge(base, load_metadata_file(path) if path is not None else {})
 
 
 def register(app: typer.Typer) -> None:
@@ -171,4 +202,12 @@ def register(app: typer.Typer) -> None:
     app.command()(acquire)
 
 
-__all__ = ["acquire", "register", "frames_lost", "summary_lines", "parse_pair"]
+__all__ = [
+    "acquire",
+    "register",
+    "frames_lost",
+    "load_metadata",
+    "metadata_changes",
+    "summary_lines",
+    "parse_pair",
+]

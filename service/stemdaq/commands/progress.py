@@ -11,13 +11,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def follow(
-    get: Callable[[], Any], label: str, poll: float = 0.2, console: Console | None = None
+    get: Callable[[], Any],
+    label: str,
+    poll: float = 0.2,
+    console: Console | None = None,
+    wait: Callable[[float], object] | None = None,
 ) -> Any:
     """Poll ``get()`` (anything with state, frames_written/expected/dropped, frames_per_second,
     elapsed_seconds) and draw a rich progress bar until its state is final; return the last value.
 
     While it runs the bar shows the current rate; at the end, the average over the series.
+    ``wait(poll)`` (e.g. the engine's own ``wait``) returns as soon as it is done, so the
+    command ends when the file is closed, not up to ``poll`` s later.
     """
+    pause = wait or time.sleep
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -39,7 +46,7 @@ def follow(
             )
             if item.state.is_final:
                 return item
-            time.sleep(poll)
+            pause(poll)
             item = get()
 
 
