@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stemdaq.config import AcquisitionConfig
+from stemdaq.config import USER_KEYS, AcquisitionConfig
 from stemdaq.models import DetectorInfo, SeriesStart
 from stemdaq.writer.axes import DetectorGeometry
 
@@ -70,12 +70,16 @@ def write_entry(
     put(entry, "definition", "NXem")
     put(entry, "start_time", start_time)
     put(entry, "title", md.title)
+    put(entry, "experiment_alias", md.title)  # NXem's name for it (the ELN's too)
     put(entry, "identifier_experiment", md.experiment_identifier)
     put(entry, "experiment_description", md.experiment_description)
+    if md.project:
+        put(group(entry, "project", "NXproject"), "name", md.project)
     for i, user in enumerate(md.users or [], start=1):
         u = group(entry, f"user{i}", "NXuser")
-        for key in ("name", "affiliation", "email", "role"):
-            put(u, key, user.get(key))
+        for key in USER_KEYS:
+            if key != "orcid":
+                put(u, key, user.get(key))
         if user.get("orcid"):
             put(u, "identifier_orcid", user["orcid"], type="ORCID")
     sample = group(entry, "sample", "NXsample")
@@ -84,6 +88,7 @@ def write_entry(
     if md.sample.atom_types:
         put(sample, "atom_types", ", ".join(md.sample.atom_types))
     put(sample, "preparation_date", md.sample.preparation_date)
+    put(sample, "thickness", md.sample.thickness, "m")
     put(sample, "description", md.sample.description)
     return entry
 
