@@ -169,12 +169,13 @@ def start(
     only; every flag of ``stemdaq acquire`` is accepted); prints its id and file."""
     from stemdaq_client import StemdaqClientError
 
-    from stemdaq.commands.files import load_metadata
+    from stemdaq.commands.files import metadata_changes
 
     try:
         overrides = deep_merge(settings or {}, parse_set(set_))
         if metadata is not None:
-            overrides = deep_merge({"metadata": load_metadata(metadata)}, overrides)
+            # the file's metadata and calibration (an ELN's high tension), under the flags
+            overrides = deep_merge(metadata_changes(None, metadata), overrides)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:
