@@ -13,11 +13,14 @@ Life cycle::
     w.close(state, counters, summary)        # end times, counters, summaries; rename
                                              # (never over an existing file unless overwrite)
 
-Storage: one chunk per frame ``(1, 1, ny, nx)``, fixed dimensions, fill value 0 (a position
-never written reads as zeros: the ``written`` mask tells gaps from dark frames). The filter is
-chosen at open from the first frame's codec: BSLZ4 -> bitshuffle/LZ4, LZ4 -> LZ4, RAW ->
-``config.compression``. Frames in the dataset's framing are written unchanged
-(``write_direct_chunk``); others are converted by :meth:`NexusWriter.prepare`.
+Storage: chunks ``(1, K, ny, nx)`` along the scan row, fixed dimensions, fill value 0 (a
+position never written reads as zeros: the ``written`` mask tells gaps from dark frames). The
+filter is chosen at open from the first frame's codec: BSLZ4 -> bitshuffle/LZ4, LZ4 -> LZ4,
+RAW -> ``config.compression``. Frames in the dataset's framing are written unchanged
+(``write_direct_chunk``); others are converted by :meth:`NexusWriter.prepare`. K is
+``config.frames_per_chunk`` for detector bitshuffle-LZ4 frames of whole 8 KiB blocks (their
+blocks are joined, see :mod:`stemdaq.writer.chunking`), else 1 (one chunk, one call per frame);
+the dataset's chunk shape says which (an attribute would make the file invalid NXem).
 
 Bookkeeping, per NXimage in ``<image>/frames`` (NXcollection), kept in memory and written at
 each flush: ``written`` [n_m, n_k] uint8, ``frame_id`` int64 (-1: none), ``start_time``,
@@ -47,6 +50,7 @@ from stemdaq.errors import DecodeError, PathError
 from stemdaq.models import AcquisitionState, Codec, Counters, Frame, SeriesStart
 from stemdaq.writer import metadata as md
 from stemdaq.writer.axes import detector_axes, resolve_geometry, scan_axes
+from stemdaq.writer.chunking import HOLD_SECONDS, Bookkeeping, RowChunker, frames_per_chunk
 from stemdaq.writer.closing import write_outcome, write_summaries
 from stemdaq.writer.codecs import check_framing, decode_chunk, encode_chunk, filter_kwargs
 from stemdaq.writer.filesafety import (
@@ -70,7 +74,6 @@ BALLAST_MAX = 512 << 20
 SYNC_BYTES = 256 << 20
 
 EVENT = "/entry/measurement/event1"
-BOOKKEEPING = "frames"  # NXcollection inside each NXimage
 CODEC_COMPRESSION = {Codec.BSLZ4: "bslz4", Codec.LZ4: "lz4"}
 NO_CHECKSUM = "n/a: stream data, no file checksum"
 #: the detector description of stemdaq's own simulator (is_simulation is then set by itself)
@@ -130,10 +133,9 @@ class NexusWriter:
         self._frame_nbytes = 0
         self._itemsize = 1
         self._last_flush = time.monotonic()
-        self._since_flush = 0
-        self._dirty_lo = self._n_pos
-        self._dirty_hi = -1
-        self._count = 0
+        self._book = Bookkeeping(1, config.scan_shape)  # replaced at open()
+        self._k = 1  # frames per chunk, decided at open()
+        self._rows: RowChunker | None = None  # assembles K-frame chunks when K > 1
 
     # -- properties -------------------------------------------------------------------------
 
@@ -150,7 +152,17 @@ class NexusWriter:
     @property
     def frames_written(self) -> int:
         """Distinct (position, channel) frames written so far."""
-        return int(self._count)
+        return int(self._book.count)
+
+    @property
+    def chunk_shape(self) -> tuple[int, int, int, int] | None:
+        """HDF5 chunk shape of the intensity ``(1, K, ny, nx)``; None before open()."""
+        return None if self.frame_shape is None else (1, self._k, *self.frame_shape)
+
+    @property
+    def pending_frames(self) -> int:
+        """Frames accepted by write() whose chunk is not in the file yet (K > 1)."""
+        return 0 if self._rows is None else self._rows.pending_frames
 
     @property
     def current_path(self) -> Path:
@@ -184,8 +196,12 @@ class NexusWriter:
         frame_shape: tuple[int, int],
         dtype: str,
         codec: Codec,
+        first: Frame | None = None,
     ) -> None:
-        """Create ``<final>.partial`` with all metadata and datasets, then start SWMR."""
+        """Create ``<final>.partial`` with all metadata and datasets, then start SWMR.
+
+        ``first``: the first frame, whose block size decides whether K frames share a chunk.
+        """
         if self._f is not None or self._closed:
             raise RuntimeError(f"{self.final_path.name}: open() called twice")
         cfg = self.config
@@ -205,14 +221,13 @@ class NexusWriter:
             if self.compression == "none"
             else None
         )
-        n_ch = len(self.channels)
-        self._written = np.zeros((n_ch, self._n_pos), dtype=np.uint8)
-        self._frame_id = np.full((n_ch, self._n_pos), -1, dtype=np.int64)
-        self._t_start = np.full((n_ch, self._n_pos), np.nan)
-        self._t_stop = np.full((n_ch, self._n_pos), np.nan)
-        self._t_real = np.full((n_ch, self._n_pos), np.nan)
-        self._counts = np.zeros(n_ch, dtype=np.int64)
-        self._count = 0
+        self._book = Bookkeeping(len(self.channels), cfg.scan_shape)
+        payload = first.payload if first is not None and first.codec is codec else None
+        self._k, why = frames_per_chunk(
+            cfg.frames_per_chunk, self._n_k, codec, self._frame_nbytes, payload
+        )
+        if why:
+            logger.info("%s: one frame per chunk: %s", self.tmp_path.name, why)
         self.start = start
         self.start_time = md.now_iso()
         self.geometry = resolve_geometry(cfg, start.detector, self.frame_shape)
@@ -238,6 +253,17 @@ class NexusWriter:
             raise
         self._f = f
         self._last_flush = time.monotonic()
+        if self._k > 1:
+            self._rows = RowChunker(
+                self._k,
+                cfg.scan_shape,
+                self.frame_shape,
+                self.dtype,
+                self._book,
+                self._dsids,
+                count_bytes=self._count_bytes,
+                hold=min(HOLD_SECONDS, self._flush_seconds),
+            )
         # space to finish the file if the disk fills up: the close-time metadata (counters,
         # summed pattern, total-intensity image, masks) plus a margin for HDF5's own
         ny, nx = self.frame_shape
@@ -262,13 +288,12 @@ class NexusWriter:
         ny, nx = self.frame_shape
         axes = {**scan_axes(cfg), **detector_axes(self.geometry, self.frame_shape)}
         create = {
-            "chunks": (1, 1, ny, nx),
+            "chunks": (1, self._k, ny, nx),
             "fillvalue": 0,
             **filter_kwargs(self.compression, cfg.compression_level),
         }
         self._dsets: list[h5py.Dataset] = []
         self._dsids: list[Any] = []
-        self._book: list[dict[str, h5py.Dataset]] = []
         for index, channel in enumerate(self.channels):
             image = create_nximage(event, f"image{index + 1}")
             image.attrs["default"] = "image_4d"
@@ -284,7 +309,7 @@ class NexusWriter:
             ds = data["intensity"]
             self._dsets.append(ds)
             self._dsids.append(ds.id)
-            self._book.append(self._create_bookkeeping(image, channel))
+            self._book.create(image, channel)
 
     def _write_process(
         self, image: h5py.Group, start: SeriesStart, endpoint: str, channel: str
@@ -305,42 +330,6 @@ class NexusWriter:
         )
         prog = md.group(proc, "program1", "NXprogram")
         md.put(prog, "program", md.PROGRAM, version=md.program_version())
-
-    def _create_bookkeeping(self, image: h5py.Group, channel: str) -> dict[str, h5py.Dataset]:
-        n_m, n_k = self.config.scan_shape
-        coll = md.group(image, BOOKKEEPING, "NXcollection")
-        md.put(coll, "channel", channel)
-        out: dict[str, h5py.Dataset] = {}
-        chunks = (max(1, min(n_m, (1 << 16) // max(1, n_k))), n_k)
-        for name, dtype, fill, units, doc in (
-            ("written", np.uint8, 0, "", "1 where the frame of this scan position is in the file"),
-            ("frame_id", np.int64, -1, "", "detector image number written here (-1: none)"),
-            (
-                "start_time",
-                np.float64,
-                np.nan,
-                "s",
-                "exposure start since the series arm (NaN: unknown)",
-            ),
-            (
-                "stop_time",
-                np.float64,
-                np.nan,
-                "s",
-                "exposure stop since the series arm (NaN: unknown)",
-            ),
-            ("real_time", np.float64, np.nan, "s", "exposure duration (NaN: unknown)"),
-        ):
-            ds = coll.create_dataset(
-                name, shape=(n_m, n_k), dtype=dtype, chunks=chunks, fillvalue=fill
-            )
-            ds.attrs["units"] = units
-            ds.attrs["long_name"] = doc
-            out[name] = ds
-        ds = coll.create_dataset("frames_written", data=np.int64(0))
-        ds.attrs["long_name"] = "frames of this channel in the file (updated at each flush)"
-        out["frames_written"] = ds
-        return out
 
     # -- hot path ---------------------------------------------------------------------------
 
@@ -368,7 +357,11 @@ class NexusWriter:
         return encode_chunk(arr, self.compression, self.config.compression_level)
 
     def write(self, position: int, channel_index: int, chunk: Any, frame: Frame) -> int:
-        """Store one frame at flat scan ``position``; return bytes written. Writer thread only."""
+        """Store one frame at flat scan ``position``; return its bytes. Writer thread only.
+
+        With K > 1 the frame waits for the rest of its chunk (:attr:`pending_frames`); it is
+        marked written once its chunk is in the file.
+        """
         if not 0 <= position < self._n_pos:
             raise IndexError(f"scan position {position} outside 0..{self._n_pos - 1}")
         if chunk is frame.payload:  # straight off the wire: check it is what the dataset expects
@@ -376,40 +369,34 @@ class NexusWriter:
                 chunk = self.prepare(frame)
             elif self._validate:
                 check_framing(chunk, frame.codec, self._frame_nbytes, self._itemsize)
-        m, k = divmod(position, self._n_k)
-        if type(chunk) is np.ndarray:
-            self._dsets[channel_index][m, k] = chunk
-            n = chunk.nbytes
-        else:
-            self._dsids[channel_index].write_direct_chunk((m, k, 0, 0), chunk)
+        now = time.monotonic()
+        if self._rows is not None:
+            self._rows.add(channel_index, position, chunk, frame, now)
             n = len(chunk)
-        if not self._written[channel_index, position]:
-            self._written[channel_index, position] = 1
-            self._counts[channel_index] += 1
-            self._count += 1
-        self._frame_id[channel_index, position] = frame.frame_id
-        if frame.start_time is not None:
-            self._t_start[channel_index, position] = frame.start_time
-        if frame.stop_time is not None:
-            self._t_stop[channel_index, position] = frame.stop_time
-        if frame.real_time is not None:
-            self._t_real[channel_index, position] = frame.real_time
-        if position < self._dirty_lo:
-            self._dirty_lo = position
-        if position > self._dirty_hi:
-            self._dirty_hi = position
-        self._since_flush += 1
+        else:
+            m, k = divmod(position, self._n_k)
+            if type(chunk) is np.ndarray:
+                self._dsets[channel_index][m, k] = chunk
+                n = chunk.nbytes
+            else:
+                self._dsids[channel_index].write_direct_chunk((m, k, 0, 0), chunk)
+                n = len(chunk)
+            self._count_bytes(n)
+            self._book.mark(channel_index, position, frame)
+        if (
+            self._book.since_store >= self._flush_frames
+            or now - self._last_flush >= self._flush_seconds
+        ):
+            self._flush_checked()  # the frame is written: a failed flush must not say otherwise
+        return n
+
+    def _count_bytes(self, n: int) -> None:
+        """Count ``n`` chunk bytes written, for the sync and the free-space check."""
         self._unsynced += n
         self._space_due -= n
         if self._space_due <= 0:
             self._space_due = self._space_every
             self.check_space()
-        if (
-            self._since_flush >= self._flush_frames
-            or time.monotonic() - self._last_flush >= self._flush_seconds
-        ):
-            self._flush_checked()  # the frame is written: a failed flush must not say otherwise
-        return n
 
     def _flush_checked(self) -> None:
         """Flush; a failure or too little free space sets :attr:`low_space` (the caller stops)."""
@@ -439,7 +426,7 @@ class NexusWriter:
 
     def maybe_flush(self) -> bool:
         """Flush if there is something new and ``flush_seconds`` passed. True if it flushed."""
-        if self._f is None or self._since_flush == 0:
+        if self._f is None or (self._book.since_store == 0 and not self.pending_frames):
             return False
         if time.monotonic() - self._last_flush < self._flush_seconds:
             return False
@@ -447,25 +434,14 @@ class NexusWriter:
         return True
 
     def flush(self) -> None:
-        """Write the bookkeeping rows that changed and make everything visible to SWMR readers."""
+        """Write chunks waiting ``flush_seconds`` (gaps as zeros) and the bookkeeping rows that
+        changed; make everything visible to SWMR readers."""
         if self._f is None:
             return
-        if self._dirty_hi >= 0:
-            r0, r1 = self._dirty_lo // self._n_k, self._dirty_hi // self._n_k + 1
-            a, b = r0 * self._n_k, r1 * self._n_k
-            for ch, book in enumerate(self._book):
-                for name, arr in (
-                    ("written", self._written),
-                    ("frame_id", self._frame_id),
-                    ("start_time", self._t_start),
-                    ("stop_time", self._t_stop),
-                    ("real_time", self._t_real),
-                ):
-                    book[name][r0:r1] = arr[ch, a:b].reshape(r1 - r0, self._n_k)
-                book["frames_written"][()] = self._counts[ch]
+        if self._rows is not None:
+            self._rows.write_due(time.monotonic(), self._flush_seconds)
+        self._book.store()
         self._f.flush()
-        self._dirty_lo, self._dirty_hi = self._n_pos, -1
-        self._since_flush = 0
         self._last_flush = time.monotonic()
         self.check_space()
         if self._unsynced >= SYNC_BYTES:
@@ -522,6 +498,8 @@ class NexusWriter:
         if self._ballast is not None:  # the reserve is for exactly this
             self._ballast.release()
         try:
+            if self._rows is not None:
+                self._rows.write_all()
             self.flush()
         except Exception as exc:
             self.storage_error = self.storage_error or describe_write_error(exc)
@@ -547,7 +525,7 @@ class NexusWriter:
             f["/entry"].create_dataset("end_time", data=end_time)
             event = f[EVENT]
             event.create_dataset("end_time", data=end_time)
-            gaps = [self._n_pos - int(n) for n in self._counts]
+            gaps = [self._n_pos - int(n) for n in self._book.counts]
             write_outcome(event, state, counters, gaps, warnings, error)
             if sums is not None and summary is not None and self.frame_shape is not None:
                 write_summaries(
@@ -555,7 +533,7 @@ class NexusWriter:
                 )
         self._result = rename_no_clobber(self.tmp_path, self.final_path, self.overwrite)
         self._reservation.drop(remove=False)
-        logger.info("closed %s (%s, %d frames)", self._result, state.value, self._count)
+        logger.info("closed %s (%s, %d frames)", self._result, state.value, self._book.count)
         return self._result
 
 
