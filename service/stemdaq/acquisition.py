@@ -357,7 +357,7 @@ class Acquisition:
             dataset_path=self._writer.dataset_path,
             shape=shape,
             dtype=data.dtype,
-            chunk_shape=[1, 1, *frame_shape] if frame_shape else None,
+            chunk_shape=list(chunks) if (chunks := self._writer.chunk_shape) else None,
             channels=list(data.channels),
             series_id=data.start.series_id if data.start else None,
             frames_expected=counters.frames_expected,

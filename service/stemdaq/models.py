@@ -223,7 +223,11 @@ class AcquisitionInfo(BaseModel):
         None, description="[n_m, n_k, n_j, n_i], known once the series starts"
     )
     dtype: str | None = Field(None, description="numpy dtype of the frames, e.g. uint16")
-    chunk_shape: list[int] | None = Field(None, description="HDF5 chunk shape: one frame")
+    chunk_shape: list[int] | None = Field(
+        None,
+        description="HDF5 chunk shape (1, K, ny, nx): K frames of a scan row per chunk "
+        "(frames_per_chunk, where the frames allow it)",
+    )
     channels: list[str] = Field(default_factory=list, description="Recorded stream channels")
     series_id: int | None = Field(None, description="Detector series id")
     frames_expected: int = Field(0, description="Frames the scan should produce (all channels)")

@@ -145,12 +145,14 @@ class DataPath:
         for reason, n in self.write_dropped.items():
             dropped[reason] = dropped.get(reason, 0) + n
         expected = self.config.n_positions * (max(1, len(self.channels)) if self.channels else 1)
-        gaps = max(0, expected - self.written) if final else 0
+        written = self.writer.frames_written if self.opened else 0
+        gaps = max(0, expected - written) if final else 0
         for_scan = sum(n for reason, n in dropped.items() if reason not in EXTRA_DROPS)
         return Counters(
             frames_expected=expected,
             frames_received=cast(int, c.get("frames_received", 0)),
-            frames_written=self.written,
+            # frames in the file: with K frames per chunk, a frame counts once its chunk is
+            frames_written=self.writer.frames_written if self.opened else 0,
             frames_dropped=sum(dropped.values()),
             dropped=dropped,
             messages_ignored=cast(int, c.get("messages_ignored", 0)),
@@ -312,6 +314,7 @@ class DataPath:
             frame_shape=first.shape,
             dtype=first.dtype,
             codec=first.codec,
+            first=first,
         )
         if self.config.summary:
             self.summary = SummaryAccumulator(

@@ -48,6 +48,11 @@ MAX_PENDING = 16
 BOOKKEEPING = "frames"  # NXcollection inside each NXimage
 
 
+#: uncompressed bytes of one chunk, at most, when frames share chunks (fits HDF5 2.0's default
+#: 8 MiB chunk cache; a reader of one frame decompresses the whole chunk)
+MAX_CHUNK_BYTES = 8 << 20
+
+
 def frames_per_chunk(
     requested: int,
     n_k: int,
@@ -77,7 +82,10 @@ def frames_per_chunk(
             return 1, f"the first frame's block size is {block}, not {BSLZ4_BLOCK_BYTES}"
     if n_k <= 1:
         return 1, "scan rows of one position"
-    return min(requested, n_k), ""
+    # a single-frame read decompresses the whole chunk: keep chunks to MAX_CHUNK_BYTES
+    # (1024x1024 uint32 frames at K=8 would make 32 MiB chunks)
+    cap = max(1, MAX_CHUNK_BYTES // frame_nbytes)
+    return min(requested, n_k, cap), ""
 
 
 def zero_frame_blocks(n_elems: int, dtype: np.dtype) -> bytes:

@@ -47,12 +47,13 @@ import numpy as np
 
 from stemdaq.config import AcquisitionConfig
 from stemdaq.errors import DecodeError, PathError
-from stemdaq.models import AcquisitionState, Codec, Counters, Frame, SeriesStart
+from stemdaq.models import AcquisitionState, Codec, Counters, DetectorInfo, Frame, SeriesStart
 from stemdaq.writer import metadata as md
 from stemdaq.writer.axes import detector_axes, resolve_geometry, scan_axes
 from stemdaq.writer.chunking import HOLD_SECONDS, Bookkeeping, RowChunker, frames_per_chunk
 from stemdaq.writer.closing import write_outcome, write_summaries
 from stemdaq.writer.codecs import check_framing, decode_chunk, encode_chunk, filter_kwargs
+from stemdaq.writer.eln import write_eln_sidecar
 from stemdaq.writer.filesafety import (
     Ballast,
     Reservation,
@@ -107,6 +108,8 @@ class NexusWriter:
         self._space_due = self._space_every
         #: set when free space fell below ``min_free_mb``: the acquisition must stop
         self.low_space: str | None = None
+        #: the detector's SIMPLON config (active mode), the calibration's last resort
+        self.detector_config: DetectorInfo | None = None
         #: set when the storage refused a write (close() then frees the ballast first)
         self.storage_error: str | None = None
         self._ballast: Ballast | None = None
@@ -230,7 +233,9 @@ class NexusWriter:
             logger.info("%s: one frame per chunk: %s", self.tmp_path.name, why)
         self.start = start
         self.start_time = md.now_iso()
-        self.geometry = resolve_geometry(cfg, start.detector, self.frame_shape)
+        self.geometry = resolve_geometry(
+            cfg, start.detector, self.frame_shape, self.detector_config
+        )
         if not cfg.is_simulation and SIMULATOR_MARK in (start.detector.description or ""):
             self.config = cfg = cfg.model_copy(update={"is_simulation": True})
 
@@ -533,6 +538,10 @@ class NexusWriter:
                 )
         self._result = rename_no_clobber(self.tmp_path, self.final_path, self.overwrite)
         self._reservation.drop(remove=False)
+        if self._result == self.final_path:  # for NOMAD / pynxtools-em: never over another file
+            write_eln_sidecar(
+                self._result, self.config, self.start.detector, overwrite=self.overwrite
+            )
         logger.info("closed %s (%s, %d frames)", self._result, state.value, self._book.count)
         return self._result
 
