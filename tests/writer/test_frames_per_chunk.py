@@ -125,15 +125,27 @@ def test_round_trip_192_uint16(tmp_path, k, order):
     assert w.frames_written == len(frames) and w.pending_frames == 0
 
 
-def test_round_trip_1024_uint32_edge_chunk(tmp_path):
+def test_round_trip_1024_edge_chunk(tmp_path):
     scan, k = (2, 5), 4
-    w = open_writer(tmp_path / "big.nxs", k, scan, (1024, 1024), "uint32")
-    assert w.chunk_shape == (1, 4, 1024, 1024)
+    w = open_writer(tmp_path / "big.nxs", k, scan, (1024, 1024), "uint16")
+    assert w.chunk_shape == (1, 4, 1024, 1024)  # 8 MiB: at the cap
     frames = {}
     for pos in (0, 1, 2, 3, 4, 6, 5, 8, 9):  # 7 never comes; 5 and 6 swapped
-        frames[pos] = poisson(pos, (1024, 1024), "uint32", lam=50.0)
+        frames[pos] = poisson(pos, (1024, 1024), "uint16", lam=50.0)
         put(w, pos, frames[pos])
     check_file(close(w), frames, scan, k)
+
+
+def test_chunks_are_capped_at_8_mib(tmp_path):
+    """4 MiB frames (1024x1024 uint32): K = 8 would make 32 MiB chunks that every single-frame
+    read decompresses whole; two frames per chunk is the most."""
+    scan = (1, 5)
+    w = open_writer(tmp_path / "cap.nxs", 8, scan, (1024, 1024), "uint32")
+    assert w.chunk_shape == (1, 2, 1024, 1024)
+    frames = {pos: poisson(pos, (1024, 1024), "uint32", lam=50.0) for pos in range(5)}
+    for pos, arr in frames.items():
+        put(w, pos, arr)
+    check_file(close(w), frames, scan, 2)
 
 
 def test_k_larger_than_row_is_the_row(tmp_path):
@@ -251,7 +263,7 @@ def test_failed_chunk_write_leaves_the_frame_unclaimed(tmp_path):
         ((192, 192), "uint16", Codec.RAW, 1),  # compressed by stemdaq
         ((192, 192), "uint16", Codec.BSLZ4, 8),
         ((512, 512), "uint16", Codec.BSLZ4, 8),
-        ((576, 576), "uint32", Codec.BSLZ4, 8),
+        ((576, 576), "uint32", Codec.BSLZ4, 6),  # 1.3 MB frames: 6 fit in 8 MiB
     ],
 )
 def test_which_frames_share_a_chunk(tmp_path, shape, dtype, codec, k):
