@@ -53,7 +53,7 @@ class ImageProbe:
     frames_decoded: int = 0  # claimed frames read back and decoded
     unreadable: int = 0  # claimed frames with no chunk, or whose read failed
     unreadable_positions: list[list[int]] = field(default_factory=list)  # [m, k], at most 20
-    unclaimed_chunks: int = 0  # chunks at positions the mask does not claim (after last flush)
+    unclaimed_chunks: int = 0  # chunks holding no claimed frame (written after the last flush)
     stored_bytes: int | None = None
     verified_by: str = ""  # "index", "sample" or "all" once that check finished
 
@@ -379,21 +379,24 @@ def _index(group: Any, ds: Any, emit: _Emitter) -> tuple[ImageProbe, Any]:
     emit(doing=f"reading the chunk index of {ds.name}")
     present = np.zeros(mask.shape, dtype=bool)
     total = 0
+    unclaimed = 0  # chunks none of whose frames the mask claims (written after the last flush)
     c0, c1 = ds.chunks[0], ds.chunks[1]
 
     def visit(info: Any) -> None:
-        nonlocal total
+        nonlocal total, unclaimed
         total += int(info.size)
         if info.byte_offset is not None and info.size > 0:
             m, k = info.chunk_offset[0], info.chunk_offset[1]
             present[m : m + c0, k : k + c1] = True
+            # with K frames per chunk, a gap inside a written chunk is not "unclaimed"
+            unclaimed += not mask[m : m + c0, k : k + c1].any()
 
     ds.id.chunk_iter(visit)
     missing = np.argwhere(mask & ~present)
     im.frames_verified = im.frames_claimed - len(missing)
     im.unreadable = len(missing)
     im.unreadable_positions = missing[:MAX_LISTED].tolist()
-    im.unclaimed_chunks = int((present & ~mask).sum())
+    im.unclaimed_chunks = int(unclaimed)
     im.stored_bytes = total
     im.verified_by = "index"
     return im, mask & present
