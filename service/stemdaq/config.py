@@ -132,12 +132,13 @@ class AcquisitionConfig(_Model):
     calibration: Calibration = Field(default_factory=Calibration)
     metadata: UserMetadata = Field(default_factory=UserMetadata)
     frames_per_chunk: int = Field(
-        1,
+        8,
         ge=1,
         le=64,
         description="Frames of one scan row stored in one HDF5 chunk (1, K, ny, nx), where the "
         "frames allow it (detector bitshuffle-LZ4 frames whose size is a whole number of "
-        "8 KiB blocks); others keep one frame per chunk",
+        "8 KiB blocks; at most 8 MiB per chunk); others keep one frame per chunk. 8: 40% less "
+        "writer CPU than 1 at 192x192, a single-frame read 0.24 ms instead of 0.07 ms",
     )
     flush_frames: int = Field(
         1000, ge=1, description="Flush (SWMR-visible) at least every N frames"

@@ -27,7 +27,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "file_template": ("{id}.nxs", "{id}.nxs"),
     "compression": ("zstd", "zstd"),
     "compression_level": ("5", 5),
-    "frames_per_chunk": ("8", 8),
+    "frames_per_chunk": ("4", 4),
     "flush_frames": ("10", 10),
     "flush_seconds": ("0.5", 0.5),
     "start_timeout": ("7", 7.0),
