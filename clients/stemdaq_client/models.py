@@ -51,6 +51,8 @@ class Counters(_Model):
     bytes_written: int = 0
     frames_missing: int = 0
     gaps: int = 0
+    summary_cpu_seconds: float = 0.0
+    summary_grid_step: int = 1
 
 
 class Acquisition(_Model):

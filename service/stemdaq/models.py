@@ -206,6 +206,16 @@ class Counters(BaseModel):
         "close: dropped ones and never received ones",
     )
     summary_frames: int = Field(0, description="Frames included in the summed pattern / image")
+    summary_cpu_seconds: float = Field(
+        0.0,
+        description="CPU the summary thread used, measured (its thread CPU clock); it keeps to "
+        "summary_cpu_share x the wall time by subsampling",
+    )
+    summary_grid_step: int = Field(
+        1,
+        description="The summary's sampling: 1 every frame, 2/4/8/16 every n-th row and "
+        "column (coarse to fine), 0 paused over its budget",
+    )
 
 
 class AcquisitionInfo(BaseModel):

@@ -161,6 +161,8 @@ class DataPath:
             frames_missing=max(0, gaps - for_scan),
             gaps=gaps,
             summary_frames=self.summary.included if self.summary is not None else 0,
+            summary_cpu_seconds=self.summary.cpu_seconds if self.summary is not None else 0.0,
+            summary_grid_step=self.summary.grid_step if self.summary is not None else 1,
         )
 
     # -- the loop -------------------------------------------------------------------------------

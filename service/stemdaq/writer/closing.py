@@ -39,6 +39,8 @@ def write_outcome(
             sub = md.group(coll, name, "NXcollection")
             for key, n in value.items():
                 md.put(sub, key, np.int64(n))
+        elif isinstance(value, float):
+            md.put(coll, name, np.float64(value))
         else:
             md.put(coll, name, np.int64(value))
     if warnings:  # no empty dataset: readers such as RosettaSciIO choke on size-0 data
