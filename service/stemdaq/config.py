@@ -258,7 +258,7 @@ def merge_config(base: AcquisitionConfig, changes: dict[str, Any]) -> Acquisitio
     ConfigError
         With one readable line per invalid field.
     """
-    merged = _deep_merge(base.model_dump(), changes)
+    merged = deep_merge(base.model_dump(), changes)
     try:
         config = AcquisitionConfig.model_validate(merged)
     except ValidationError as exc:
@@ -269,11 +269,12 @@ def merge_config(base: AcquisitionConfig, changes: dict[str, Any]) -> Acquisitio
     return config
 
 
-def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, nested dicts key by key."""
     out = dict(base)
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -336,7 +337,7 @@ class Settings(BaseSettings):
             from stemdaq.eln import load_metadata_file
 
             given = self.acquisition.model_dump(exclude_unset=True)
-            merged = _deep_merge(load_metadata_file(self.site_metadata), given)
+            merged = deep_merge(load_metadata_file(self.site_metadata), given)
             self.acquisition = AcquisitionConfig.model_validate(merged)
         return self
 

@@ -11,7 +11,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from stemdaq.commands.options import acquisition_options, deep_merge, parse_set
+from stemdaq.commands.options import (
+    SetOption,
+    acquisition_options,
+    deep_merge,
+    parse_set,
+)
 from stemdaq.commands.progress import follow
 from stemdaq.config import AcquisitionConfig
 from stemdaq.errors import StemdaqError
@@ -86,13 +91,7 @@ def acquire(
             "number, emitter type, location, beam energy); --metadata and the flags override it",
         ),
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Any setting as key=JSON, dotted for nested keys, e.g. metadata.sample.name=Si",
-        ),
-    ] = None,
+    set_: SetOption = None,
     overwrite: Annotated[
         bool,
         typer.Option(

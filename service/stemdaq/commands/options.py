@@ -18,12 +18,14 @@ import json
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic.fields import FieldInfo
 
 from stemdaq.config import AcquisitionConfig, Calibration
+from stemdaq.config import deep_merge as deep_merge  # re-exported for the commands
 
 #: fields set otherwise than by a flag of their own name (``metadata``: ``--metadata FILE`` and
 #: ``--set metadata.a.b=v``; ``file_template``: ``acquire`` names its file with ``--out``)
@@ -39,6 +41,20 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "is_simulation": ("--simulation",),
 }
 _PANEL = "Acquisition settings (one name everywhere: flag, REST, YAML, env)"
+
+#: ``--set key=JSON`` (dotted keys for nested settings), the same for every command
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Any setting as key=JSON, dotted for nested keys, e.g. metadata.sample.name=Si",
+    ),
+]
+#: ``--metadata FILE``
+MetadataOption = Annotated[
+    Path | None,
+    typer.Option(help="YAML/JSON file with user metadata (sample, microscope, ...)"),
+]
 
 
 @dataclass(frozen=True)
@@ -166,15 +182,4 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
                 raise typer.BadParameter(f"{key!r} sets inside a value", param_hint="--set")
             node = nxt
         node[parts[-1]] = value
-    return out
-
-
-def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``changes`` merged in, nested dicts key by key."""
-    out = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
     return out

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from stemdaq.commands.options import acquisition_options, deep_merge, parse_set
+from stemdaq.commands.options import (
+    MetadataOption,
+    SetOption,
+    acquisition_options,
+    deep_merge,
+    parse_set,
+)
 
 if TYPE_CHECKING:
     from stemdaq_client import Acquisition, Client
@@ -149,17 +155,8 @@ def status(
 def start(
     url: Url = DEFAULT_URL,
     token: Token = None,
-    metadata: Annotated[
-        Path | None,
-        typer.Option(help="YAML/JSON file with user metadata (sample, microscope, ...)"),
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Any setting as key=JSON, dotted for nested keys, e.g. metadata.sample.name=Si",
-        ),
-    ] = None,
+    metadata: MetadataOption = None,
+    set_: SetOption = None,
     watch_: Annotated[
         bool, typer.Option("--watch", help="Follow the progress until the file is closed")
     ] = False,
