@@ -6,10 +6,7 @@ import errno
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -112,40 +109,11 @@ def test_a_history_that_cannot_be_created_does_not_raise(tmp_path) -> None:
     assert store.retry_pending() == 0
 
 
-WRITER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    sys.path.insert(0, {here!r})
-    from writer_helpers import config, start, frame_data, make_frame
-    from stemdaq.models import Codec
-    from stemdaq.writer import NexusWriter
-    w = NexusWriter(Path(sys.argv[1]), config(scan_shape=(4, 5), flush_frames=5, flush_seconds=600))
-    w.open(start(), endpoint="tcp://x:1", channels=["threshold_1"], frame_shape=(12, 16),
-           dtype="uint16", codec=Codec.BSLZ4)
-    for pos in range(13):  # 10 flushed (every 5 frames), 3 not
-        frame = make_frame(pos, frame_data(pos), Codec.BSLZ4)
-        w.write(pos, 0, frame.payload, frame)
-    print("written", flush=True)
-    time.sleep(60)
-""").format(here=str(WRITER_TESTS))
-
-
 def _killed_writer(final: Path) -> Path:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(final)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert line.strip() == "written", proc.stderr.read() if proc.stderr else line
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    partial = final.with_name(final.name + ".partial")
-    assert partial.exists() and not final.exists()
-    return partial
+    sys.path.insert(0, str(WRITER_TESTS))
+    from writer_helpers import killed_writer_partial
+
+    return killed_writer_partial(final)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="kill -9")

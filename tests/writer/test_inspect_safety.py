@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 from stemdaq.models import AcquisitionState
 from stemdaq.writer import probe as probe_mod
 from stemdaq.writer.probe import first_meaningful_line, probe_file
-from writer_helpers import BOOK, DATA, config, write_scan
+from writer_helpers import BOOK, DATA, config, killed_writer_partial, write_scan
 
 HERE = Path(__file__).parent
 STEMDAQ = [sys.executable, "-m", "stemdaq.cli", "inspect"]
@@ -80,43 +78,6 @@ def test_state_completed_but_positions_missing_is_not_whole(tmp_path: Path) -> N
     assert probe.readable and probe.state == "completed"
     code, why = probe.verdict()
     assert code == 1 and "1 of 12 positions missing" in why
-
-
-WRITER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    sys.path.insert(0, {here!r})
-    from writer_helpers import config, start, frame_data, make_frame
-    from stemdaq.models import Codec
-    from stemdaq.writer import NexusWriter
-    w = NexusWriter(Path(sys.argv[1]), config(scan_shape=(4, 5), flush_frames=5, flush_seconds=600))
-    w.open(start(), endpoint="tcp://x:1", channels=["threshold_1"], frame_shape=(12, 16),
-           dtype="uint16", codec=Codec.BSLZ4)
-    for pos in range(13):  # 10 flushed (every 5 frames), 3 not
-        frame = make_frame(pos, frame_data(pos), Codec.BSLZ4)
-        w.write(pos, 0, frame.payload, frame)
-    print("written", flush=True)
-    time.sleep(60)
-""").format(here=str(HERE))
-
-
-def killed_writer_partial(final: Path) -> Path:
-    """A ``.partial`` left by a writer killed with SIGKILL after 13 frames (10 flushed)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(final)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert line.strip() == "written", proc.stderr.read() if proc.stderr else line
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    partial = final.with_name(final.name + ".partial")
-    assert partial.exists() and not final.exists()
-    return partial
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="kill -9")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,7 +14,15 @@ import numpy as np
 import pytest
 from stemdaq.models import AcquisitionState, Codec, Counters
 from stemdaq.writer import NexusWriter, clear_status_flags, inspect_file
-from writer_helpers import BOOK, DATA, config, frame_data, make_frame, start
+from writer_helpers import (
+    BOOK,
+    DATA,
+    config,
+    frame_data,
+    killed_writer_partial,
+    make_frame,
+    start,
+)
 
 HERE = Path(__file__).parent
 
@@ -100,41 +106,10 @@ def test_maybe_flush_flushes_after_flush_seconds(tmp_path):
     w.close(AcquisitionState.COMPLETED, Counters(), None)
 
 
-WRITER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    sys.path.insert(0, {here!r})
-    from writer_helpers import config, start, frame_data, make_frame
-    from stemdaq.models import Codec
-    from stemdaq.writer import NexusWriter
-    w = NexusWriter(Path(sys.argv[1]), config(scan_shape=(4, 5), flush_frames=5, flush_seconds=600))
-    w.open(start(), endpoint="tcp://x:1", channels=["threshold_1"], frame_shape=(12, 16),
-           dtype="uint16", codec=Codec.RAW)
-    for pos in range(13):  # 10 flushed (every 5 frames), 3 not
-        frame = make_frame(pos, frame_data(pos), Codec.RAW)
-        w.write(pos, 0, w.prepare(frame), frame)
-    print("written", flush=True)
-    time.sleep(60)
-""").format(here=str(HERE))
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="kill -9")
 def test_kill_9_leaves_a_readable_partial_file(tmp_path):
     final = tmp_path / "crash.nxs"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(final)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "written", proc.stderr.read() if proc.poll() is not None else line
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    partial = final.with_name("crash.nxs.partial")
-    assert partial.exists() and not final.exists()
+    partial = killed_writer_partial(final, Codec.RAW)
 
     # a SWMR reader opens it as it is, with every flushed frame
     with h5py.File(partial, "r", swmr=True) as f:

@@ -6,7 +6,12 @@ The pre-compressed payloads here are built with bitshuffle/lz4 directly (not wit
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +158,42 @@ def write_scan(
     n = len(frames)
     final = w.close(state, Counters(frames_expected=cfg.n_positions, frames_written=n), acc)
     return final, frames
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {here!r})
+    from writer_helpers import config, start, frame_data, make_frame
+    from stemdaq.models import Codec
+    from stemdaq.writer import NexusWriter
+    codec = Codec(sys.argv[2])
+    w = NexusWriter(Path(sys.argv[1]), config(scan_shape=(4, 5), flush_frames=5, flush_seconds=600))
+    w.open(start(), endpoint="tcp://x:1", channels=["threshold_1"], frame_shape=(12, 16),
+           dtype="uint16", codec=codec)
+    for pos in range(13):  # 10 flushed (every 5 frames), 3 not
+        frame = make_frame(pos, frame_data(pos), codec)
+        w.write(pos, 0, w.prepare(frame) if codec is Codec.RAW else frame.payload, frame)
+    print("written", flush=True)
+    time.sleep(60)
+""").format(here=str(Path(__file__).parent))
+
+
+def killed_writer_partial(final: Path, codec: Codec = Codec.BSLZ4) -> Path:
+    """The ``.partial`` a writer process leaves when killed (SIGKILL) after 13 frames of a 4x5
+    scan of 12x16 uint16 frames (``frame_data``), 10 of them flushed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(final), codec.value],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.strip() == "written", proc.stderr.read() if proc.poll() is not None else line
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    partial = final.with_name(final.name + ".partial")
+    assert partial.exists() and not final.exists()
+    return partial
