@@ -68,17 +68,17 @@ def check_bslz4(
         return
     n_full, rest = divmod(orig, block)
     leftover = orig % mult
-    n_blocks = n_full + (1 if rest - leftover > 0 else 0)
-    bound = lz4_bound(block)
+    bound = block + block // 255 + 16  # lz4_bound(block), inlined: this runs once per frame
     unpack = _U32.unpack_from
     pos = 12
-    for _ in range(n_blocks):
-        if pos + 4 > n:
-            raise DecodeError(_CORRUPT, f"bslz4 payload truncated at byte {pos} of {n}")
-        (size,) = unpack(buf, pos)
-        if size == 0 or size > bound:
-            raise DecodeError(_CORRUPT, f"bslz4 block at byte {pos} has invalid size {size}")
-        pos += 4 + size
+    try:  # unpack_from raises struct.error past the end: no bounds check per block
+        for _ in range(n_full if rest <= leftover else n_full + 1):
+            (size,) = unpack(buf, pos)
+            if not 0 < size <= bound:
+                raise DecodeError(_CORRUPT, f"bslz4 block at byte {pos} has invalid size {size}")
+            pos += 4 + size
+    except struct.error:
+        raise DecodeError(_CORRUPT, f"bslz4 payload truncated at byte {pos} of {n}") from None
     if pos + leftover != n:
         raise DecodeError(_CORRUPT, f"bslz4 blocks end at byte {pos + leftover}, payload has {n}")
 
@@ -103,16 +103,21 @@ def check_lz4_hdf5(buf: bytes | memoryview, expected_nbytes: int, walk: bool = T
         return
     unpack = _U32.unpack_from
     pos = 12
-    remaining = orig
-    while remaining > 0:
-        length = block if remaining > block else remaining
-        if pos + 4 > n:
-            raise DecodeError(_CORRUPT, f"lz4 payload truncated at byte {pos} of {n}")
-        (size,) = unpack(buf, pos)
-        if size == 0 or size > lz4_bound(length):
-            raise DecodeError(_CORRUPT, f"lz4 block at byte {pos} has invalid size {size}")
-        pos += 4 + size
-        remaining -= length
+    n_full, rest = divmod(orig, block)
+    bound = block + block // 255 + 16
+    try:
+        for _ in range(n_full):
+            (size,) = unpack(buf, pos)
+            if not 0 < size <= bound:
+                raise DecodeError(_CORRUPT, f"lz4 block at byte {pos} has invalid size {size}")
+            pos += 4 + size
+        if rest:
+            (size,) = unpack(buf, pos)
+            if not 0 < size <= lz4_bound(rest):
+                raise DecodeError(_CORRUPT, f"lz4 block at byte {pos} has invalid size {size}")
+            pos += 4 + size
+    except struct.error:
+        raise DecodeError(_CORRUPT, f"lz4 payload truncated at byte {pos} of {n}") from None
     if pos != n:
         raise DecodeError(_CORRUPT, f"lz4 blocks end at byte {pos}, payload has {n}")
 

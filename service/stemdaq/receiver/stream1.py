@@ -292,7 +292,7 @@ class Stream1Decoder:
                 raise DecodeError("malformed", "second image part is not dimage_d")
             shape, dtype, codec, payload = self._payload(desc, parts[2])
             if codec is Codec.LZ4:  # a bare LZ4 block has no framing to check: use the md5
-                _check_md5(parts[2], first.get("hash"))
+                check_md5(parts[2], first.get("hash"))
         except DecodeError as exc:
             return Rejected(DropReason(exc.reason), exc.detail, series, frame_id)
         times: tuple[float | None, ...] = (None, None, None)
@@ -374,7 +374,7 @@ class Stream1Decoder:
         return (ny, nx), dtype, Codec.LZ4, lz4_hdf5_frame(blob, nbytes)
 
 
-def _check_md5(blob: memoryview, expected: Any) -> None:
+def check_md5(blob: memoryview, expected: Any) -> None:
     """Compare the data part with the ``hash`` of its dimage part (md5 hex), when one is given."""
     if not isinstance(expected, str) or len(expected) != 32:
         return

@@ -2,11 +2,42 @@
 
 A PUSH socket deals messages round-robin to every connected PULL client, so stemdaq must be the
 only consumer of a DCU stream (DECTRIS stream v2 README).
+
+Receiving in the data loop: :func:`recv_message` (``recv(copy=False)``, then the further parts
+only if ``frame.more``). Measured CPU of the receiving thread per message over TCP loopback,
+messages already queued (pyzmq 27, libzmq 4.3, 2-core VM; best of 3)::
+
+    size      recv_multipart(copy=False)  recv(copy=False)+more  recv(copy=True)+RCVMORE
+    4 KB      2.7-3.4 us                  1.1-2.0 us             2.9-4.2 us
+    36 KB     1.9-3.4 us                  0.8-1.6 us             3.6-8.0 us
+    128 KB    1.9 us                      0.9-1.9 us             11-16 us
+    500 KB    2.5-3.6 us                  1.0-1.3 us             33-44 us
+
+Zero-copy costs about the same at every size and is never worse than copying, even at 4 KB;
+``recv_multipart`` adds a list and a second RCVMORE check per message.
 """
 
 from __future__ import annotations
 
 import zmq
+
+
+def recv_message(sock: zmq.Socket, flags: int = 0) -> zmq.Frame | list[zmq.Frame]:
+    """One message, zero-copy: its only part (stream v2), or all its parts (stream v1).
+
+    Pass a single part to :meth:`~stemdaq.receiver.decoder.StreamDecoder.decode_part` and a
+    list to :meth:`~stemdaq.receiver.decoder.StreamDecoder.decode`.
+
+    Raises
+    ------
+    zmq.Again
+        With ``flags=zmq.NOBLOCK`` when no message is queued. The parts of a multipart message
+        arrive together, so the further parts never block.
+    """
+    part = sock.recv(flags, copy=False)
+    if part.more:
+        return [part, *sock.recv_multipart(flags, copy=False)]
+    return part
 
 
 class ZmqSource:
