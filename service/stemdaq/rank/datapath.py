@@ -172,16 +172,19 @@ class DataPath:
         cfg = self.config
         t_armed = last_msg = time.monotonic()
         series_open = False
-        tracker, decode = self.tracker, self.decoder.decode
+        tracker, decode, decode_part = self.tracker, self.decoder.decode, self.decoder.decode_part
         place, write = tracker.place, self._write
         sig = self.signals
         aborted, stopping = sig.abort.is_set, sig.stop.is_set
         sock = source.socket
+        recv = sock.recv
         flags = zmq.NOBLOCK
         next_tick = t_armed + 1.0
         while True:
             try:  # drain what is there without a poll per message; poll only when idle
-                parts = sock.recv_multipart(flags, copy=False)
+                part = recv(flags, copy=False)  # zero-copy: one part (stream v2) ...
+                # ... or a multipart stream v1 message, whose parts arrive together
+                parts = [part, *sock.recv_multipart(flags, copy=False)] if part.more else part
             except zmq.Again:
                 parts = None
             now = time.monotonic()
@@ -214,7 +217,7 @@ class DataPath:
                 source.recv_ready(_POLL_MS)
                 continue
             last_msg = now
-            for event in decode(parts):
+            for event in decode(parts) if type(parts) is list else decode_part(parts):
                 if isinstance(event, Frame):
                     placement = place(event)
                     if placement is not None:
@@ -390,8 +393,11 @@ class DataPath:
                 self._store(position, channel_index, chunk, frame)
 
     def write_pending(self) -> None:
-        """Write what the compression pool still holds (at the end of the series)."""
+        """Write what the compression pool and the chunks waiting for frames still hold (at
+        the end of the series), so the final counters count them."""
         self._write_pending(block=True)
+        if self.opened and self._fatal is None:
+            self.writer.write_waiting_chunks()
 
     def _store(self, position: int, channel_index: int, chunk: Any, frame: Frame) -> None:
         t0 = time.perf_counter()

@@ -438,6 +438,11 @@ class NexusWriter:
         self.flush()
         return True
 
+    def write_waiting_chunks(self) -> None:
+        """Write every chunk still waiting for frames (the series is over; gaps as zeros)."""
+        if self._f is not None and self._rows is not None:
+            self._rows.write_all()
+
     def flush(self) -> None:
         """Write chunks waiting ``flush_seconds`` (gaps as zeros) and the bookkeeping rows that
         changed; make everything visible to SWMR readers."""
