@@ -36,8 +36,9 @@ def _sources(f: h5py.File) -> dict[str, str]:
     return {k: f[SOURCES][k][()].decode() for k in f[SOURCES]}
 
 
-def test_detector_axes_calibrated_from_the_stream(make_sim, tmp_path: Path) -> None:
-    sim = make_sim()
+@pytest.mark.parametrize("fmt", ["cbor", "json"])  # v2 start message; v1 header (config part)
+def test_detector_axes_calibrated_from_the_stream(make_sim, tmp_path: Path, fmt: str) -> None:
+    sim = make_sim(fmt=fmt)
     sim.configure(detector_distance=0.25, incident_energy=200_000.0)
     acq = record(sim, tmp_path, scan_step=(2.0, 2.0), scan_unit="nm")
     with h5py.File(acq.info().file_path) as f:
