@@ -180,6 +180,7 @@ class DataPath:
         recv = sock.recv
         flags = zmq.NOBLOCK
         next_tick = t_armed + 1.0
+        writer, busy = self.writer, 0
         while True:
             try:  # drain what is there without a poll per message; poll only when idle
                 part = recv(flags, copy=False)  # zero-copy: one part (stream v2) ...
@@ -236,9 +237,10 @@ class DataPath:
                         return AcquisitionState.COMPLETED, None
                 else:
                     tracker.reject(event)
-            if self._fatal is not None or self.writer.low_space is not None:
-                return AcquisitionState.FAILED, self._fatal or self.writer.low_space
-            if aborted():
+            if self._fatal is not None or writer.low_space is not None:
+                return AcquisitionState.FAILED, self._fatal or writer.low_space
+            busy += 1
+            if busy & 63 == 0 and aborted():  # abort latency: 64 messages at most (~1 ms)
                 return self._abort_state(sock)
             if now >= next_tick:
                 next_tick = self._tick(now)
