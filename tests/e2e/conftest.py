@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-
 from stemdaq.sim import SimulatedDetector
 
 

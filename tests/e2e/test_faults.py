@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from stemdaq.models import AcquisitionState
 
 from .test_sim_to_file import SCAN, expected_frame, read_frames, record
@@ -73,7 +72,7 @@ def test_corrupt_payload_dropped_with_reason(make_sim, tmp_path, fmt, compressio
     assert info.state is AcquisitionState.COMPLETED_WITH_GAPS
     assert info.frames_written == N - 1
     assert info.frames_dropped == 1
-    assert set(k for k, v in info.counters.dropped.items() if v) <= {"corrupt", "wrong_shape"}
+    assert {k for k, v in info.counters.dropped.items() if v} <= {"corrupt", "wrong_shape"}
     check_file(sim, acq, {4})
 
 

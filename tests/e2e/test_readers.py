@@ -1,4 +1,4 @@
-"""Calibrated axes, as the microscopist's tools read them: h5py, RosettaSciIO (HyperSpy), nexusformat.
+"""Calibrated axes as the microscopist's tools read them: h5py, RosettaSciIO, nexusformat.
 
 Files come from the real simulator over loopback ZeroMQ; the expected reciprocal-space scale is
 computed independently here (relativistic wavelength, small-angle q = theta / lambda).
@@ -13,7 +13,6 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the bitshuffle filter
 import numpy as np
 import pytest
-
 from stemdaq.models import DetectorInfo
 
 from .test_sim_to_file import record

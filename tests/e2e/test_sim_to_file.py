@@ -12,7 +12,6 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the filters for reading)
 import numpy as np
 import pytest
-
 from stemdaq.acquisition import Acquisition
 from stemdaq.config import AcquisitionConfig
 from stemdaq.models import AcquisitionState

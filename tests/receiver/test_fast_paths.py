@@ -10,12 +10,11 @@ from __future__ import annotations
 import cbor2
 import numpy as np
 import pytest
+import stemdaq.receiver.decoder as decoder_module
 import zmq
 from cbor2 import CBORTag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import stemdaq.receiver.decoder as decoder_module
 from stemdaq.models import Codec, Frame, Rejected
 from stemdaq.receiver import StreamDecoder
 from stemdaq.receiver.stream1 import Stream1Decoder

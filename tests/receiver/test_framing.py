@@ -9,7 +9,6 @@ import hdf5plugin
 import lz4.block
 import numpy as np
 import pytest
-
 from stemdaq.errors import DecodeError
 from stemdaq.receiver import check_bslz4, check_lz4_hdf5, lz4_hdf5_frame
 

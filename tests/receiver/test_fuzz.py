@@ -7,7 +7,6 @@ import numpy as np
 from cbor2 import CBORTag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from stemdaq.models import Codec, Frame, Rejected, SeriesEnd, SeriesStart
 from stemdaq.receiver import SeriesTracker, StreamDecoder
 from stemdaq.receiver.metadata import DTYPE_SIZES

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from stemdaq.models import Codec, Counters, DropReason, Frame, Rejected, SeriesEnd, SeriesStart
 from stemdaq.receiver import Placement, SeriesOpened, SeriesTracker
 

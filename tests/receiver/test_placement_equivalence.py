@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from stemdaq.models import Codec, Frame, SeriesEnd, SeriesStart
 from stemdaq.receiver import Placement, SeriesTracker
 

@@ -8,7 +8,6 @@ import struct
 import lz4.block
 import numpy as np
 import pytest
-
 from stemdaq.models import Codec, DropReason, Frame, Rejected, SeriesEnd, SeriesStart
 from stemdaq.receiver import V1_CHANNEL, StreamDecoder
 

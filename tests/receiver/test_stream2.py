@@ -8,7 +8,6 @@ import cbor2
 import numpy as np
 import pytest
 from cbor2 import CBORTag
-
 from stemdaq.models import Codec, DropReason, Frame, Rejected, SeriesEnd, SeriesStart
 from stemdaq.receiver import StreamDecoder
 
@@ -57,7 +56,7 @@ def test_start_jungfraujoch_detector_distance_and_bad_field_types(wire):
 
 
 def test_real_eiger2_sample_shape(wire):
-    """Modeled on the decoded EIGER2 16M image (scaled down): tag40([[ny,nx], tag69(tag56500(...)))."""
+    """Modeled on the decoded EIGER2 16M image (scaled down): tag40([[ny,nx], tag69(...)))."""
     arr = wire.frame_array((257, 129), "uint16")
     payload = wire.bslz4(arr)
     assert struct.unpack_from(">QI", payload) == (257 * 129 * 2, 8192)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zmq
-
 from stemdaq.models import Frame, SeriesEnd, SeriesStart
 from stemdaq.receiver import SeriesTracker, StreamDecoder, ZmqSource, recv_message
 
