@@ -30,21 +30,18 @@ from pathlib import Path
 
 from stemdaq import preflight
 from stemdaq.config import AcquisitionConfig
-from stemdaq.detector import SimplonClient
+from stemdaq.detector_session import DetectorSession
 from stemdaq.errors import ConfigError, StemdaqError, StreamError
 from stemdaq.models import AcquisitionInfo, AcquisitionState, Counters, SeriesStart
+from stemdaq.outcome import end_state, verify_after_failure
 from stemdaq.rank import LATENCY_BUCKETS, DataPath, Signals
-from stemdaq.rank.datapath import NO_END
 from stemdaq.receiver import ZmqSource
-from stemdaq.writer import NexusWriter, probe_file
+from stemdaq.writer import NexusWriter
 from stemdaq.writer.filesafety import describe_write_error
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LATENCY_BUCKETS", "Acquisition"]
-
-STOPPED = "stopped on request"
-_VERIFY_TIMEOUT = 60.0  # seconds for the check of a file after a failure
 
 
 def _now_iso() -> str:
@@ -106,8 +103,7 @@ class Acquisition:
             on_tick=self._notify,
             on_series_start=self._on_series_start,
         )
-        self._detector: SimplonClient | None = None
-        self._detector_armed = False
+        self._detector: DetectorSession | None = None
         self._notify_lock = threading.Lock()
         self._state = AcquisitionState.ARMED
         self._lock = threading.Lock()
@@ -115,7 +111,6 @@ class Acquisition:
         self._threads: list[threading.Thread] = []
         self._error: str | None = None
         self._warnings: list[str] = []
-        self._notes: list[str] = []  # what was negotiated with the detector, for the record
         self._created_at = _now_iso()
         self._started_at: str | None = None
         self._finished_at: str | None = None
@@ -132,12 +127,13 @@ class Acquisition:
     @property
     def detector_was_armed(self) -> bool:
         """True once the detector was armed (a failure after that is not a mere refusal)."""
-        return self._detector_armed
+        return self._detector is not None and self._detector.armed
 
     @property
     def warnings(self) -> list[str]:
         """Everything worth knowing so far (the data thread's and the control side's)."""
-        return [*self._warnings, *self._data.warnings]
+        detector = self._detector.warnings if self._detector is not None else []
+        return [*self._warnings, *detector, *self._data.warnings]
 
     def start(self) -> None:
         """Check, reserve the file, connect; in active mode also arm, await the start, trigger.
@@ -162,12 +158,16 @@ class Acquisition:
         if self.config.detector_url:
             self._signals.hold_starts = True  # the series id is known once armed
         data.start()
-        if self.config.detector_url:
+        if self._detector is not None:
             try:
-                self._arm_detector(source.endpoint)
+                trigger = self._detector.arm_and_trigger(
+                    source.endpoint, self._signals, self._done.is_set
+                )
             except Exception as exc:
                 self._fail(f"{exc}")
                 raise
+            if trigger is not None:
+                self._threads.append(trigger)
         self._notify()
 
     def _prepare(self) -> ZmqSource:
@@ -179,9 +179,9 @@ class Acquisition:
         preflight.check_stream(endpoint)
         frame_bytes = None
         if cfg.detector_url:
-            self._detector = SimplonClient(cfg.detector_url, simplon_version=cfg.simplon_version)
-            frame_bytes = preflight.detector_frame_bytes(self._detector)
-            self._writer.detector_config = preflight.detector_calibration(self._detector)
+            self._detector = DetectorSession(cfg, f"acquisition {self.acq_id}")
+            frame_bytes = preflight.detector_frame_bytes(self._detector.client)
+            self._writer.detector_config = preflight.detector_calibration(self._detector.client)
         preflight.check_space(cfg, self.file_path.parent, frame_bytes)
         self._writer.reserve()
         try:  # connect before arming: the start message must reach us
@@ -201,55 +201,6 @@ class Acquisition:
             return
         raise ConfigError(self._error) from exc
 
-    def _arm_detector(self, endpoint: str) -> None:
-        """Configure and arm; trigger once the detector's start arrived on ``endpoint``."""
-        det = self._detector or SimplonClient(
-            self.config.detector_url or "", simplon_version=self.config.simplon_version
-        )
-        self._detector = det
-        n = self.config.n_positions
-        negotiated = det.configure_scan(n)
-        logger.info("acquisition %s: %s", self.acq_id, negotiated.describe())
-        self._notes.append(negotiated.describe())
-        if self._cancelled():
-            return
-        seq = det.arm()
-        self._detector_armed = True
-        self._signals.expected_series = seq
-        self._signals.hold_starts = False
-        logger.info("detector armed for %d images (sequence id %s)", n, seq)
-        timeout = self.config.arm_timeout
-        deadline = time.monotonic() + timeout
-        while not self._signals.started.wait(0.05):
-            if self._cancelled() or self._done.is_set():
-                return
-            if time.monotonic() > deadline:
-                raise StreamError(
-                    f"the detector at {self.config.detector_url} was armed (series {seq}) but "
-                    f"its start message did not arrive on {endpoint} within {timeout:g} s "
-                    "(arm_timeout): that endpoint is not this detector's stream, or its stream "
-                    "is disabled; set stream_endpoint. The detector was disarmed, not triggered"
-                )
-        trigger = threading.Thread(
-            target=self._trigger, name=f"stemdaq-trigger-{self.acq_id}", daemon=True
-        )
-        self._threads.append(trigger)
-        trigger.start()
-
-    def _cancelled(self) -> bool:
-        return self._signals.abort.is_set() or self._signals.stop.is_set()
-
-    def _trigger(self) -> None:
-        det = self._detector
-        if det is None:
-            return
-        try:
-            det.trigger()
-        except Exception as exc:  # the series may still complete; record and go on
-            if not self._cancelled():
-                logger.warning("detector trigger failed: %s", exc)
-                self._warnings.append(f"trigger failed: {exc}")
-
     def stop(self) -> None:
         """End the series now and keep what was recorded. Non-blocking.
 
@@ -261,23 +212,8 @@ class Acquisition:
         if self._signals.stop.is_set() or self._done.is_set():
             return
         self._signals.stop.set()
-        if self._detector is not None and self._detector_armed:
-            threading.Thread(
-                target=self._detector_call,
-                args=("disarm",),
-                name=f"stemdaq-stop-{self.acq_id}",
-                daemon=True,
-            ).start()
-
-    def _detector_call(self, command: str) -> None:
-        det = self._detector
-        if det is None:
-            return
-        try:
-            getattr(det, command)()
-        except Exception as exc:
-            logger.warning("detector %s failed: %s", command, exc)
-            self._warnings.append(f"detector {command} failed: {exc}")
+        if self._detector is not None:
+            self._detector.command_in_background("disarm")
 
     def abort(self) -> None:
         """Close now; frames not received yet stay gaps in the file. Non-blocking.
@@ -374,7 +310,7 @@ class Acquisition:
             eta_seconds=eta,
             error=self._error,
             warnings=self.warnings,
-            detector_protocol="; ".join(self._notes) or None,
+            detector_protocol="; ".join(self._detector.notes) if self._detector else None,
             config=self.config.model_dump(mode="json"),
         )
 
@@ -416,67 +352,6 @@ class Acquisition:
         self._started_at = _now_iso()
         self._set_state(AcquisitionState.ACQUIRING)
 
-    def _end_state(
-        self, state: AcquisitionState, counters: Counters
-    ) -> tuple[AcquisitionState, list[str]]:
-        """``completed`` only when every position is written and the series ended properly."""
-        notes: list[str] = []
-        if self._signals.stop.is_set() and state is AcquisitionState.COMPLETED:
-            notes.append(
-                f"{STOPPED}: {counters.frames_written} of {counters.frames_expected} "
-                "frames recorded"
-            )
-        if counters.gaps:
-            notes.append(
-                f"{counters.gaps} of {counters.frames_expected} frames missing (gaps in the "
-                f"file: written = 0): {counters.frames_missing} never received"
-                + (
-                    f", {counters.gaps - counters.frames_missing} dropped"
-                    if counters.gaps > counters.frames_missing
-                    else ""
-                )
-            )
-        summary = self._data.drop_summary()
-        if summary:
-            notes.append(summary)
-        no_end = any(w.startswith(NO_END) for w in self._data.warnings)
-        if state is AcquisitionState.COMPLETED and (counters.gaps or no_end):
-            state = AcquisitionState.COMPLETED_WITH_GAPS
-        return state, notes
-
-    def _verify(self, counters: Counters) -> Counters:
-        """After a failure: check, in a time-bounded child process, that every frame the
-        bookkeeping claims has its chunk in the file; the counters say what the file holds."""
-        path = self._writer.current_path
-        probe = probe_file(path, timeout=_VERIFY_TIMEOUT, verify="index")
-        if not probe.readable:
-            self._warnings.append(
-                f"the file could not be verified after the failure: {probe.error}"
-            )
-            return counters
-        verified = sum(im.frames_verified or 0 for im in probe.images)
-        claimed = probe.frames_claimed
-        if verified < claimed:
-            self._warnings.append(
-                f"{claimed - verified} frames the file's written mask claims have no data in "
-                f"{path.name}: treat them as gaps"
-            )
-            logger.error(
-                "acquisition %s: %d claimed frames unreadable", self.acq_id, claimed - verified
-            )
-        if verified != counters.frames_written:
-            gaps = max(0, counters.frames_expected - verified)
-            counters = counters.model_copy(
-                update={
-                    "frames_written": verified,
-                    "gaps": gaps,
-                    "frames_missing": max(
-                        0, counters.frames_missing + counters.frames_written - verified
-                    ),
-                }
-            )
-        return counters
-
     def _elapsed_now(self) -> float:
         t0 = self._data.t_start
         return time.monotonic() - t0 if t0 is not None else 0.0
@@ -490,12 +365,18 @@ class Acquisition:
             self._data.write_pending()  # frames already received are never thrown away
         except Exception:
             logger.exception("acquisition %s: writing pending frames failed", self.acq_id)
-        if self._detector is not None and self._detector_armed:
+        if self._detector is not None:
             # completed: disarm (the detector sends the end, if it has not); otherwise stop it,
             # so that no armed detector is left streaming to nobody
-            self._detector_call("disarm" if state is AcquisitionState.COMPLETED else "abort")
+            self._detector.command("disarm" if state is AcquisitionState.COMPLETED else "abort")
         counters = self._data.counters(final=True)
-        state, notes = self._end_state(state, counters)
+        state, notes = end_state(
+            state,
+            counters,
+            stopped=self._signals.stop.is_set(),
+            data_warnings=self._data.warnings,
+            drop_summary=self._data.drop_summary(),
+        )
         self._warnings.extend(notes)
         try:
             self._writer.close(
@@ -517,7 +398,8 @@ class Acquisition:
             state = AcquisitionState.FAILED
         finally:
             if state is AcquisitionState.FAILED and self._data.opened:
-                counters = self._verify(counters)
+                counters, notes = verify_after_failure(self._writer.current_path, counters)
+                self._warnings.extend(notes)
             if self._writer.current_path != self.file_path and self._data.opened:
                 self._warnings.append(f"the file is {self._writer.current_path}")
             self._final_counters = counters
