@@ -208,3 +208,14 @@ def test_probe_reads_the_stored_error_and_state(tmp_path: Path) -> None:
     assert probe.images[0].stored_bytes and probe.images[0].stored_bytes > 0
     assert np.all([im.verified_by == "sample" for im in probe.images])
     assert probe.verdict() == (1, "incomplete: state failed; error: disk full")
+
+
+def test_probe_works_where_the_callers_folder_is_gone(tmp_path: Path, monkeypatch) -> None:
+    """A reader child started from a deleted current folder still runs (python -P)."""
+    final, _ = write_scan(tmp_path / "ok.nxs", config())
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    probe = probe_file(final, timeout=30)
+    assert probe.readable and probe.state == "completed", probe.error

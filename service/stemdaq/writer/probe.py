@@ -156,10 +156,16 @@ def probe_file(
     """
     path = Path(path)
     result = FileProbe(path=str(path), partial=path.name.endswith(".partial"))
+    try:  # the child runs in the file's folder: it starts even where our own cwd is gone
+        path = Path(os.path.abspath(path))
+    except OSError:
+        pass
+    folder = str(path.parent) if path.is_absolute() and path.parent.is_dir() else os.sep
     if verify not in VERIFY_MODES:
         result.error = f"verify must be one of {', '.join(VERIFY_MODES)}, not {verify!r}"
         return result
-    cmd = [sys.executable, "-c", _CHILD, str(path), verify]
+    # -P: nothing from the current folder on sys.path (a data folder never shadows a module)
+    cmd = [sys.executable, "-P", "-c", _CHILD, str(path), verify]
     t0 = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -168,6 +174,7 @@ def probe_file(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
+            cwd=folder,
         )
     except OSError as exc:
         result.error = f"cannot start the reader process: {exc}"
