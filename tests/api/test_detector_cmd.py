@@ -5,7 +5,6 @@ ports) over loopback."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
+from sim_cli import sim_cli
 from stemdaq.detector import SimplonClient
 from stemdaq.errors import DetectorError
 from stemdaq.sim import SimulatedDetector
@@ -44,25 +44,8 @@ def state_line(result: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="module")
 def sim_process() -> Iterator[tuple[str, str]]:
     """``stemdaq sim --rest-port 0 --stream-port 0`` as a process; (SIMPLON URL, stream)."""
-    proc = subprocess.Popen(
-        [*STEMDAQ, "sim", "--rest-port", "0", "--stream-port", "0", "--frame-time", "0.01"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.search(r"rest_port=(\d+) stream_port=(\d+)", line)
-        assert m, f"sim did not report its ports: {line!r}"
-        yield f"http://127.0.0.1:{m[1]}", f"tcp://127.0.0.1:{m[2]}"
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+    with sim_cli("--frame-time", "0.01") as urls:
+        yield urls
 
 
 @pytest.fixture

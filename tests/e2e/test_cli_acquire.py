@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import h5py
 import pytest
+from sim_cli import sim_cli
 
 STEMDAQ = [sys.executable, "-m", "stemdaq.cli"]
 
@@ -18,27 +19,8 @@ STEMDAQ = [sys.executable, "-m", "stemdaq.cli"]
 @pytest.fixture
 def sim_process(request) -> Iterator[tuple[str, str]]:
     """``stemdaq sim --rest-port 0 --stream-port 0 ...``; yields (rest URL, stream endpoint)."""
-    args = getattr(request, "param", [])
-    proc = subprocess.Popen(
-        [*STEMDAQ, "sim", "--rest-port", "0", "--stream-port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline()
-        m = re.search(r"rest_port=(\d+) stream_port=(\d+)", line)
-        assert m, (
-            f"sim did not report its ports: {line!r} {proc.stderr.read() if proc.poll() else ''}"
-        )
-        yield f"http://127.0.0.1:{m[1]}", f"tcp://127.0.0.1:{m[2]}"
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)  # also closes the pipes
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+    with sim_cli(*getattr(request, "param", [])) as urls:
+        yield urls
 
 
 def acquire(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:

@@ -8,7 +8,6 @@ mode, the HDF5 file read back and compared with the simulator's frames bit for b
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi import FastAPI
+from sim_cli import sim_cli
 from stemdaq.sim import FrameGenerator
 from stemdaq.sim.server import RestServer
 
@@ -67,26 +67,8 @@ def test_active_mode_records_every_frame(make_sim, tmp_path: Path, variant: str)
 @pytest.fixture
 def sim_process() -> Iterator[tuple[str, str]]:
     """``stemdaq sim --simplon-version 1.6.0 --no-version-endpoint`` on free ports."""
-    proc = subprocess.Popen(
-        [*STEMDAQ, "sim", "--rest-port", "0", "--stream-port", "0", "--seed", "11"]
-        + ["--simplon-version", "1.6.0", "--no-version-endpoint"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.search(r"rest_port=(\d+) stream_port=(\d+)", line)
-        assert m, f"sim did not report its ports: {line!r}"
-        yield f"http://127.0.0.1:{m[1]}", f"tcp://127.0.0.1:{m[2]}"
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+    with sim_cli("--seed", "11", "--simplon-version", "1.6.0", "--no-version-endpoint") as urls:
+        yield urls
 
 
 def test_active_mode_against_the_sim_command(sim_process: tuple[str, str], tmp_path: Path):

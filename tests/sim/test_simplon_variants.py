@@ -8,7 +8,6 @@ over real HTTP on free ports, and :class:`SimplonClient` negotiating with each: 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
+from sim_cli import sim_cli
 from sim_wire import Puller, decode_v1_image, decode_v2
 from stemdaq.detector import SimplonClient, SimplonVersionError
 from stemdaq.errors import ConfigError, DetectorError
@@ -143,25 +143,11 @@ def test_impossible_variants_are_refused(kwargs: dict[str, Any], match: str) -> 
 
 def test_sim_command_flags() -> None:
     """``stemdaq sim --simplon-version 1.6.0 --no-version-endpoint`` serves that variant."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stemdaq.cli", "sim", "--rest-port", "0", "--stream-port", "0"]
-        + ["--simplon-version", "1.6.0", "--no-version-endpoint"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.search(r"rest_port=(\d+) stream_port=(\d+)", line)
-        assert m, f"sim did not report its ports: {line!r}"
-        with SimplonClient(f"http://127.0.0.1:{m[1]}") as client:
+    with sim_cli("--simplon-version", "1.6.0", "--no-version-endpoint") as (rest, _):
+        with SimplonClient(rest) as client:
             negotiated = client.configure_scan(3)
-        assert (negotiated.api_version, negotiated.version_source) == ("1.6.0", "probed")
-        assert negotiated.stream_format == "legacy"
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
+    assert (negotiated.api_version, negotiated.version_source) == ("1.6.0", "probed")
+    assert negotiated.stream_format == "legacy"
 
 
 def test_sim_command_refuses_cbor_on_16() -> None:
