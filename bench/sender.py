@@ -39,6 +39,10 @@ _CTX = mp.get_context("fork")
 def v2_messages(case: Case, n: int) -> tuple[bytes, list[bytearray], list[int], bytes]:
     """Stream v2: start, image templates (with the offset of their id slot), end.
 
+    Images have the key order and keys of a DECTRIS DCU's (type, series_id, series_unique_id,
+    image_id, real_time, series_date, start_time, stop_time, data), so receivers meet what a
+    detector sends.
+
     The start message announces ``n`` images, the number actually sent.
     """
     import cbor2
@@ -78,7 +82,10 @@ def v2_messages(case: Case, n: int) -> tuple[bytes, list[bytearray], list[int], 
                 "series_id": SERIES,
                 "series_unique_id": uid,
                 "image_id": PLACEHOLDER,
-                "real_time": [100, 50_000_000],
+                "real_time": [100, 1_000_000_000],
+                "series_date": cbor2.CBORTag(0, "2026-12-01T00:00:00.000+00:00"),
+                "start_time": [123_456_789, 1_000_000_000],  # ns since arm, as a DCU sends
+                "stop_time": [123_556_789, 1_000_000_000],
                 "data": {
                     "threshold_1": cbor2.CBORTag(
                         40, [[ny, nx], cbor2.CBORTag(TYPED_ARRAY_TAG[case.dtype], typed)]

@@ -1,0 +1,148 @@
+"""Where ``stemdaq acquire`` spends its CPU per frame: py-spy over one benchmark run, by stage.
+
+Runs ``stemdaq acquire --stream`` (the entry point users run) under ``py-spy record`` against
+the benchmark's sender (:mod:`sender`, DECTRIS-layout messages), then attributes every sample
+to a stage of the per-frame path by the stemdaq function it was taken in::
+
+    python bench/profile.py                          # 192x192 u16 bslz4, 200,000 frames
+    python bench/profile.py --case '512x512 u16 bslz4' --frames 40000
+    python bench/profile.py --raw /tmp/acquire.txt   # keep py-spy's raw samples
+
+A sample stands for 1/rate s of one thread's CPU (py-spy skips idle threads), so a stage's
+microseconds per frame are its samples / rate / frames. py-spy samples the threads that run
+Python; what ZeroMQ's I/O thread uses is the process CPU (``/proc`` before the first frame,
+``wait4`` at exit: as :mod:`procstat`) less all samples ("not sampled" row). py-spy itself
+slows the run a little; ``throughput.py`` gives the frames/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import procstat
+from cases import CASES, by_name
+from runs import acquire_command, child_env, free_endpoint
+from sender import Sender
+
+SRC = Path(__file__).resolve().parents[1] / "service" / "stemdaq"
+
+
+def _lines(rel: str, first: str, last: str | None = None) -> str:
+    """A regex for py-spy frames of ``rel`` at the lines holding ``first`` (through ``last``).
+
+    Found in the source at run time, so that the stages follow the code as it changes. C calls
+    (h5py's ``write_direct_chunk``) show in py-spy as the Python line that makes them.
+    """
+    text = (SRC / rel).read_text().splitlines()
+    hits = [i + 1 for i, line in enumerate(text) if first in line]
+    if last is not None and hits:
+        end = next(i + 1 for i, line in enumerate(text) if i >= hits[0] and last in line)
+        hits = list(range(hits[0], end + 1))
+    name = re.escape(Path(rel).name)
+    return rf"{name}:({'|'.join(map(str, hits)) or 'none'})\)"
+
+
+#: (stage, markers): a sample belongs to the first stage one of whose markers (regular
+#: expressions) matches a frame of its stack, so HDF5 calls made while flushing count as
+#: "flush", not as "chunk write".
+STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("flush (bookkeeping, SWMR)", ("NexusWriter.flush", "NexusWriter._flush_checked")),
+    (
+        "HDF5 chunk write",
+        (
+            _lines("writer/chunking.py", "write_direct_chunk("),
+            _lines("writer/nexus.py", "write_direct_chunk("),
+        ),
+    ),
+    ("chunk assembly + marks", ("RowChunker", "Bookkeeping.mark")),
+    (
+        "decode: bslz4 block walk",
+        (_lines("receiver/fast2.py", "for _ in range(n_iter)", "leftover != pos"), "check_bslz4"),
+    ),
+    ("decode: header + Frame", ("FastImageDecoder", "StreamDecoder", "decode_cbor", "fast1")),
+    ("place (series, position)", ("SeriesTracker",)),
+    ("summary offer", ("SummaryAccumulator.offer",)),
+    ("write call + counters", ("NexusWriter.write", "DataPath._store", "DataPath._write")),
+    ("receive (zmq recv, loop)", ("DataPath.run",)),
+]
+
+
+def stage_of(stack: str) -> str:
+    for name, markers in STAGES:
+        if any(re.search(m, stack) for m in markers):
+            return name
+    return "other"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", default=CASES[0].name)
+    ap.add_argument("--frames", type=int, default=200_000)
+    ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    ap.add_argument("--raw", type=Path, help="keep py-spy's raw (collapsed) samples here")
+    args = ap.parse_args()
+    case, n = by_name(args.case), args.frames
+    with tempfile.TemporaryDirectory(prefix="stemdaq-profile-") as tmp:
+        raw = args.raw or Path(tmp) / "samples.txt"
+        out = Path(tmp) / "profile.nxs"
+        endpoint = free_endpoint()
+        sender = Sender(endpoint, case, n)
+        sender.start()
+        proc = subprocess.Popen(
+            acquire_command(endpoint, case, n, out, k=8),
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        sender.wait_connected(lambda: proc.poll() is None)
+        spy = subprocess.Popen(
+            ["py-spy", "record", "-r", str(args.rate), "--threads", "--nonblocking"]
+            + ["-f", "raw", "-o", str(raw), "--pid", str(proc.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # py-spy attached
+        cpu0 = procstat.cpu_seconds(proc.pid)
+        sender.release()
+        _, status, usage = os.wait4(proc.pid, 0)
+        sender.finish()
+        spy.wait(timeout=60)
+        cpu = usage.ru_utime + usage.ru_stime - cpu0
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"stemdaq acquire exited {os.waitstatus_to_exitcode(status)}")
+        per_thread: Counter[str] = Counter()
+        stages: Counter[str] = Counter()
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            thread = stack.split(";", 1)[0]
+            name = thread.split(": ", 1)[1] if ": " in thread else "(thread without a name)"
+            per_thread[name] += int(count)
+            if name.startswith("stemdaq-data"):
+                stages[stage_of(stack)] += int(count)
+    us_per_sample = 1e6 / args.rate / n  # a sample stands for 1/rate s of one thread's CPU
+    us = cpu / n * 1e6
+    print(f"{case.name}: {n} frames; process CPU {us:.1f} us/frame (py-spy attached)")
+    print(f"{'where':44} {'samples':>8} {'us/frame':>9}")
+    for name, _ in [*STAGES, ("other", ())]:
+        if stages[name]:
+            label = "  data thread: " + name
+            print(f"{label:44} {stages[name]:8d} {stages[name] * us_per_sample:9.1f}")
+    data = sum(stages.values())
+    print(f"{'data thread, all':44} {data:8d} {data * us_per_sample:9.1f}")
+    for name, count in per_thread.most_common():
+        if not name.startswith("stemdaq-data"):
+            print(f"{name:44} {count:8d} {count * us_per_sample:9.1f}")
+    sampled = sum(per_thread.values()) * us_per_sample
+    print(f"{'not sampled (ZeroMQ I/O thread, native)':44} {'':8} {us - sampled:9.1f}")
+
+
+if __name__ == "__main__":
+    main()
