@@ -450,6 +450,10 @@ class NexusWriter:
             return
         if self._rows is not None:
             self._rows.write_due(time.monotonic(), self._flush_seconds)
+        # Data first: HDF5's flush writes cached raw data (the mask) before metadata (the chunk
+        # index), so with one flush a reader or a crash could see the mask claim a chunk the
+        # index does not have yet (tests/writer/test_flush_order.py). The second flush is small.
+        self._f.flush()
         self._book.store()
         self._f.flush()
         self._last_flush = time.monotonic()
