@@ -13,7 +13,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from stemdaq_client.errors import InvalidRequest, InvalidResponse, StemdaqClientError, error_for
-from stemdaq_client.models import Acquisition, AcquisitionPage, Config, Event, Status
+from stemdaq_client.models import Acquisition, AcquisitionPage, Config, Event, Flush, Status
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API = "/api/v1"
@@ -88,6 +88,24 @@ def _changes(changes: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict[str
     body = dict(changes or {})
     body.update(kwargs)
     return body
+
+
+def file_template_for(directory: str, file_name: str) -> str:
+    """The ``file_template`` that names exactly ``<directory>/<file_name>`` (relative to the
+    server's data directory; braces escaped, so no template field is filled in)."""
+    path = f"{directory.strip('/')}/{file_name}" if directory.strip("/") else file_name
+    return path.replace("{", "{{").replace("}", "}}")
+
+
+def _wait_params(
+    frames_written_ge: int | None, rows_written_ge: int | None, timeout: float
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"timeout": timeout}
+    if frames_written_ge is not None:
+        params["frames_written_ge"] = frames_written_ge
+    if rows_written_ge is not None:
+        params["rows_written_ge"] = rows_written_ge
+    return params
 
 
 class _SSEParser:
@@ -236,6 +254,29 @@ class Client:
         except httpx.TransportError as exc:
             raise error_for(0, f"event stream from {self.url} broken: {exc}") from exc
 
+    def wait_written(
+        self,
+        acq_id: str,
+        *,
+        frames_written_ge: int | None = None,
+        rows_written_ge: int | None = None,
+        timeout: float = 10.0,
+    ) -> Acquisition:
+        """Long-poll until the counts are reached, the acquisition is final, or ``timeout`` s
+        (at most 60) passed; the caller checks the counts of the answer."""
+        params = _wait_params(frames_written_ge, rows_written_ge, timeout)
+        return self._request(
+            "GET",
+            _acq_path(acq_id, "wait"),
+            params=params,
+            timeout=timeout + 10.0,
+            model=Acquisition,
+        )
+
+    def flush(self, acq_id: str) -> Flush:
+        """Make the frames written so far visible to SWMR readers (``flushed`` once done)."""
+        return self._request("POST", _acq_path(acq_id, "flush"), model=Flush)
+
     def wait(self, acq_id: str, timeout: float | None = None, *, poll: float = 0.2) -> Acquisition:
         """Poll until the acquisition is final; raises ``TimeoutError`` after ``timeout`` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -354,6 +395,28 @@ class AsyncClient:
         except httpx.TransportError as exc:
             raise error_for(0, f"event stream from {self.url} broken: {exc}") from exc
 
+    async def wait_written(
+        self,
+        acq_id: str,
+        *,
+        frames_written_ge: int | None = None,
+        rows_written_ge: int | None = None,
+        timeout: float = 10.0,
+    ) -> Acquisition:
+        """Long-poll until the counts are reached, the acquisition is final, or ``timeout`` s."""
+        params = _wait_params(frames_written_ge, rows_written_ge, timeout)
+        return await self._request(
+            "GET",
+            _acq_path(acq_id, "wait"),
+            params=params,
+            timeout=timeout + 10.0,
+            model=Acquisition,
+        )
+
+    async def flush(self, acq_id: str) -> Flush:
+        """Make the frames written so far visible to SWMR readers."""
+        return await self._request("POST", _acq_path(acq_id, "flush"), model=Flush)
+
     async def wait(
         self, acq_id: str, timeout: float | None = None, *, poll: float = 0.2
     ) -> Acquisition:
@@ -370,4 +433,4 @@ class AsyncClient:
             await asyncio.sleep(poll)
 
 
-__all__ = ["Client", "AsyncClient", "StemdaqClientError", "DEFAULT_URL"]
+__all__ = ["DEFAULT_URL", "AsyncClient", "Client", "StemdaqClientError", "file_template_for"]
