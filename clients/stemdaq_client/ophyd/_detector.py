@@ -15,6 +15,7 @@ from ophyd_async.core import (
     PathProvider,
     StandardDetector,
     TriggerInfo,
+    WatchableAsyncStatus,
     soft_signal_r_and_setter,
     soft_signal_rw,
 )
@@ -106,8 +107,8 @@ class StemdaqDetector(StandardDetector):
         """The REST side: segments (files), the current acquisition."""
         return self._session
 
-    @AsyncStatus.wrap
-    async def trigger(self) -> None:
+    @AsyncStatus.wrap  # a plain status: no progress updates (the base class's are watchable)
+    async def trigger(self) -> None:  # type: ignore[override]
         """One acquisition of ``scan_rows`` x ``scan_columns``, one event with all its rows."""
         if self._prepare_ctx is None:
             rows = await self.scan_rows.get_value()
@@ -116,13 +117,13 @@ class StemdaqDetector(StandardDetector):
             )
         await self._unless_ended_short(super().trigger())
 
-    @AsyncStatus.wrap
-    async def complete(self) -> None:
+    @AsyncStatus.wrap  # a plain status: no progress updates (the base class's are watchable)
+    async def complete(self) -> None:  # type: ignore[override]
         """Until every row asked for is written and the file closed; raises
         :class:`AcquisitionEndedError` at once if the acquisition ends short of that."""
         await self._unless_ended_short(super().complete())
 
-    async def _unless_ended_short(self, status: AsyncStatus) -> None:
+    async def _unless_ended_short(self, status: WatchableAsyncStatus[Any]) -> None:
         ended = asyncio.ensure_future(self._session.ended_short.wait())
         try:
             await asyncio.wait({status.task, ended}, return_when=asyncio.FIRST_COMPLETED)
