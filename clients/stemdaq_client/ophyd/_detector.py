@@ -87,13 +87,12 @@ class StemdaqDetector(StandardDetector):
         )
         source = f"{self.client.url}/api/v1/acquisitions"
         self.add_detector_logics(
-            StemdaqTriggerLogic(self._session, self.scan_columns),
+            StemdaqTriggerLogic(self._session, self.scan_rows, self.scan_columns),
             StemdaqAcquireLogic(self._session, self.scan_columns),
             StemdaqDataLogic(self._session, source),
         )
-        self.add_config_signals(
+        self.add_config_signals(  # scan_rows, scan_columns: the trigger logic's
             self.acquisition_id,
-            self.scan_rows,
             self.scan_step,
             self.scan_unit,
             self.detector,

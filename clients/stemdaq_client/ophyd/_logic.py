@@ -18,6 +18,7 @@ from ophyd_async.core import (
     DetectorDataLogic,
     DetectorTriggerLogic,
     SignalR,
+    SignalRW,
     StreamableDataProvider,
 )
 
@@ -34,12 +35,15 @@ class StemdaqTriggerLogic(DetectorTriggerLogic):
     """Internal triggering only: the service arms and triggers the detector (active mode) or
     records what the stream sends (passive mode). Each exposure is one scan row."""
 
-    def __init__(self, session: StemdaqSession, scan_columns: SignalR[int]) -> None:
+    def __init__(
+        self, session: StemdaqSession, scan_rows: SignalRW[int], scan_columns: SignalRW[int]
+    ) -> None:
         self.session = session
+        self.scan_rows = scan_rows
         self.scan_columns = scan_columns
 
     def config_sigs(self) -> set[SignalR]:
-        return {self.scan_columns}
+        return {self.scan_rows, self.scan_columns}
 
     async def prepare_internal(self, num: int, livetime: float, deadtime: float) -> None:
         if livetime or deadtime:
@@ -48,6 +52,7 @@ class StemdaqTriggerLogic(DetectorTriggerLogic):
                 "livetime=0 and deadtime=0"
             )
         self.session.rows_requested = num
+        await self.scan_rows.set(num)  # what read_configuration reports: the rows recorded
 
 
 class StemdaqAcquireLogic(DetectorAcquireLogic):
