@@ -42,23 +42,33 @@ class RowCounter:
         return rows
 
 
+class _Request:
+    """One flush request: set once served; ``ok`` says whether the flush succeeded."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+
 class FlushRequests:
     """Flush requests waiting for the data thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: list[threading.Event] = []
+        self._waiters: list[_Request] = []
         self._closed = False
 
     def request(self, timeout: float) -> bool:
         """Wait (up to ``timeout`` s) until the data thread flushed; True if it did or the file
-        is closed (everything is on disk then)."""
-        done = threading.Event()
+        is closed (everything is on disk then), False on timeout or if the flush failed."""
+        req = _Request()
         with self._lock:
             if self._closed:
                 return True
-            self._waiters.append(done)
-        return done.wait(timeout)
+            self._waiters.append(req)
+        return req.done.wait(timeout) and req.ok
 
     def serve(self, flush: Callable[[], None], name: str) -> None:
         """Data thread: flush once for every request waiting, then release them."""
@@ -66,17 +76,21 @@ class FlushRequests:
             waiters, self._waiters = self._waiters, []
         if not waiters:
             return
+        ok = True
         try:
             flush()
         except Exception as exc:  # the writer's own periodic flush reports storage errors
             logger.error("%s: flush on request failed: %s", name, exc)
-        for done in waiters:
-            done.set()
+            ok = False
+        for req in waiters:
+            req.ok = ok
+            req.done.set()
 
     def close(self) -> None:
         """The file is closed: release every request, answer later ones at once."""
         with self._lock:
             self._closed = True
             waiters, self._waiters = self._waiters, []
-        for done in waiters:
-            done.set()
+        for req in waiters:
+            req.ok = True
+            req.done.set()

@@ -69,7 +69,7 @@ def test_paths_outside_the_data_folder_are_refused(
 
 
 def test_wait_flush_and_rows_while_recording(client: Any) -> None:
-    n_m, n_k = 24, 16  # ~1.2 s of frames
+    n_m, n_k = 64, 16  # ~3 s of frames: the flush (at the data thread's 2nd tick) comes first
     acq = client.arm(scan_shape=[n_m, n_k], file_template=file_template_for("runs", "w.nxs"))
     rows_seen = []
     at = client.wait_written(acq.id, rows_written_ge=2, timeout=30)
@@ -102,7 +102,9 @@ def test_wait_flush_and_rows_while_recording(client: Any) -> None:
 def test_wait_times_out_without_the_counts(client: Any) -> None:
     acq = client.arm(scan_shape=[24, 16], file_template=file_template_for("runs", "t.nxs"))
     early = client.wait_written(acq.id, rows_written_ge=10**6, timeout=0.2)
-    assert early.rows_written < 10**6
+    # back after the timeout, not at the end: the scan takes over a second of frames
+    assert early.state.value in ("armed", "acquiring")
+    assert early.rows_written < 24
     client.abort(acq.id)
     assert client.wait(acq.id, timeout=60).state.value == "aborted"
 

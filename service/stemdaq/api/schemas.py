@@ -70,6 +70,7 @@ class FlushResult(BaseModel):
 
     flushed: bool = Field(
         description="True once the frames counted are visible to SWMR readers, or when there "
-        "was nothing to flush (file not open yet, or closed)"
+        "was nothing to flush (file not open yet, or closed); false if the data thread did not "
+        "flush within 5 s or the flush failed"
     )
     acquisition: AcquisitionInfo = Field(description="The acquisition after the flush")
