@@ -48,8 +48,8 @@ class StemdaqSession:
     client
         The async REST client.
     path_provider
-        ophyd-async's PathProvider: its directory (absolute, inside the server's data
-        directory, or relative to it) and filename (``.nxs`` added if it has no suffix) name
+        ophyd-async's PathProvider: its directory (inside the server's data directory, as
+        the server names it: ``GET /api/v1/status`` ``data_dir``) and filename (``.nxs`` added if it has no suffix) name
         each acquisition's file; the server refuses names outside the data directory and
         existing files (422).
     overrides
