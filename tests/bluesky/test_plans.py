@@ -118,6 +118,10 @@ def test_fly_scan_one_event_per_row(
         np.testing.assert_array_equal(f[params["dataset"]][()], expected)
     np.testing.assert_array_equal(_consolidated(docs, resource), expected)
     assert start["scan_rows"] == n_m
+    from bluesky.run_engine import call_in_bluesky_event_loop
+
+    # a signal read from the REST API at each get
+    assert call_in_bluesky_event_loop(det.service_state.get_value()) == "idle"
 
 
 def test_count_one_event_per_acquisition(

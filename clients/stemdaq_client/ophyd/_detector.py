@@ -82,6 +82,8 @@ class StemdaqDetector(StandardDetector):
         )
         self.scan_unit, setters["scan_unit"] = soft_signal_r_and_setter(str, "")
         self.collections_written, setters["collections_written"] = soft_signal_r_and_setter(int, 0)
+        # read live from the service on every get/read (GET /api/v1/status)
+        self.service_state, _ = soft_signal_r_and_setter(str, "", getter=self._service_state)
         self._session = StemdaqSession(
             self.client, path_provider, overrides or {}, setters, self.collections_written
         )
@@ -100,6 +102,9 @@ class StemdaqDetector(StandardDetector):
             self.file_uri,
         )
         super().__init__(name=name)
+
+    async def _service_state(self) -> str:
+        return str((await self.client.status()).state)
 
     @property
     def session(self) -> StemdaqSession:

@@ -49,9 +49,9 @@ class StemdaqSession:
         The async REST client.
     path_provider
         ophyd-async's PathProvider: its directory (inside the server's data directory, as
-        the server names it: ``GET /api/v1/status`` ``data_dir``) and filename (``.nxs`` added if it has no suffix) name
-        each acquisition's file; the server refuses names outside the data directory and
-        existing files (422).
+        the server names it: ``data_dir`` of ``GET /api/v1/status``) and filename (``.nxs``
+        added if it has no suffix) name each acquisition's file; the server refuses names
+        outside the data directory and existing files (422).
     overrides
         Per-acquisition config changes sent with every arm (e.g. ``scan_step``).
     setters
