@@ -30,16 +30,18 @@ class RowCounter:
         self._n_m, self._n_k = int(scan_shape[0]), int(scan_shape[1])
         self._rows = 0
         self._mask: Any = None
+        self._lock = threading.Lock()  # info() is called from the data thread and HTTP threads
 
     def count(self, written: np.ndarray) -> int:
         """Rows complete in ``written`` (the writer's ``[n_channels, n_m * n_k]`` uint8 mask)."""
-        if written is not self._mask:  # the writer's bookkeeping is made when the file opens
-            self._mask, self._rows = written, 0
-        n_k, rows = self._n_k, self._rows
-        while rows < self._n_m and written[:, rows * n_k : (rows + 1) * n_k].all():
-            rows += 1
-        self._rows = rows
-        return rows
+        with self._lock:
+            if written is not self._mask:  # the writer's bookkeeping is made when the file opens
+                self._mask, self._rows = written, 0
+            n_k, rows = self._n_k, self._rows
+            while rows < self._n_m and written[:, rows * n_k : (rows + 1) * n_k].all():
+                rows += 1
+            self._rows = rows
+            return rows
 
 
 class _Request:
