@@ -188,3 +188,25 @@ def test_abort_mid_scan_documents_the_rows_written(
     data = _consolidated(docs, resource)
     assert data.shape[0] == acq.rows_written
     np.testing.assert_array_equal(data, expected_frames(n_m, n_k)[: acq.rows_written])
+
+
+def test_trigger_reports_progress_to_watchers(make_detector: Any, run_engine: Any) -> None:
+    from bluesky.run_engine import call_in_bluesky_event_loop
+
+    det = make_detector((3, 8))
+    updates: list[dict[str, Any]] = []
+
+    async def trigger_once() -> None:
+        await det.stage()
+        try:
+            status = det.trigger()
+            status.watch(lambda **fields: updates.append(fields))
+            await status
+        finally:
+            await det.unstage()
+
+    call_in_bluesky_event_loop(trigger_once())
+    assert updates, "no progress update reached the watcher"
+    assert updates[-1]["target"] == 3  # rows
+    assert updates[-1]["current"] == 3
+    assert call_in_bluesky_event_loop(det.rows_written.get_value()) == 3

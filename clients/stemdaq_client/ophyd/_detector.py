@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
-from typing import Any
+from collections.abc import AsyncIterator, Generator
+from typing import Any, cast
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
 from ophyd_async.core import (
     Array1D,
-    AsyncStatus,
     PathProvider,
     StandardDetector,
     TriggerInfo,
     WatchableAsyncStatus,
+    WatcherUpdate,
     soft_signal_r_and_setter,
     soft_signal_rw,
 )
@@ -111,26 +111,46 @@ class StemdaqDetector(StandardDetector):
         """The REST side: segments (files), the current acquisition."""
         return self._session
 
-    @AsyncStatus.wrap  # a plain status: no progress updates (the base class's are watchable)
-    async def trigger(self) -> None:  # type: ignore[override]
+    @WatchableAsyncStatus.wrap
+    async def trigger(self) -> AsyncIterator[WatcherUpdate[int]]:
         """One acquisition of ``scan_rows`` x ``scan_columns``, one event with all its rows."""
         if self._prepare_ctx is None:
             rows = await self.scan_rows.get_value()
             await self.prepare(
                 TriggerInfo(collections_per_event=rows, exposure_timeout=ROW_TIMEOUT)
             )
-        await self._unless_ended_short(super().trigger())
+        async for update in self._unless_ended_short(super().trigger()):
+            yield update
 
-    @AsyncStatus.wrap  # a plain status: no progress updates (the base class's are watchable)
-    async def complete(self) -> None:  # type: ignore[override]
+    @WatchableAsyncStatus.wrap
+    async def complete(self) -> AsyncIterator[WatcherUpdate[int]]:
         """Until every row asked for is written and the file closed; raises
         :class:`AcquisitionEndedError` at once if the acquisition ends short of that."""
-        await self._unless_ended_short(super().complete())
+        async for update in self._unless_ended_short(super().complete()):
+            yield update
 
-    async def _unless_ended_short(self, status: WatchableAsyncStatus[Any]) -> None:
+    async def _unless_ended_short(
+        self, status: WatchableAsyncStatus[int]
+    ) -> AsyncIterator[WatcherUpdate[int]]:
+        """The base class's progress updates, until ``status`` is done or the acquisition ended
+        with fewer rows than asked for (then :class:`AcquisitionEndedError`, unless the device
+        itself aborted it)."""
+        updates: asyncio.Queue[WatcherUpdate[int]] = asyncio.Queue()
+        # a Watcher gets the update's fields as keywords: rebuild the update
+        status.watch(cast(Any, lambda **fields: updates.put_nowait(WatcherUpdate(**fields))))
         ended = asyncio.ensure_future(self._session.ended_short.wait())
         try:
-            await asyncio.wait({status.task, ended}, return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                update = asyncio.ensure_future(updates.get())
+                done, _ = await asyncio.wait(
+                    {status.task, ended, update}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if update not in done:
+                    update.cancel()
+                    break
+                yield update.result()
+            while not updates.empty():
+                yield updates.get_nowait()
         finally:
             ended.cancel()
         if status.done:
