@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -15,7 +16,7 @@ import hdf5plugin  # noqa: F401 - the bitshuffle/LZ4 filter of the dataset
 import httpx
 import numpy as np
 import pytest
-from stemdaq_client import Client, InvalidRequest, NotFound, file_template_for
+from stemdaq_client import Client, Conflict, InvalidRequest, NotFound, file_template_for
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +29,24 @@ def client(service: Any) -> Any:
         yield c
 
 
+def _arm(client: Any, **config: Any) -> Any:
+    """Arm; a 409 while the service files the previous acquisition (final, slot not yet freed)
+    is retried (bounded)."""
+    for _ in range(600):
+        try:
+            return client.arm(**config)
+        except Conflict:
+            time.sleep(0.05)
+    return client.arm(**config)
+
+
 def _leading_rows(written: np.ndarray) -> int:
     complete = written.all(axis=1)
     return int(np.argmin(complete)) if not complete.all() else len(complete)
 
 
 def test_caller_chooses_directory_and_file_name(client: Any, service: Any) -> None:
-    acq = client.arm(scan_shape=[2, 8], file_template=file_template_for("runs/b1", "x{1}.nxs"))
+    acq = _arm(client, scan_shape=[2, 8], file_template=file_template_for("runs/b1", "x{1}.nxs"))
     expected = service.data_dir.resolve() / "runs" / "b1" / "x{1}.nxs"
     assert acq.file_path == str(expected)
     done = client.wait(acq.id, timeout=60)
@@ -47,7 +59,7 @@ def test_caller_chooses_directory_and_file_name(client: Any, service: Any) -> No
     # never overwrite: the same name again is refused, the file is untouched
     before = expected.stat().st_mtime_ns
     with pytest.raises(InvalidRequest, match="exists already"):
-        client.arm(scan_shape=[2, 8], file_template=file_template_for("runs/b1", "x{1}.nxs"))
+        _arm(client, scan_shape=[2, 8], file_template=file_template_for("runs/b1", "x{1}.nxs"))
     assert expected.stat().st_mtime_ns == before
 
 
@@ -63,14 +75,14 @@ def test_paths_outside_the_data_folder_are_refused(
         link.symlink_to(tmp_path, target_is_directory=True)  # a symlink escape
     total = client.list().total
     with pytest.raises(InvalidRequest):
-        client.arm(scan_shape=[2, 8], file_template=template)
+        _arm(client, scan_shape=[2, 8], file_template=template)
     assert client.list().total == total  # nothing armed
     assert not (tmp_path / "escape.nxs").exists()
 
 
 def test_wait_flush_and_rows_while_recording(client: Any) -> None:
     n_m, n_k = 64, 16  # ~3 s of frames: the flush (at the data thread's 2nd tick) comes first
-    acq = client.arm(scan_shape=[n_m, n_k], file_template=file_template_for("runs", "w.nxs"))
+    acq = _arm(client, scan_shape=[n_m, n_k], file_template=file_template_for("runs", "w.nxs"))
     rows_seen = []
     at = client.wait_written(acq.id, rows_written_ge=2, timeout=30)
     assert at.rows_written >= 2 or at.state.is_final
@@ -100,7 +112,7 @@ def test_wait_flush_and_rows_while_recording(client: Any) -> None:
 
 
 def test_wait_times_out_without_the_counts(client: Any) -> None:
-    acq = client.arm(scan_shape=[24, 16], file_template=file_template_for("runs", "t.nxs"))
+    acq = _arm(client, scan_shape=[24, 16], file_template=file_template_for("runs", "t.nxs"))
     early = client.wait_written(acq.id, rows_written_ge=10**6, timeout=0.2)
     # back after the timeout, not at the end: the scan takes over a second of frames
     assert early.state.value in ("armed", "acquiring")

@@ -20,11 +20,13 @@ from event_model import ComposeStreamResourceBundle
 from ophyd_async.core import PathProvider, SignalR
 
 from stemdaq_client._client import AsyncClient, file_template_for
+from stemdaq_client.errors import Conflict
 from stemdaq_client.models import Acquisition
 
 logger = logging.getLogger(__name__)
 
 _POLL = 10.0  # seconds per long-poll (the server answers within ~1 s of each new row)
+_FILING = 10.0  # seconds a new arm waits for the service to file this device's previous one
 _SUFFIXES = (".nxs", ".h5", ".hdf5", ".nx5")
 
 
@@ -108,7 +110,7 @@ class StemdaqSession:
             "scan_shape": [rows, columns],
             "file_template": file_template_for(directory, name),
         }
-        acq = await self.client.arm(body)
+        acq = await self._arm(body)
         logger.info("armed stemdaq acquisition %s -> %s", acq.id, acq.file_path)
         self.rows_requested = rows
         self.ended_short.clear()
@@ -117,6 +119,24 @@ class StemdaqSession:
         self._update(acq)
         self._follower = asyncio.create_task(self._follow(acq.id), name=f"stemdaq-{acq.id}")
         return acq
+
+    async def _arm(self, body: dict[str, Any]) -> Acquisition:
+        """``POST /acquisitions``; a 409 while the service is still filing the acquisition before
+        (final already, its slot freed once its record is written, a fraction of a second later)
+        is retried for up to ``_FILING`` s. A 409 for an acquisition still recording is raised."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _FILING
+        delay = 0.02
+        while True:
+            try:
+                return await self.client.arm(body)
+            except Conflict:
+                running = (await self.client.status()).acquisition
+                filing = running is not None and running.state.is_final
+                if not filing or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(0.5, delay * 2)
 
     async def _relative_directory(self, directory: PurePath) -> str:
         """``directory`` relative to the server's data directory (the server checks the rest)."""
