@@ -6,7 +6,7 @@
 >>> c.wait(acq.id, timeout=120).state  # doctest: +SKIP
 """
 
-from stemdaq_client._client import DEFAULT_URL, AsyncClient, Client
+from stemdaq_client._client import DEFAULT_URL, AsyncClient, Client, file_template_for
 from stemdaq_client.errors import (
     Conflict,
     InvalidRequest,
@@ -23,6 +23,7 @@ from stemdaq_client.models import (
     Config,
     Counters,
     Event,
+    Flush,
     Status,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "Conflict",
     "Counters",
     "Event",
+    "Flush",
     "InvalidRequest",
     "InvalidResponse",
     "NotFound",
@@ -44,4 +46,5 @@ __all__ = [
     "StemdaqClientError",
     "Status",
     "Unauthorized",
+    "file_template_for",
 ]

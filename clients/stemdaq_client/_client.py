@@ -6,118 +6,26 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from stemdaq_client.errors import InvalidRequest, InvalidResponse, StemdaqClientError, error_for
-from stemdaq_client.models import Acquisition, AcquisitionPage, Config, Event, Status
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-API = "/api/v1"
-
-
-def _headers(token: str | None) -> dict[str, str]:
-    token = token if token is not None else os.environ.get("STEMDAQ_API_TOKEN")
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def _acq_path(acq_id: str, action: str = "") -> str:
-    """``/api/v1/acquisitions/<id>[/<action>]`` with the id percent-encoded as one segment."""
-    if not isinstance(acq_id, str) or not acq_id:
-        raise InvalidRequest(0, f"invalid acquisition id {acq_id!r}")
-    segment = quote(acq_id, safe="")
-    if segment in (".", ".."):  # would be removed as a dot-segment, not sent as an id
-        segment = segment.replace(".", "%2E")
-    return f"{API}/acquisitions/{segment}" + (f"/{action}" if action else "")
-
-
-def _snippet(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
-    return text[:200] + ("..." if len(text) > 200 else "") if text else "(empty body)"
-
-
-def _check(response: httpx.Response) -> Any:
-    if response.is_success:
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:  # JSONDecodeError, UnicodeDecodeError
-            ctype = response.headers.get("content-type", "no content type")
-            raise InvalidResponse(
-                response.status_code,
-                f"{_what(response)}: expected JSON, got {ctype}: {_snippet(response)}",
-            ) from None
-    try:
-        body = response.json()
-        detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
-    except ValueError:
-        detail = response.text or response.reason_phrase
-    raise error_for(response.status_code, detail if isinstance(detail, str) else str(detail))
-
-
-def _what(response: httpx.Response) -> str:
-    path = response.request.url.raw_path.decode("ascii", "replace")
-    return f"{response.request.method} {path}"
-
-
-def _model(model: type[_M], data: Any, response: httpx.Response) -> _M:
-    """``data`` validated as ``model``; the client's own error if the server sent something else."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidResponse(
-            response.status_code,
-            f"{_what(response)}: the answer is not a valid {model.__name__}: {exc}",
-        ) from None
-
-
-class _JSONObject(BaseModel):
-    """Any JSON object (``health``, ``metadata``): only checks that it is one."""
-
-    model_config = {"extra": "allow"}
-
-
-def _changes(changes: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    body = dict(changes or {})
-    body.update(kwargs)
-    return body
-
-
-class _SSEParser:
-    """Turns lines of a ``text/event-stream`` into :class:`Event` objects."""
-
-    def __init__(self) -> None:
-        self.kind = "message"
-        self.data: list[str] = []
-
-    def feed(self, line: str) -> Event | None:
-        if line == "":
-            event = None
-            if self.data:
-                try:
-                    acquisition = Acquisition.model_validate_json("\n".join(self.data))
-                except ValidationError as exc:
-                    self.kind, self.data = "message", []
-                    raise InvalidResponse(200, f"event stream: invalid event data: {exc}") from None
-                event = Event(event=self.kind, acquisition=acquisition)
-            self.kind, self.data = "message", []
-            return event
-        if line.startswith(":"):
-            return None
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "event":
-            self.kind = value
-        elif field == "data":
-            self.data.append(value)
-        return None
+from stemdaq_client._http import (
+    API,
+    DEFAULT_URL,
+    _acq_path,
+    _changes,
+    _check,
+    _headers,
+    _JSONObject,
+    _model,
+    _SSEParser,
+    _wait_params,
+    file_template_for,
+)
+from stemdaq_client.errors import StemdaqClientError, error_for
+from stemdaq_client.models import Acquisition, AcquisitionPage, Config, Event, Flush, Status
 
 
 class Client:
@@ -235,6 +143,29 @@ class Client:
                         yield event
         except httpx.TransportError as exc:
             raise error_for(0, f"event stream from {self.url} broken: {exc}") from exc
+
+    def wait_written(
+        self,
+        acq_id: str,
+        *,
+        frames_written_ge: int | None = None,
+        rows_written_ge: int | None = None,
+        timeout: float = 10.0,
+    ) -> Acquisition:
+        """Long-poll until the counts are reached, the acquisition is final, or ``timeout`` s
+        (at most 60) passed; the caller checks the counts of the answer."""
+        params = _wait_params(frames_written_ge, rows_written_ge, timeout)
+        return self._request(
+            "GET",
+            _acq_path(acq_id, "wait"),
+            params=params,
+            timeout=timeout + 10.0,
+            model=Acquisition,
+        )
+
+    def flush(self, acq_id: str) -> Flush:
+        """Make the frames written so far visible to SWMR readers (``flushed`` once done)."""
+        return self._request("POST", _acq_path(acq_id, "flush"), model=Flush)
 
     def wait(self, acq_id: str, timeout: float | None = None, *, poll: float = 0.2) -> Acquisition:
         """Poll until the acquisition is final; raises ``TimeoutError`` after ``timeout`` s."""
@@ -354,6 +285,28 @@ class AsyncClient:
         except httpx.TransportError as exc:
             raise error_for(0, f"event stream from {self.url} broken: {exc}") from exc
 
+    async def wait_written(
+        self,
+        acq_id: str,
+        *,
+        frames_written_ge: int | None = None,
+        rows_written_ge: int | None = None,
+        timeout: float = 10.0,
+    ) -> Acquisition:
+        """Long-poll until the counts are reached, the acquisition is final, or ``timeout`` s."""
+        params = _wait_params(frames_written_ge, rows_written_ge, timeout)
+        return await self._request(
+            "GET",
+            _acq_path(acq_id, "wait"),
+            params=params,
+            timeout=timeout + 10.0,
+            model=Acquisition,
+        )
+
+    async def flush(self, acq_id: str) -> Flush:
+        """Make the frames written so far visible to SWMR readers."""
+        return await self._request("POST", _acq_path(acq_id, "flush"), model=Flush)
+
     async def wait(
         self, acq_id: str, timeout: float | None = None, *, poll: float = 0.2
     ) -> Acquisition:
@@ -370,4 +323,4 @@ class AsyncClient:
             await asyncio.sleep(poll)
 
 
-__all__ = ["Client", "AsyncClient", "StemdaqClientError", "DEFAULT_URL"]
+__all__ = ["DEFAULT_URL", "AsyncClient", "Client", "StemdaqClientError", "file_template_for"]

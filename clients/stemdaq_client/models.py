@@ -70,6 +70,11 @@ class Acquisition(_Model):
     series_id: int | None = None
     frames_expected: int = 0
     frames_written: int = 0
+    rows_written: int = 0
+    writing: bool = False
+    writing_file_uri: str | None = None
+    frame_shape: list[int] | None = None
+    swmr: bool = True
     frames_dropped: int = 0
     counters: Counters = Field(default_factory=Counters)
     frames_per_second: float = 0.0
@@ -131,4 +136,11 @@ class Event(_Model):
     """One server-sent event: ``snapshot``, ``state`` or ``progress``."""
 
     event: str
+    acquisition: Acquisition
+
+
+class Flush(_Model):
+    """``POST /api/v1/acquisitions/{id}/flush``."""
+
+    flushed: bool
     acquisition: Acquisition

@@ -36,6 +36,7 @@ from stemdaq.models import AcquisitionInfo, AcquisitionState, Counters, SeriesSt
 from stemdaq.outcome import end_state, verify_after_failure
 from stemdaq.rank import LATENCY_BUCKETS, DataPath, Signals
 from stemdaq.receiver import ZmqSource
+from stemdaq.rows import FlushRequests, RowCounter
 from stemdaq.writer import NexusWriter
 from stemdaq.writer.filesafety import describe_write_error
 
@@ -100,7 +101,7 @@ class Acquisition:
             name=f"acquisition {acq_id}",
             queue_bytes=queue_bytes,
             compress_workers=compress_workers,
-            on_tick=self._notify,
+            on_tick=self._on_tick,
             on_series_start=self._on_series_start,
         )
         self._detector: DetectorSession | None = None
@@ -116,6 +117,8 @@ class Acquisition:
         self._finished_at: str | None = None
         self._final_counters: Counters | None = None
         self._elapsed: float | None = None  # frozen when the file is closed
+        self._rows = RowCounter(config.scan_shape)
+        self._flushes = FlushRequests()  # served by the data thread at its tick
 
     # -- control side -------------------------------------------------------------------------
 
@@ -228,6 +231,21 @@ class Acquisition:
             self._error = self._error or message
         self._signals.abort.set()
 
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Make every frame counted visible to SWMR readers now; True once done.
+
+        The data thread flushes at its next tick (within about a second); once the file is
+        closed (or before it is opened) there is nothing to flush and this returns True at once.
+        """
+        if not self._data.opened:
+            return True
+        return self._flushes.request(timeout)
+
+    def _on_tick(self) -> None:
+        """Data thread, about once a second: serve flush requests, tell the listener."""
+        self._flushes.serve(self._writer.flush, f"acquisition {self.acq_id}")
+        self._notify()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the file is closed; True if it is."""
         return self._done.wait(timeout)
@@ -285,6 +303,7 @@ class Acquisition:
         frame_shape = data.frame_shape
         shape = [*self.config.scan_shape, *frame_shape] if frame_shape else None
         path = (self._writer.current_path if final and data.opened else self.file_path).resolve()
+        writing = self._writer.is_open and not self._done.is_set()
         return AcquisitionInfo(
             id=self.acq_id,
             state=self._state,
@@ -298,6 +317,11 @@ class Acquisition:
             series_id=data.start.series_id if data.start else None,
             frames_expected=counters.frames_expected,
             frames_written=counters.frames_written,
+            # the writer's in-memory written mask; read-only, marks never go back
+            rows_written=self._rows.count(self._writer._book.written) if data.opened else 0,  # noqa: SLF001
+            writing=writing,
+            writing_file_uri=self._writer.tmp_path.resolve().as_uri() if writing else None,
+            frame_shape=list(frame_shape) if frame_shape else None,
             frames_dropped=counters.frames_dropped,
             counters=counters,
             frames_per_second=fps,
@@ -408,5 +432,6 @@ class Acquisition:
                 self._state = state
             self._finished_at = _now_iso()
             self._done.set()
+            self._flushes.close()  # waiting flush requests: the file is closed, all on disk
             logger.info("acquisition %s %s: %s", self.acq_id, state.value, counters.model_dump())
             self._notify()

@@ -223,8 +223,14 @@ class AcquisitionInfo(BaseModel):
 
     id: str = Field(description="Acquisition id, unique on this server")
     state: AcquisitionState = Field(description="Life-cycle state")
-    file_path: str = Field(description="Final path of the NeXus file (absolute)")
-    file_uri: str = Field(description="file:// URI of the NeXus file")
+    file_path: str = Field(
+        description="Path of the NeXus file (absolute): its final name while recording, then the "
+        "file as it exists (the final name, or <file>.partial if it could not be finished)"
+    )
+    file_uri: str = Field(
+        description="file:// URI of file_path: the final name, where the data can be read once "
+        "the acquisition is final (while writing, see writing_file_uri)"
+    )
     dataset_path: str = Field(
         "/entry/measurement/event1/image1/image_4d/intensity",
         description="HDF5 path of the 4D intensity dataset (first recorded channel)",
@@ -242,6 +248,27 @@ class AcquisitionInfo(BaseModel):
     series_id: int | None = Field(None, description="Detector series id")
     frames_expected: int = Field(0, description="Frames the scan should produce (all channels)")
     frames_written: int = Field(0, description="Frames stored so far (monotonic)")
+    rows_written: int = Field(
+        0,
+        description="Complete scan rows in the file (monotonic): rows 0 .. rows_written-1 hold "
+        "every frame of every channel; a row with a gap ends the count. SWMR readers see them "
+        "after the next flush (flush_seconds, or POST .../flush)",
+    )
+    writing: bool = Field(
+        False, description="True while the file is open for writing (series started, not closed)"
+    )
+    writing_file_uri: str | None = Field(
+        None,
+        description="file:// URI of the file being written (<file>.partial) while writing, "
+        "readable with h5py.File(path, 'r', swmr=True); None before the series and once closed "
+        "(file_uri then names the file that exists)",
+    )
+    frame_shape: list[int] | None = Field(
+        None, description="[ny, nx] of one frame, known once the series starts"
+    )
+    swmr: bool = Field(
+        True, description="The file is written in HDF5 SWMR mode (always true for stemdaq)"
+    )
     frames_dropped: int = Field(0, description="Frames that did not reach the file")
     counters: Counters = Field(default_factory=Counters, description="Full frame accounting")
     frames_per_second: float = Field(0.0, description="Write rate over the last second")

@@ -63,3 +63,14 @@ class NexusTree(BaseModel):
         description="Root group: {'type': 'group', 'attrs': {...}, 'children': {name: node}}; "
         "datasets carry shape, dtype, chunks, maxshape, filters and, when tiny, value"
     )
+
+
+class FlushResult(BaseModel):
+    """Answer of ``POST /api/v1/acquisitions/{id}/flush``."""
+
+    flushed: bool = Field(
+        description="True once the frames counted are visible to SWMR readers, or when there "
+        "was nothing to flush (file not open yet, or closed); false if the data thread did not "
+        "flush within 5 s or the flush failed"
+    )
+    acquisition: AcquisitionInfo = Field(description="The acquisition after the flush")

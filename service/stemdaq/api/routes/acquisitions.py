@@ -1,4 +1,4 @@
-"""``/api/v1/acquisitions``: arm, list, get, stop, abort, and the file's NeXus tree."""
+"""``/api/v1/acquisitions``: arm, list, get, stop, abort, wait, flush, and the file's NeXus tree."""
 
 from __future__ import annotations
 
@@ -11,11 +11,15 @@ from fastapi import Path as PathParam
 
 from stemdaq.api.deps import ControlAuth, ManagerDep, ReadAuth
 from stemdaq.api.nexus_tree import read_tree
-from stemdaq.api.schemas import AcquisitionPage, ErrorResponse, NexusTree
+from stemdaq.api.schemas import AcquisitionPage, ErrorResponse, FlushResult, NexusTree
 from stemdaq.config import AcquisitionConfig
 from stemdaq.models import AcquisitionInfo, AcquisitionState
 
 router = APIRouter(prefix="/acquisitions", tags=["acquisitions"])
+
+MAX_WAIT = 60.0  # seconds one long-poll may hold a request
+MAX_COUNT = 1 << 40  # frames/rows a wait may ask for (more than any scan holds)
+FLUSH_TIMEOUT = 5.0  # seconds a flush request waits for the data thread (it ticks every ~1 s)
 
 AcqId = Annotated[str, PathParam(description="Acquisition id, e.g. 20261124-081530-0001")]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -125,3 +129,86 @@ async def get_acquisition_metadata(manager: ManagerDep, acq_id: AcqId) -> NexusT
     return NexusTree(
         id=info.id, file_path=str(path), complete=not running and not is_partial, tree=tree
     )
+
+
+@router.get(
+    "/{acq_id}/wait",
+    response_model=AcquisitionInfo,
+    dependencies=[ReadAuth],
+    responses={**_NOT_FOUND, 422: {"model": ErrorResponse, "description": "Bad query"}},
+)
+async def wait_acquisition(
+    manager: ManagerDep,
+    acq_id: AcqId,
+    frames_written_ge: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_COUNT, description="Return once frames_written >= this"),
+    ] = None,
+    rows_written_ge: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_COUNT, description="Return once rows_written >= this"),
+    ] = None,
+    timeout: Annotated[
+        float,
+        Query(gt=0, le=MAX_WAIT, description=f"Seconds to wait at most (<= {MAX_WAIT:g})"),
+    ] = 10.0,
+) -> AcquisitionInfo:
+    """Long-poll: the acquisition once ``frames_written >= frames_written_ge`` and
+    ``rows_written >= rows_written_ge`` (those given), once it is final, or after ``timeout`` s,
+    whichever comes first; at once if already so. Progress is published about once a second,
+    so the answer comes within about a second of the condition. The caller compares the counts.
+    """
+    info = manager.get(acq_id)
+    if _waited_for(info, frames_written_ge, rows_written_ge):
+        return info
+    queue = manager.subscribe()  # every state change and progress event from now on
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        info = manager.get(acq_id)  # anything published before subscribing is seen here
+        while not _waited_for(info, frames_written_ge, rows_written_ge):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                event = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                break
+            if event is None:  # the service is shutting down
+                break
+            if event.info.id == acq_id:
+                info = manager.get(acq_id)
+        return manager.get(acq_id)
+    finally:
+        manager.unsubscribe(queue)
+
+
+def _waited_for(info: AcquisitionInfo, frames: int | None, rows: int | None) -> bool:
+    """True when the wait is over: the counts are reached or nothing will change any more."""
+    if info.state.is_final:
+        return True
+    return (frames is None or info.frames_written >= frames) and (
+        rows is None or info.rows_written >= rows
+    )
+
+
+@router.post(
+    "/{acq_id}/flush",
+    response_model=FlushResult,
+    dependencies=[ControlAuth],
+    responses={**_CONTROL, **_NOT_FOUND},
+)
+async def flush_acquisition(manager: ManagerDep, acq_id: AcqId) -> FlushResult:
+    """Make every frame counted so far visible to SWMR readers of the file being written.
+
+    The data thread flushes at its next tick (within about a second). ``flushed`` is true once it
+    has, or when there is nothing to flush (the file is not open yet, or closed: all on disk);
+    false if the data thread did not get to it within a few seconds, or the flush failed.
+    """
+    info = manager.get(acq_id)
+    acq = manager.current
+    flushed = True
+    if acq is not None and not info.state.is_final and acq.info().id == acq_id:
+        flush = getattr(acq, "flush", None)  # an engine that cannot flush says so: false
+        flushed = flush is not None and bool(await asyncio.to_thread(flush, FLUSH_TIMEOUT))
+    return FlushResult(flushed=flushed, acquisition=manager.get(acq_id))
