@@ -69,6 +69,8 @@ class Acquisition:
         Allow the final file name to exist already (it is replaced at close).
     on_change
         Called (from a background thread) on each state change and about once a second.
+    expected_positions
+        Scan positions this process owns (a rank of a scale-out acquisition); default all.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Acquisition:
         compress_workers: int = 2,
         overwrite: bool = False,
         on_change: Callable[[AcquisitionInfo], None] | None = None,
+        expected_positions: int | None = None,
     ) -> None:
         self.config = config
         self.file_path = Path(file_path)
@@ -102,6 +105,7 @@ class Acquisition:
             compress_workers=compress_workers,
             on_tick=self._notify,
             on_series_start=self._on_series_start,
+            expected_positions=expected_positions,
         )
         self._detector: DetectorSession | None = None
         self._notify_lock = threading.Lock()
@@ -123,6 +127,11 @@ class Acquisition:
     def state(self) -> AcquisitionState:
         """Current life-cycle state."""
         return self._state
+
+    @property
+    def series_start(self) -> SeriesStart | None:
+        """The start message of the series being written (None before it came)."""
+        return self._data.start
 
     @property
     def detector_was_armed(self) -> bool:

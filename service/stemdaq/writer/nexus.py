@@ -315,6 +315,17 @@ class NexusWriter:
             self._dsets.append(ds)
             self._dsids.append(ds.id)
             self._book.create(image, channel)
+        self._layout_done(f)
+
+    def _layout_done(self, f: h5py.File) -> None:
+        """Hook: the layout is made, SWMR not started yet (the VDS master replaces datasets)."""
+
+    def _before_rename(self, f: h5py.File) -> None:
+        """Hook: the file is open for the last time (r+), the outcome written."""
+
+    def _gaps_per_image(self) -> list[int]:
+        """Scan positions without a frame, per channel (at close)."""
+        return [self._n_pos - int(n) for n in self._book.counts]
 
     def _write_process(
         self, image: h5py.Group, start: SeriesStart, endpoint: str, channel: str
@@ -535,12 +546,12 @@ class NexusWriter:
             f["/entry"].create_dataset("end_time", data=end_time)
             event = f[EVENT]
             event.create_dataset("end_time", data=end_time)
-            gaps = [self._n_pos - int(n) for n in self._book.counts]
-            write_outcome(event, state, counters, gaps, warnings, error)
+            write_outcome(event, state, counters, self._gaps_per_image(), warnings, error)
             if sums is not None and summary is not None and self.frame_shape is not None:
                 write_summaries(
                     event, self.config, self.geometry, self.frame_shape, summary.channel, *sums
                 )
+            self._before_rename(f)
         self._result = rename_no_clobber(self.tmp_path, self.final_path, self.overwrite)
         self._reservation.drop(remove=False)
         if self._result == self.final_path:  # for NOMAD / pynxtools-em: never over another file
