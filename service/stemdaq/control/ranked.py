@@ -51,11 +51,13 @@ from stemdaq.models import (
 )
 from stemdaq.rank import LATENCY_BUCKETS, Signals
 from stemdaq.writer.master import MasterWriter
+from stemdaq.writer.recover import clear_status_flags
 
 logger = logging.getLogger(__name__)
 
 _POLL = 0.2  # seconds between status polls
 _LOST_AFTER = 3  # failed polls in a row before a rank counts as lost
+_GONE = ("its process ended", "it restarted")  # a lost rank whose writer surely stopped
 _ERRORS = {404: StemdaqError, 409: BusyError, 422: ConfigError, 507: StorageError}
 
 
@@ -396,6 +398,14 @@ class RankedAcquisition:
         return True
 
     def _maybe_open_master(self) -> None:
+        """Make the master once every rank that owns frames made its file (a VDS source that
+        is still the empty reservation would make reads fail); a lost rank is left out."""
+        for i in range(self.cluster.ranks):
+            status = self._status[i]
+            if i in self._lost:
+                self.master.exclude(i)
+            elif self.master.owns_rows(i) and not (status and status.get("dtype")):
+                return
         for status, start in zip(self._status, self._start, strict=True):
             if status is None or not status.get("dtype") or not status.get("shape"):
                 continue
@@ -426,7 +436,11 @@ class RankedAcquisition:
             )
             self._detector.command("disarm" if completed else "abort")
         if not self.master.is_open and self.master.frame_shape is None:
-            self._maybe_open_master()  # a short scan can end between two polls
+            for i in range(self.cluster.ranks):  # a short scan can end between two polls
+                if not (self._status[i] or {}).get("dtype"):
+                    self.master.exclude(i)  # no file: nothing to map
+            self._maybe_open_master()
+        self._release_dead_files()
         per_rank = self.master.merge_ranks() if self.master.is_open else None
         counters = merge_counters(
             self.config, self._status, self._fan, final=True, per_rank=per_rank
@@ -460,6 +474,26 @@ class RankedAcquisition:
         self._done.set()
         logger.info("acquisition %s %s over %d ranks", self.acq_id, state.value, self.cluster.ranks)
         self._notify()
+
+    def _release_dead_files(self) -> None:
+        """Clear the SWMR-write flags of the file of a rank whose process is gone (``h5clear
+        -s``), so the master reads without ``swmr=True``; never for one that merely does not
+        answer (it may still be writing)."""
+        for i, why in self._lost.items():
+            if not why.startswith(_GONE):
+                continue
+            partial = self.master.rank_files[i].with_name(
+                self.master.rank_files[i].name + ".partial"
+            )
+            if partial.is_file() and partial.stat().st_size > 0:
+                try:
+                    if clear_status_flags(partial):
+                        self._warnings.append(
+                            f"rank {i}'s file {partial.name} keeps its .partial name: it holds "
+                            "every frame its written mask claims"
+                        )
+                except (OSError, ValueError) as exc:
+                    logger.error("acquisition %s: %s: %s", self.acq_id, partial, exc)
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -120,6 +120,14 @@ class MasterWriter(NexusWriter):
         ]  # while the scan runs: the names the ranks write
         self._merged: dict[str, np.ndarray] | None = None
 
+    def owns_rows(self, index: int) -> bool:
+        """True if rank ``index`` owns any scan row (more ranks than blocks: some own none)."""
+        return bool(self._slabs[index])
+
+    def exclude(self, index: int) -> None:
+        """Leave rank ``index`` out of the mappings made at open (it has no file)."""
+        self._sources[index] = None
+
     # -- layout (before SWMR) -------------------------------------------------------------------
 
     def _layout_done(self, f: h5py.File) -> None:

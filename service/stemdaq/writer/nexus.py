@@ -542,7 +542,9 @@ class NexusWriter:
                 f"{self.tmp_path.name} holds every frame flushed before it",
             )
         end_time = md.now_iso()
-        with h5py.File(self.tmp_path, "r+", libver="latest") as f:
+        # locking=False: a reader's refresh() of a VDS over this file (the scale-out master)
+        # holds HDF5's lock on it; the reservation, not that lock, keeps other writers out
+        with h5py.File(self.tmp_path, "r+", libver="latest", locking=False) as f:
             f["/entry"].create_dataset("end_time", data=end_time)
             event = f[EVENT]
             event.create_dataset("end_time", data=end_time)

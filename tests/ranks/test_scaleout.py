@@ -1,0 +1,220 @@
+"""Three local ranks (``stemdaq serve --ranks 3``) against one: the same frames, one master file.
+
+Real processes throughout: ``stemdaq sim``, ``stemdaq serve`` with its three ``stemdaq rank``
+processes and its ``stemdaq fan``, HTTP between them, real HDF5 files. The one-rank reference is
+today's :class:`~stemdaq.acquisition.Acquisition` against the same simulator.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers bitshuffle for reading)
+import httpx
+import numpy as np
+import pytest
+from sim_cli import sim_cli
+from stemdaq.acquisition import Acquisition
+from stemdaq.config import AcquisitionConfig
+from stemdaq.rank.ownership import Ownership
+
+from .conftest import DATA, MASK, ranked_serve, wait_for
+
+RANKS, BLOCK_ROWS = 3, 2
+
+
+@pytest.fixture(scope="module")
+def sim() -> tuple[str, str]:
+    with sim_cli("--frame-shape", "64x64", "--seed", "7") as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def slow_sim() -> tuple[str, str]:
+    """Paced: 15 ms a frame, so a reader and a kill -9 can act mid-scan."""
+    with sim_cli("--frame-shape", "64x64", "--seed", "7", "--frame-time", "0.015") as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory):
+    os.environ["STEMDAQ_FAN_SEND_TIMEOUT"] = "1"  # a killed rank is given up on after 1 s
+    try:
+        with ranked_serve(tmp_path_factory.mktemp("ranks") / "data", RANKS, BLOCK_ROWS) as s:
+            yield s
+    finally:
+        del os.environ["STEMDAQ_FAN_SEND_TIMEOUT"]
+
+
+def one_rank(urls: tuple[str, str], path: Path, **config: object) -> np.ndarray:
+    """Today's single-process acquisition of the same series; its 4D data."""
+    rest, stream = urls
+    cfg = AcquisitionConfig(detector_url=rest, stream_endpoint=stream, **config)
+    acq = Acquisition(cfg, path)
+    acq.start()
+    try:
+        assert acq.wait(60)
+    finally:
+        acq.close()
+    assert acq.state.value == "completed", acq.info().error
+    with h5py.File(path, "r") as f:
+        return f[DATA][()]
+
+
+@pytest.mark.parametrize(
+    ("scan", "serpentine"),
+    [((7, 5), True), ((8, 3), False)],  # 7 rows: not a multiple of the block (2) nor of 3 x 2
+    ids=["serpentine-7x5", "raster-8x3"],
+)
+def test_three_ranks_equal_one_rank(serve, sim, tmp_path, scan, serpentine) -> None:
+    rest, stream = sim
+    name = f"m{scan[0]}x{scan[1]}.nxs"
+    info = serve.arm(
+        detector_url=rest,
+        stream_endpoint=stream,
+        scan_shape=list(scan),
+        serpentine=serpentine,
+        file_template=name,
+    )
+    final = serve.wait_final(info["id"])
+    assert final["state"] == "completed", final
+    assert [r["state"] for r in final["ranks"]] == ["completed"] * RANKS
+    n = scan[0] * scan[1]
+    assert final["counters"]["frames_written"] == n == final["frames_expected"]
+    owned = [Ownership(RANKS, r, BLOCK_ROWS, scan).owned_positions for r in range(RANKS)]
+    assert [r["frames_written"] for r in final["ranks"]] == owned
+    master = Path(final["file_path"])
+    assert master == serve.data_dir / name
+    assert not list(serve.data_dir.glob("*.partial"))
+
+    reference = one_rank(sim, tmp_path / "one.nxs", scan_shape=scan, serpentine=serpentine)
+    with h5py.File(master, "r") as f:
+        data = f[DATA]
+        assert data.is_virtual
+        sources = {s.file_name for s in data.virtual_sources()}
+        assert sources == {f"{master.stem}_r{r:02d}.h5" for r in range(RANKS)}
+        np.testing.assert_array_equal(data[()], reference)  # bit for bit
+        assert data[()].any()
+        assert not f[MASK].is_virtual  # merged into the master at close
+        assert f[MASK][()].all()
+        assert f["/entry/measurement/event1/acquisition/state"][()] == b"completed"
+        frame_id = f["/entry/measurement/event1/image1/frames/frame_id"][()]
+    ids = np.arange(n).reshape(scan)
+    if serpentine:
+        ids[1::2] = ids[1::2, ::-1]
+    np.testing.assert_array_equal(frame_id, ids)
+
+
+def test_libertem_reads_the_master_as_one_dataset(serve, sim) -> None:
+    from libertem.api import Context
+
+    rest, stream = sim
+    info = serve.arm(
+        detector_url=rest, stream_endpoint=stream, scan_shape=[5, 4], file_template="lt.nxs"
+    )
+    final = serve.wait_final(info["id"])
+    assert final["state"] == "completed", final
+    with h5py.File(final["file_path"], "r") as f:
+        expected = f[DATA][()].astype(np.float64).sum(axis=(0, 1))
+    ctx = Context.make_with("inline")
+    ds = ctx.load("hdf5", path=final["file_path"], ds_path=DATA)
+    assert tuple(ds.shape) == (5, 4, 64, 64)
+    result = ctx.run_udf(dataset=ds, udf=__import__("libertem.udf.sum", fromlist=["SumUDF"]).SumUDF())
+    np.testing.assert_allclose(result["intensity"].data, expected)
+
+
+def test_swmr_reader_of_the_master_sees_frames_arrive(serve, slow_sim) -> None:
+    rest, stream = slow_sim
+    scan = (16, 8)
+    info = serve.arm(
+        detector_url=rest,
+        stream_endpoint=stream,
+        scan_shape=list(scan),
+        file_template="live.nxs",
+        flush_seconds=0.1,
+    )
+    partial = serve.data_dir / "live.nxs.partial"
+
+    def opened() -> h5py.File | None:
+        try:  # reserved empty first; made (SWMR started) once a rank knows the frames
+            return h5py.File(partial, "r", swmr=True)
+        except OSError:
+            return None
+
+    seen: list[int] = []
+    with wait_for(opened, 30, "the master to be made") as f:
+        mask = f[MASK]
+        assert mask.is_virtual and f[DATA].is_virtual
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = serve.get(f"/acquisitions/{info['id']}")["state"]
+            if state != "acquiring" and seen:
+                break  # at close the rank files leave SWMR mode: reopen then, as for one file
+            try:
+                mask.refresh()
+                seen.append(int(mask[()].sum()))
+            except (OSError, RuntimeError):
+                if serve.get(f"/acquisitions/{info['id']}")["state"] == "acquiring":
+                    raise
+                break
+            if seen[-1] == scan[0] * scan[1]:
+                break
+            time.sleep(0.05)
+    final = serve.wait_final(info["id"])
+    assert final["state"] == "completed", final
+    # while the ranks write, the count never shrinks (at their close they rename their files:
+    # a reader still on the .partial master then sees fill values, and reopens <name>)
+    growing = seen[: seen.index(max(seen)) + 1]
+    assert growing == sorted(growing), seen
+    assert len({n for n in growing if 0 < n < scan[0] * scan[1]}) >= 2, seen  # grows mid-scan
+
+
+def test_kill_9_of_a_rank_leaves_gaps_in_its_blocks_only(serve, slow_sim) -> None:
+    """Last in this module: the killed rank is not restarted."""
+    rest, stream = slow_sim
+    scan = (16, 8)
+    victim = 1
+    info = serve.arm(
+        detector_url=rest,
+        stream_endpoint=stream,
+        scan_shape=list(scan),
+        file_template="killed.nxs",
+        flush_seconds=0.1,
+    )
+    acq_id = info["id"]
+
+    def victim_wrote() -> bool:
+        ranks = serve.get(f"/acquisitions/{acq_id}")["ranks"]
+        return ranks[victim]["frames_written"] > 0
+
+    wait_for(victim_wrote, 30, f"rank {victim} to write frames")
+    rank_url = serve.get(f"/acquisitions/{acq_id}")["ranks"][victim]["url"]
+    pid = httpx.get(f"{rank_url}/rank", timeout=10).json()["pid"]
+    os.kill(pid, signal.SIGKILL)
+
+    final = serve.wait_final(acq_id, timeout=90)
+    assert final["state"] == "failed"
+    assert f"rank {victim}" in final["error"] and "SIGKILL" in final["error"], final["error"]
+    states = [r["state"] for r in final["ranks"]]
+    assert states[victim] == "lost" and states.count("completed") == RANKS - 1, states
+    status = serve.get("/status")
+    assert "rank 1" in str(status), status
+
+    master = Path(final["file_path"])
+    with h5py.File(master, "r") as f:  # the master opens; the dead rank's file keeps .partial
+        written = f[MASK][()].astype(bool)
+        data = f[DATA]
+        sources = {s.file_name for s in data.virtual_sources()}
+        assert f"{master.stem}_r{victim:02d}.h5.partial" in sources
+        victim_rows = Ownership(RANKS, victim, BLOCK_ROWS, scan).row_mask()
+        assert written[~victim_rows].all()  # the other ranks' blocks are whole
+        assert not written[victim_rows].all()  # gaps: only in the killed rank's blocks
+        assert written[victim_rows].any()  # what it flushed before dying is kept
+        assert final["counters"]["frames_written"] == int(written.sum())
+        first = np.argwhere(written[victim_rows])[0]
+        row = np.flatnonzero(victim_rows)[first[0]]
+        assert data[row, first[1]].any()  # a frame the mask claims reads back
