@@ -76,7 +76,9 @@ class RankedServe:
 
     def arm(self, **config: Any) -> dict[str, Any]:
         r = httpx.post(f"{self.url}{API}/acquisitions", json=config, timeout=60)
-        assert r.status_code == 201, f"arm: {r.status_code} {r.text}\n{self.log.read_text()[-3000:]}"
+        assert r.status_code == 201, (
+            f"arm: {r.status_code} {r.text}\n{self.log.read_text()[-3000:]}"
+        )
         return r.json()
 
     def wait_final(self, acq_id: str, timeout: float = 60) -> dict[str, Any]:

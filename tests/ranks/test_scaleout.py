@@ -123,7 +123,9 @@ def test_libertem_reads_the_master_as_one_dataset(serve, sim) -> None:
     ctx = Context.make_with("inline")
     ds = ctx.load("hdf5", path=final["file_path"], ds_path=DATA)
     assert tuple(ds.shape) == (5, 4, 64, 64)
-    result = ctx.run_udf(dataset=ds, udf=__import__("libertem.udf.sum", fromlist=["SumUDF"]).SumUDF())
+    result = ctx.run_udf(
+        dataset=ds, udf=__import__("libertem.udf.sum", fromlist=["SumUDF"]).SumUDF()
+    )
     np.testing.assert_allclose(result["intensity"].data, expected)
 
 

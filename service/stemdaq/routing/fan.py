@@ -36,7 +36,7 @@ class FanCounters:
     started: bool = False  # a start (any message to every rank) was forwarded
     messages: int = 0
     frames: list[int] = field(default_factory=list)  # per rank
-    dropped: list[int] = field(default_factory=list)  # per rank (the rank was lost)
+    dropped: list[int] = field(default_factory=list)  # frames per rank (the rank was lost)
     broadcast: int = 0
     lost: list[int] = field(default_factory=list)  # ranks marked lost
     cpu_seconds: float = 0.0  # the routing thread's CPU (thread_time)
@@ -171,6 +171,8 @@ class Fan:
                     rank = (image_id // per_block) % n
                     if self._send(rank, part, parts):
                         frames[rank] += 1
+                    else:
+                        c.dropped[rank] += 1
                     continue
                 c.broadcast += 1
                 for rank in range(n):
@@ -182,10 +184,9 @@ class Fan:
                     return "aborted"
 
     def _send(self, rank: int, part: zmq.Frame, parts: list[zmq.Frame] | None) -> bool:
-        """Send to ``rank``; False (counted) if it is lost or stays full for send_timeout."""
+        """Send to ``rank``; False if it is lost or stays full for ``send_timeout``."""
         c = self.counters
         if rank in c.lost:
-            c.dropped[rank] += 1
             return False
         sock = self._socks[rank]
         deadline = 0.0
@@ -209,5 +210,4 @@ class Fan:
                 rank,
                 self.send_timeout,
             )
-        c.dropped[rank] += 1
         return False
