@@ -55,9 +55,9 @@ from pathlib import Path
 
 from cases import CASES, SOAK, Case, select
 from launcher import Launcher
+from ranked import measure_ranked
 from results import STEMDAQ, Row, RunResult, print_table, status_line
 from runs import acquire_has_frames_per_chunk, measure
-from ranked import measure_ranked
 from serve import measure_serve
 
 WRITERS = ("transport", "naive", "minimal", "minimal-scan", "acquire", "serve")
