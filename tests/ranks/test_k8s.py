@@ -93,7 +93,7 @@ def test_manifests_agree_with_the_code() -> None:
     assert m[("Service", ranks["spec"]["serviceName"])]["spec"]["clusterIP"] == "None"
     rank = _container(m, "StatefulSet", "stemdaq-rank")
     assert rank["command"][:2] == ["stemdaq", "rank"]
-    assert set(a for a in rank["command"] if a.startswith("--")) <= _cli_options("rank")
+    assert {a for a in rank["command"] if a.startswith("--")} <= _cli_options("rank")
     rank_port = int(_env(rank)["STEMDAQ_RANK_PORT"])
     assert rank["ports"][0]["containerPort"] == rank_port
     rank_app_paths = {r.path for r in create_rank_app(defaults, 0).routes}  # type: ignore[attr-defined]
@@ -101,7 +101,7 @@ def test_manifests_agree_with_the_code() -> None:
     # the fan: one data port per rank, from fan_port on
     fan = _container(m, "Deployment", "stemdaq-fan")
     assert fan["command"][:2] == ["stemdaq", "fan"]
-    assert set(a for a in fan["command"] if a.startswith("--")) <= _cli_options("fan")
+    assert {a for a in fan["command"] if a.startswith("--")} <= _cli_options("fan")
     fan_env = _env(fan)
     assert int(fan_env["STEMDAQ_RANKS"]) == n
     fan_port, control = int(fan_env["STEMDAQ_FAN_PORT"]), int(fan_env["STEMDAQ_FAN_CONTROL_PORT"])
@@ -111,7 +111,7 @@ def test_manifests_agree_with_the_code() -> None:
     assert service_ports == fan_ports
     # the API: drives those ranks and that fan
     api = _container(m, "Deployment", "stemdaq-api")
-    assert set(a for a in api["command"] if a.startswith("--")) <= _cli_options("serve")
+    assert {a for a in api["command"] if a.startswith("--")} <= _cli_options("serve")
     env = _env(api)
     assert int(env["STEMDAQ_RANKS"]) == n
     assert json.loads(env["STEMDAQ_RANK_URLS"]) == [
@@ -160,7 +160,7 @@ def test_compose_has_the_ranks(service: str) -> None:
     assert s["profiles"] == ["ranks"]
     assert s["healthcheck"]["test"][0] == "CMD"
     command = s["command"]
-    assert set(a for a in command if a.startswith("--")) <= _cli_options(command[1])
+    assert {a for a in command if a.startswith("--")} <= _cli_options(command[1])
     for var in s.get("environment", {}):
         if var.startswith("STEMDAQ_"):
             assert _setting_exists(var), f"{service}: {var}"
