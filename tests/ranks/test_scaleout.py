@@ -103,6 +103,15 @@ def test_three_ranks_equal_one_rank(serve, sim, tmp_path, scan, serpentine) -> N
         assert f[MASK][()].all()
         assert f["/entry/measurement/event1/acquisition/state"][()] == b"completed"
         frame_id = f["/entry/measurement/event1/image1/frames/frame_id"][()]
+        # the ranks' summed patterns and total-intensity images, added up
+        event = f["/entry/measurement/event1"]
+        included = event["image_sum/summary/frames_included"][()].astype(bool)
+        pattern = event["image_sum/image_2d/intensity"][()]
+        total = event["image_total/image_2d/intensity"][()]
+        data64 = reference.astype(np.float64)
+        np.testing.assert_allclose(pattern, data64[included].sum(axis=0))
+        np.testing.assert_allclose(total[included], data64[included].sum(axis=(1, 2)))
+        assert included.sum() >= RANKS  # every rank's share is in it
     ids = np.arange(n).reshape(scan)
     if serpentine:
         ids[1::2] = ids[1::2, ::-1]

@@ -32,7 +32,8 @@ import numpy as np
 from stemdaq.config import AcquisitionConfig
 from stemdaq.rank.ownership import hyperslabs
 from stemdaq.writer.chunking import _FIELDS, BOOKKEEPING
-from stemdaq.writer.nexus import NexusWriter, image_path
+from stemdaq.writer.closing import write_summaries
+from stemdaq.writer.nexus import EVENT, NexusWriter, image_path
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,9 @@ class MasterWriter(NexusWriter):
             p.name + ".partial" for p in self.rank_files
         ]  # while the scan runs: the names the ranks write
         self._merged: dict[str, np.ndarray] | None = None
+        #: summed pattern, total-intensity image, positions included: added up over ranks
+        self._sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._sums_channel = ""
 
     def owns_rows(self, index: int) -> bool:
         """True if rank ``index`` owns any scan row (more ranks than blocks: some own none)."""
@@ -187,6 +191,7 @@ class MasterWriter(NexusWriter):
             name: np.full((nch, n_m, n_k), fill, dtype=dtype) for name, dtype, fill in BOOK_FIELDS
         }
         per_rank = []
+        self._sums = None
         for r, final in enumerate(self.rank_files):
             path = current_name(final)
             self._sources[r] = path.name if path is not None else None
@@ -203,6 +208,7 @@ class MasterWriter(NexusWriter):
                             for name, _, _ in BOOK_FIELDS:
                                 merged[name][ci, rows] = group[name][rows]
                             n += int(merged["written"][ci, rows].sum())
+                        self._add_summary(f, rows)
                 except (OSError, KeyError) as exc:  # its frames stay mapped; its mask says 0
                     logger.error(
                         "%s: bookkeeping of %s not readable: %s", self.final_path.name, path, exc
@@ -210,6 +216,24 @@ class MasterWriter(NexusWriter):
             per_rank.append(n)
         self._merged = merged
         return per_rank
+
+    def _add_summary(self, f: h5py.File, rows: np.ndarray) -> None:
+        """Add a rank file's summed pattern and total-intensity image (its rows) to the sums."""
+        event = f[EVENT]
+        if "image_sum" not in event or "image_total" not in event:
+            return
+        pattern = event["image_sum/image_2d/intensity"][()]
+        total = event["image_total/image_2d/intensity"][()]
+        included = event["image_sum/summary/frames_included"][()].astype(bool)
+        total[~rows] = 0
+        included[~rows] = False
+        if self._sums is None:
+            channel = event["image_sum/summary/channel"][()]
+            self._sums_channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+            self._sums = (pattern, total, included)
+        else:
+            p, t, i = self._sums
+            self._sums = (p + pattern, t + total, i | included)
 
     def _gaps_per_image(self) -> list[int]:
         if self._merged is None:
@@ -219,3 +243,12 @@ class MasterWriter(NexusWriter):
 
     def _before_rename(self, f: h5py.File) -> None:
         self._map_all(f, bookkeeping_virtual=False)
+        if self._sums is not None and self.frame_shape is not None:
+            write_summaries(
+                f[EVENT],
+                self.config,
+                self.geometry,
+                self.frame_shape,
+                self._sums_channel,
+                *self._sums,
+            )
