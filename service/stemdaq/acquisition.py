@@ -95,6 +95,7 @@ class Acquisition:
         self._writer = NexusWriter(
             self.file_path, config, validate_framing=False, overwrite=overwrite
         )
+        self._writer.owned_positions = expected_positions
         self._signals = Signals()
         self._data = DataPath(
             config,

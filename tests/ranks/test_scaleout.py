@@ -90,6 +90,9 @@ def test_three_ranks_equal_one_rank(serve, sim, tmp_path, scan, serpentine) -> N
     master = Path(final["file_path"])
     assert master == serve.data_dir / name
     assert not list(serve.data_dir.glob("*.partial"))
+    assert not list(serve.data_dir.glob(f"{master.stem}_r*.eln_data.yaml"))  # the master's only
+    with h5py.File(serve.data_dir / f"{master.stem}_r01.h5", "r") as f:  # counts its share only
+        assert f["/entry/measurement/event1/image1/frames/frames_missing"][()] == 0
 
     reference = one_rank(sim, tmp_path / "one.nxs", scan_shape=scan, serpentine=serpentine)
     with h5py.File(master, "r") as f:

@@ -139,6 +139,9 @@ class NexusWriter:
         self._book = Bookkeeping(1, config.scan_shape)  # replaced at open()
         self._k = 1  # frames per chunk, decided at open()
         self._rows: RowChunker | None = None  # assembles K-frame chunks when K > 1
+        #: a rank's file of a scale-out acquisition: the positions it owns (gaps count only
+        #: those) and no ELN sidecar of its own (the master has it)
+        self.owned_positions: int | None = None
 
     # -- properties -------------------------------------------------------------------------
 
@@ -325,7 +328,8 @@ class NexusWriter:
 
     def _gaps_per_image(self) -> list[int]:
         """Scan positions without a frame, per channel (at close)."""
-        return [self._n_pos - int(n) for n in self._book.counts]
+        n_pos = self._n_pos if self.owned_positions is None else self.owned_positions
+        return [n_pos - int(n) for n in self._book.counts]
 
     def _write_process(
         self, image: h5py.Group, start: SeriesStart, endpoint: str, channel: str
@@ -556,7 +560,8 @@ class NexusWriter:
             self._before_rename(f)
         self._result = rename_no_clobber(self.tmp_path, self.final_path, self.overwrite)
         self._reservation.drop(remove=False)
-        if self._result == self.final_path:  # for NOMAD / pynxtools-em: never over another file
+        if self._result == self.final_path and self.owned_positions is None:
+            # for NOMAD / pynxtools-em: never over another file
             write_eln_sidecar(
                 self._result, self.config, self.start.detector, overwrite=self.overwrite
             )
