@@ -13,7 +13,7 @@ from stemdaq.models import Frame, SeriesEnd, SeriesStart
 from stemdaq.rank.ownership import Ownership, hyperslabs
 from stemdaq.receiver import StreamDecoder
 from stemdaq.routing.fan import Fan
-from stemdaq.routing.headers import NOT_IMAGE, is_end, v1_image_id, v2_image_id
+from stemdaq.routing.headers import NOT_IMAGE, is_end, is_start, v1_image_id, v2_image_id
 from stemdaq.sim.replay import encode_series
 
 
@@ -62,6 +62,7 @@ def test_header_reads_agree_with_the_full_decoder(fmt) -> None:
         else:
             assert image_id == NOT_IMAGE
         assert is_end(msg[0]) == any(isinstance(e, SeriesEnd) for e in events)
+        assert is_start(msg[0]) == any(isinstance(e, SeriesStart) for e in events)
         ends += is_end(msg[0])
     assert images == 300 and ends == 1
 
@@ -104,7 +105,8 @@ def test_fan_routes_blocks_in_order_and_starts_and_ends_to_every_rank() -> None:
             s.connect(f"tcp://127.0.0.1:{port + r}")
             pulls.append(s)
         fan.arm(f"tcp://127.0.0.1:{src_port}", n_k=n_k, block_rows=block_rows)
-        for msg in messages:
+        stale_end = encode_series(1, fmt="cbor", frame_shape=(8, 8), series_id=99)[-1]
+        for msg in [stale_end, *messages]:  # an aborted series' late end does not end routing
             src.send_multipart(msg)
         assert fan.wait(30)
         assert fan.counters.state == "completed"
@@ -113,8 +115,12 @@ def test_fan_routes_blocks_in_order_and_starts_and_ends_to_every_rank() -> None:
             decoder = StreamDecoder()
             events = []
             while s.poll(2000):
-                events += decoder.decode(s.recv_multipart())
-                if isinstance(events[-1], SeriesEnd):
+                events += [
+                    e
+                    for e in decoder.decode(s.recv_multipart())
+                    if not (isinstance(e, SeriesEnd) and e.series_id == 99)  # the stale end
+                ]
+                if events and isinstance(events[-1], SeriesEnd):
                     break
             assert isinstance(events[0], SeriesStart) and isinstance(events[-1], SeriesEnd)
             ids = [e.frame_id for e in events if isinstance(e, Frame)]

@@ -187,6 +187,37 @@ def test_swmr_reader_of_the_master_sees_frames_arrive(serve, slow_sim) -> None:
     assert len({n for n in growing if 0 < n < scan[0] * scan[1]}) >= 2, seen  # grows mid-scan
 
 
+@pytest.mark.parametrize("action", ["stop", "abort"])
+def test_stop_and_abort_reach_every_rank_and_the_next_scan_runs(serve, slow_sim, action) -> None:
+    rest, stream = slow_sim
+    info = serve.arm(
+        detector_url=rest,
+        stream_endpoint=stream,
+        scan_shape=[16, 8],
+        file_template=f"{action}.nxs",
+        flush_seconds=0.1,
+    )
+    acq_id = info["id"]
+    wait_for(
+        lambda: serve.get(f"/acquisitions/{acq_id}")["frames_written"] > 0, 30, "frames written"
+    )
+    r = httpx.post(f"{serve.url}/api/v1/acquisitions/{acq_id}/{action}", timeout=30)
+    assert r.status_code == 200, r.text
+    final = serve.wait_final(acq_id)
+    expected = "completed_with_gaps" if action == "stop" else "aborted"
+    assert final["state"] == expected, final
+    assert {x["state"] for x in final["ranks"]} <= {expected, "completed"}, final["ranks"]
+    written = final["counters"]["frames_written"]
+    assert 0 < written < 128
+    with h5py.File(final["file_path"], "r") as f:
+        assert int(f[MASK][()].sum()) == written
+    # the fan and every rank take the next acquisition
+    info = serve.arm(
+        detector_url=rest, stream_endpoint=stream, scan_shape=[3, 4], file_template=f"{action}2.nxs"
+    )
+    assert serve.wait_final(info["id"])["state"] == "completed"
+
+
 def test_kill_9_of_a_rank_leaves_gaps_in_its_blocks_only(serve, slow_sim) -> None:
     """Last in this module: the killed rank is not restarted."""
     rest, stream = slow_sim

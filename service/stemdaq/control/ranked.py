@@ -397,14 +397,16 @@ class RankedAcquisition:
                 return False
         return True
 
-    def _maybe_open_master(self) -> None:
+    def _maybe_open_master(self, *, final: bool = False) -> None:
         """Make the master once every rank that owns frames made its file (a VDS source that
-        is still the empty reservation would make reads fail); a lost rank is left out."""
+        is still the empty reservation would make reads fail); a lost rank is left out, and
+        at the end (``final``) every rank without a file."""
         for i in range(self.cluster.ranks):
             status = self._status[i]
-            if i in self._lost:
+            has_file = bool(status and status.get("dtype"))
+            if i in self._lost or (final and not has_file):
                 self.master.exclude(i)
-            elif self.master.owns_rows(i) and not (status and status.get("dtype")):
+            elif self.master.owns_rows(i) and not has_file:
                 return
         for status, start in zip(self._status, self._start, strict=True):
             if status is None or not status.get("dtype") or not status.get("shape"):
@@ -436,10 +438,7 @@ class RankedAcquisition:
             )
             self._detector.command("disarm" if completed else "abort")
         if not self.master.is_open and self.master.frame_shape is None:
-            for i in range(self.cluster.ranks):  # a short scan can end between two polls
-                if not (self._status[i] or {}).get("dtype"):
-                    self.master.exclude(i)  # no file: nothing to map
-            self._maybe_open_master()
+            self._maybe_open_master(final=True)  # a short scan can end between two polls
         self._release_dead_files()
         per_rank = self.master.merge_ranks() if self.master.is_open else None
         counters = merge_counters(

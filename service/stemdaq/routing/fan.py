@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import zmq
-from stemdaq.routing.headers import NOT_IMAGE, is_end, v1_image_id, v2_image_id
+from stemdaq.routing.headers import NOT_IMAGE, is_end, is_start, v1_image_id, v2_image_id
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class FanCounters:
     """What the fan did in the current (or last) series."""
 
     state: str = "idle"  # idle | routing | completed | aborted | failed
-    started: bool = False  # a start (any message to every rank) was forwarded
+    started: bool = False  # a series start was forwarded
     messages: int = 0
     frames: list[int] = field(default_factory=list)  # per rank
     dropped: list[int] = field(default_factory=list)  # frames per rank (the rank was lost)
@@ -177,9 +177,10 @@ class Fan:
                 c.broadcast += 1
                 for rank in range(n):
                     self._send(rank, part, parts)
-                c.started = True
-                if is_end(part.buffer):
-                    return "completed"
+                if is_start(part.buffer):
+                    c.started = True
+                elif c.started and is_end(part.buffer):  # an end before any start is stale
+                    return "completed"  # (e.g. the one an aborted series sent late)
                 if aborted():
                     return "aborted"
 

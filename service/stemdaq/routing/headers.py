@@ -14,6 +14,8 @@ import re
 NOT_IMAGE = -1  # send to every rank
 _V2_IMAGE = b"\x64type\x65image"  # CBOR text "type" -> text "image"
 _V2_END = b"\x64type\x63end"
+_V2_START = b"\x64type\x65start"
+_V1_START = b'"dheader-'
 _V2_ID = b"\x68image_id"  # CBOR text "image_id"
 _HEAD = 96  # the type and the image id come first in DECTRIS' layout (and the simulator's)
 _UINT_BYTES = {0x18: 1, 0x19: 2, 0x1A: 4, 0x1B: 8}
@@ -43,6 +45,12 @@ def v1_image_id(first_part: bytes | memoryview) -> int:
     """The frame number of a stream v1 image (``dimage-1.0`` header part), or NOT_IMAGE."""
     m = _V1_IMAGE.search(bytes(first_part[:512]))
     return int(m[1]) if m else NOT_IMAGE
+
+
+def is_start(first_part: bytes | memoryview) -> bool:
+    """True for a start-of-series message (v2 ``start``, v1 ``dheader``)."""
+    head = bytes(first_part[:_HEAD])
+    return _V2_START in head or _V1_START in head
 
 
 def is_end(first_part: bytes | memoryview) -> bool:
