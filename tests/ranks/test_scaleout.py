@@ -237,6 +237,9 @@ def test_kill_9_of_a_rank_leaves_gaps_in_its_blocks_only(serve, slow_sim) -> Non
         return ranks[victim]["frames_written"] > 0
 
     wait_for(victim_wrote, 30, f"rank {victim} to write frames")
+    metrics = httpx.get(f"{serve.url}/metrics", timeout=10).text  # per rank, while it runs
+    assert f'stemdaq_rank_up{{rank="{victim}"}} 1.0' in metrics, metrics
+    assert f'stemdaq_rank_frames_written{{rank="{victim}"}}' in metrics
     rank_url = serve.get(f"/acquisitions/{acq_id}")["ranks"][victim]["url"]
     pid = httpx.get(f"{rank_url}/rank", timeout=10).json()["pid"]
     os.kill(pid, signal.SIGKILL)
