@@ -213,7 +213,8 @@ class RankedAcquisition:
         first = next((s for s in live if s.get("dtype")), None)
         fps = 0.0 if final else sum(s.get("frames_per_second", 0.0) for s in live)
         mbs = 0.0 if final else sum(s.get("mb_per_second", 0.0) for s in live)
-        path = (self.master.current_path if final else self.file_path).resolve()
+        made = self.master.frame_shape is not None  # no frame at all: no master either
+        path = (self.master.current_path if final and made else self.file_path).resolve()
         elapsed = self._elapsed if self._elapsed is not None else self._elapsed_now()
         eta = None
         if self._state is AcquisitionState.ACQUIRING and fps > 0:
