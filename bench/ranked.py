@@ -11,6 +11,7 @@ frame as ``route_us``. With N = 1 this is plain ``serve`` (no fan, no routing, o
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,23 @@ from runs import (
 )
 from sender import Sender
 from serve import FINAL, _free_port, _wait_healthy
+
+
+def _free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports (rank i listens on first + i)."""
+    for _ in range(100):
+        first = _free_port()
+        ok = True
+        for i in range(1, n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", first + i))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return first
+    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 def _tree(pid: int) -> list[int]:
@@ -68,7 +86,8 @@ def measure_ranked(case: Case, n: int, tmp: Path, *, ranks: int, k: int = 1) -> 
     cmd = [*stemdaq_command(), "serve", "--port", str(port), "--data-dir", str(data_dir)]
     cmd += ["--ranks", str(ranks)]
     env = {**child_env(), "STEMDAQ_LOG_LEVEL": "WARNING"}
-    env["STEMDAQ_RANK_PORT"], env["STEMDAQ_FAN_PORT"] = str(_free_port()), str(_free_port())
+    env["STEMDAQ_RANK_PORT"] = str(_free_ports(ranks))
+    env["STEMDAQ_FAN_PORT"] = str(_free_ports(ranks))
     env["STEMDAQ_FAN_CONTROL_PORT"] = str(_free_port())
     rows, cols = scan_shape(n, k)
     endpoint = free_endpoint()
