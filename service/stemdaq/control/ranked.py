@@ -8,7 +8,7 @@ It talks to the ranks and the fan over HTTP + JSON::
             <stem>_rNN.h5.partial and connects to its fan port) -> POST /fan/arm
             -> active mode: arm the detector, trigger once the fan forwarded its start
     follow: GET /rank and GET /fan every 0.2 s; the master (VDS over the rank files) is made
-            as soon as one rank knows the frames' dtype and shape
+            once every rank that owns rows has its file (knows the frames' dtype and shape)
     end:    every rank closed (or lost) -> bookkeeping merged into the master, outcome, rename
 
 A rank that dies (its process ended, or it stops answering, or it comes back with another
@@ -30,48 +30,24 @@ import httpx
 from stemdaq import preflight
 from stemdaq.config import AcquisitionConfig
 from stemdaq.control.cluster import RankCluster
+from stemdaq.control.links import RankLinks
 from stemdaq.control.merge import merge_counters, merge_state
+from stemdaq.control.snapshot import rank_infos, series_start
 from stemdaq.detector_session import DetectorSession
-from stemdaq.errors import (
-    BusyError,
-    ConfigError,
-    PathError,
-    StemdaqError,
-    StorageError,
-    StreamError,
-)
-from stemdaq.models import (
-    AcquisitionInfo,
-    AcquisitionState,
-    Codec,
-    Counters,
-    DetectorInfo,
-    RankInfo,
-    SeriesStart,
-)
+from stemdaq.errors import ConfigError, StemdaqError
+from stemdaq.models import AcquisitionInfo, AcquisitionState, Codec, Counters
 from stemdaq.rank import LATENCY_BUCKETS, Signals
 from stemdaq.writer.master import MasterWriter
-from stemdaq.writer.recover import clear_status_flags
 
 logger = logging.getLogger(__name__)
 
 _POLL = 0.2  # seconds between status polls
 _LOST_AFTER = 3  # failed polls in a row before a rank counts as lost
 _GONE = ("its process ended", "it restarted")  # a lost rank whose writer surely stopped
-_ERRORS = {404: StemdaqError, 409: BusyError, 422: ConfigError, 507: StorageError}
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _error_from(resp: httpx.Response, who: str) -> StemdaqError:
-    try:
-        detail = resp.json().get("detail", resp.text)
-    except ValueError:
-        detail = resp.text
-    cls = PathError if "data folder" in str(detail) else _ERRORS.get(resp.status_code, StemdaqError)
-    return cls(f"{who}: {detail}")
 
 
 class RankedAcquisition:
@@ -98,7 +74,7 @@ class RankedAcquisition:
         self.master = MasterWriter(
             self.file_path, config, ranks=n, block_rows=cluster.block_rows, overwrite=overwrite
         )
-        self._http = httpx.Client(timeout=10)
+        self._links = RankLinks(cluster, acq_id)
         self._state = AcquisitionState.ARMED
         self._status: list[dict[str, Any] | None] = [None] * n  # last /rank answer's acquisition
         self._start: list[dict[str, Any] | None] = [None] * n
@@ -133,13 +109,12 @@ class RankedAcquisition:
         armed: list[int] = []
         try:
             self._prepare()
-            for i, url in enumerate(self.cluster.rank_urls):
-                self._arm_rank(i, url)
+            for i in range(self.cluster.ranks):
+                self._arm_rank(i)
                 armed.append(i)
-            self._post(self.cluster.fan_url + "/fan/arm", "the fan", self._fan_request())
+            self._links.arm_fan(self.config.resolved_stream_endpoint(), self.config.scan_shape[1])
         except Exception as exc:
-            for i in armed:
-                self._post_quietly(self.cluster.rank_urls[i] + "/rank/abort")
+            self._links.to_ranks("abort", skip=set(range(self.cluster.ranks)) - set(armed))
             self._refuse(exc)
             raise
         self._monitor = threading.Thread(
@@ -163,17 +138,13 @@ class RankedAcquisition:
         self._signals.stop.set()
         if self._detector is not None:
             self._detector.command_in_background("disarm")
-        for i, url in enumerate(self.cluster.rank_urls):
-            if i not in self._lost:
-                self._post_quietly(url + "/rank/stop")
+        self._links.to_ranks("stop", skip=self._lost)
 
     def abort(self) -> None:
         """Close now: the fan stops routing, every rank aborts."""
         self._signals.abort.set()
-        self._post_quietly(self.cluster.fan_url + "/fan/abort")
-        for i, url in enumerate(self.cluster.rank_urls):
-            if i not in self._lost:
-                self._post_quietly(url + "/rank/abort")
+        self._links.abort_fan()
+        self._links.to_ranks("abort", skip=self._lost)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the master is closed; True if it is."""
@@ -192,7 +163,7 @@ class RankedAcquisition:
             self._monitor.join(5)
         if self._detector is not None:
             self._detector.close()
-        self._http.close()
+        self._links.close()
         return True
 
     def latency_histogram(self) -> tuple[list[float], list[int], float]:
@@ -246,7 +217,7 @@ class RankedAcquisition:
             warnings=list(self._warnings),
             detector_protocol="; ".join(self._detector.notes) if self._detector else None,
             config=self.config.model_dump(mode="json"),
-            ranks=self._rank_infos(),
+            ranks=rank_infos(self.cluster.rank_urls, self._status, self._lost),
         )
 
     # -- start ----------------------------------------------------------------------------------
@@ -264,46 +235,12 @@ class RankedAcquisition:
         preflight.check_space(cfg, self.file_path.parent, frame_bytes)
         self.master.reserve()
 
-    def _arm_rank(self, index: int, url: str) -> None:
+    def _arm_rank(self, index: int) -> None:
         config = self.config.model_copy(
-            update={
-                "detector_url": None,
-                "stream_endpoint": self.cluster.stream_endpoint(index),
-            }
+            update={"detector_url": None, "stream_endpoint": self.cluster.stream_endpoint(index)}
         )
-        body = {
-            "acq_id": self.acq_id,
-            "config": config.model_dump(mode="json"),
-            "file_path": str(self.master.rank_files[index].resolve()),
-            "ranks": self.cluster.ranks,
-            "rank_index": index,
-            "block_rows": self.cluster.block_rows,
-            "overwrite": self._overwrite,
-        }
-        self._post(url + "/rank/arm", f"rank {index}", body)
-
-    def _fan_request(self) -> dict[str, Any]:
-        return {
-            "stream_endpoint": self.config.resolved_stream_endpoint(),
-            "n_k": self.config.scan_shape[1],
-            "block_rows": self.cluster.block_rows,
-            "ranks": self.cluster.ranks,
-        }
-
-    def _post(self, url: str, who: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            resp = self._http.post(url, json=body)
-        except httpx.HTTPError as exc:
-            raise StreamError(f"{who} at {url} does not answer: {exc}") from None
-        if resp.status_code >= 400:
-            raise _error_from(resp, who)
-        return dict(resp.json())
-
-    def _post_quietly(self, url: str) -> None:
-        try:
-            self._http.post(url, timeout=5)
-        except httpx.HTTPError as exc:
-            logger.warning("acquisition %s: %s: %s", self.acq_id, url, exc)
+        path = str(self.master.rank_files[index].resolve())
+        self._links.arm_rank(index, config.model_dump(mode="json"), path, overwrite=self._overwrite)
 
     def _refuse(self, exc: BaseException) -> None:
         self._error = str(exc) if isinstance(exc, StemdaqError) else f"{type(exc).__name__}: {exc}"
@@ -342,7 +279,7 @@ class RankedAcquisition:
 
     def _poll(self) -> None:
         try:
-            self._fan = self._http.get(self.cluster.fan_url + "/fan", timeout=5).json()
+            self._fan = self._links.get(self.cluster.fan_url + "/fan")
         except (httpx.HTTPError, ValueError) as exc:
             self._fan = {}
             if not self._error:
@@ -367,7 +304,7 @@ class RankedAcquisition:
         if note is not None:
             return f"its process ended ({note})"
         try:
-            body = self._http.get(url + "/rank", timeout=5).json()
+            body = self._links.get(url + "/rank")
         except (httpx.HTTPError, ValueError) as exc:
             self._failures[index] += 1
             if self._failures[index] >= _LOST_AFTER:
@@ -413,7 +350,7 @@ class RankedAcquisition:
             if status is None or not status.get("dtype") or not status.get("shape"):
                 continue
             shape = status["shape"]
-            series = _series_start(start, status)
+            series = series_start(start, status)
             self.master.open(
                 series,
                 endpoint=self.config.resolved_stream_endpoint(),
@@ -430,7 +367,7 @@ class RankedAcquisition:
     def _finish(self) -> None:
         self._set_state(AcquisitionState.FINISHING)
         if self._fan.get("busy"):
-            self._post_quietly(self.cluster.fan_url + "/fan/abort")
+            self._links.abort_fan()
             self._poll()
         if self._detector is not None:
             completed = all(
@@ -440,7 +377,11 @@ class RankedAcquisition:
             self._detector.command("disarm" if completed else "abort")
         if not self.master.is_open and self.master.frame_shape is None:
             self._maybe_open_master(final=True)  # a short scan can end between two polls
-        self._release_dead_files()
+        for i, why in self._lost.items():
+            if why.startswith(_GONE):  # never one that merely does not answer: it may write
+                note = self.master.release_dead_rank(i)
+                if note:
+                    self._warnings.append(note)
         per_rank = self.master.merge_ranks() if self.master.is_open else None
         counters = merge_counters(
             self.config, self._status, self._fan, final=True, per_rank=per_rank
@@ -475,46 +416,7 @@ class RankedAcquisition:
         logger.info("acquisition %s %s over %d ranks", self.acq_id, state.value, self.cluster.ranks)
         self._notify()
 
-    def _release_dead_files(self) -> None:
-        """Clear the SWMR-write flags of the file of a rank whose process is gone (``h5clear
-        -s``), so the master reads without ``swmr=True``; never for one that merely does not
-        answer (it may still be writing)."""
-        for i, why in self._lost.items():
-            if not why.startswith(_GONE):
-                continue
-            partial = self.master.rank_files[i].with_name(
-                self.master.rank_files[i].name + ".partial"
-            )
-            if partial.is_file() and partial.stat().st_size > 0:
-                try:
-                    if clear_status_flags(partial):
-                        self._warnings.append(
-                            f"rank {i}'s file {partial.name} keeps its .partial name: it holds "
-                            "every frame its written mask claims"
-                        )
-                except (OSError, ValueError) as exc:
-                    logger.error("acquisition %s: %s: %s", self.acq_id, partial, exc)
-
     # -- helpers --------------------------------------------------------------------------------
-
-    def _rank_infos(self) -> list[RankInfo]:
-        out = []
-        for i, url in enumerate(self.cluster.rank_urls):
-            s = self._status[i] or {}
-            out.append(
-                RankInfo(
-                    index=i,
-                    url=url,
-                    state="lost" if i in self._lost else s.get("state", "armed"),
-                    file_path=s.get("file_path"),
-                    frames_expected=s.get("frames_expected", 0),
-                    frames_written=s.get("frames_written", 0),
-                    frames_dropped=s.get("frames_dropped", 0),
-                    frames_per_second=s.get("frames_per_second", 0.0),
-                    error=self._lost.get(i) or s.get("error"),
-                )
-            )
-        return out
 
     def _elapsed_now(self) -> float:
         return time.monotonic() - self._t_start if self._t_start is not None else 0.0
@@ -534,20 +436,3 @@ class RankedAcquisition:
                 self._on_change(self.info())
             except Exception:
                 logger.exception("on_change callback failed")
-
-
-def _series_start(start: dict[str, Any] | None, status: dict[str, Any]) -> SeriesStart:
-    """The series start a rank reported (for the master's metadata)."""
-    if not start:
-        return SeriesStart(series_id=int(status.get("series_id") or 0), protocol="stream2")
-    return SeriesStart(
-        series_id=int(start["series_id"]),
-        protocol=start.get("protocol", "stream2"),
-        unique_id=start.get("unique_id"),
-        n_images=start.get("n_images"),
-        frame_shape=tuple(start["frame_shape"]) if start.get("frame_shape") else None,  # type: ignore[arg-type]
-        dtype=start.get("dtype"),
-        channels=tuple(start.get("channels") or ()),
-        detector=DetectorInfo.model_validate(start.get("detector") or {}),
-        raw=start.get("raw") or {},
-    )

@@ -34,6 +34,7 @@ from stemdaq.rank.ownership import hyperslabs
 from stemdaq.writer.chunking import _FIELDS, BOOKKEEPING
 from stemdaq.writer.closing import write_summaries
 from stemdaq.writer.nexus import EVENT, NexusWriter, image_path
+from stemdaq.writer.recover import clear_status_flags
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +235,23 @@ class MasterWriter(NexusWriter):
         else:
             p, t, i = self._sums
             self._sums = (p + pattern, t + total, i | included)
+
+    def release_dead_rank(self, index: int) -> str | None:
+        """Clear the SWMR-write flags (``h5clear -s``) of the file of rank ``index``, whose
+        process is gone, so the master reads without ``swmr=True``; a note for the warnings."""
+        final = self.rank_files[index]
+        partial = final.with_name(final.name + ".partial")
+        if not partial.is_file() or partial.stat().st_size == 0:
+            return None
+        try:
+            clear_status_flags(partial)
+        except (OSError, ValueError) as exc:
+            logger.error("%s: %s: %s", self.final_path.name, partial, exc)
+            return f"rank {index}'s file {partial.name} could not be released: {exc}"
+        return (
+            f"rank {index}'s file {partial.name} keeps its .partial name: it holds every frame "
+            "its written mask claims"
+        )
 
     def _gaps_per_image(self) -> list[int]:
         if self._merged is None:
