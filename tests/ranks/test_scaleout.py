@@ -186,6 +186,32 @@ def test_swmr_reader_of_the_master_sees_frames_arrive(serve, slow_sim) -> None:
     assert len({n for n in growing if 0 < n < scan[0] * scan[1]}) >= 2, seen  # grows mid-scan
 
 
+def test_an_existing_rank_file_refuses_the_scan_and_leaves_nothing_behind(serve, sim) -> None:
+    rest, stream = sim
+    existing = serve.data_dir / "taken_r01.h5"
+    existing.write_bytes(b"someone else's data")
+    r = httpx.post(
+        f"{serve.url}/api/v1/acquisitions",
+        json={
+            "detector_url": rest,
+            "stream_endpoint": stream,
+            "scan_shape": [4, 4],
+            "file_template": "taken.nxs",
+        },
+        timeout=60,
+    )
+    assert r.status_code in (409, 422), r.text
+    assert "rank 1" in r.json()["detail"], r.text
+    assert existing.read_bytes() == b"someone else's data"
+    wait_for(lambda: not list(serve.data_dir.glob("taken*.partial")), 30, "reservations released")
+    assert not (serve.data_dir / "taken.nxs").exists()
+    # and the ranks are free for the next one
+    info = serve.arm(
+        detector_url=rest, stream_endpoint=stream, scan_shape=[3, 4], file_template="free.nxs"
+    )
+    assert serve.wait_final(info["id"])["state"] == "completed"
+
+
 @pytest.mark.parametrize("action", ["stop", "abort"])
 def test_stop_and_abort_reach_every_rank_and_the_next_scan_runs(serve, slow_sim, action) -> None:
     rest, stream = slow_sim
