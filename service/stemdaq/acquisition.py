@@ -71,6 +71,9 @@ class Acquisition:
         Called (from a background thread) on each state change and about once a second.
     expected_positions
         Scan positions this process owns (a rank of a scale-out acquisition); default all.
+    hold_starts
+        Hold series starts back until :meth:`expect_series` names the detector's (a rank of
+        a scale-out acquisition in active mode: the service arms the detector).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Acquisition:
         overwrite: bool = False,
         on_change: Callable[[AcquisitionInfo], None] | None = None,
         expected_positions: int | None = None,
+        hold_starts: bool = False,
     ) -> None:
         self.config = config
         self.file_path = Path(file_path)
@@ -97,6 +101,7 @@ class Acquisition:
         )
         self._writer.owned_positions = expected_positions
         self._signals = Signals()
+        self._hold_starts = hold_starts
         self._data = DataPath(
             config,
             self._writer,
@@ -165,7 +170,7 @@ class Acquisition:
             target=self._run, args=(source,), name=f"stemdaq-data-{self.acq_id}", daemon=True
         )
         self._threads = [data]
-        if self.config.detector_url:
+        if self.config.detector_url or self._hold_starts:
             self._signals.hold_starts = True  # the series id is known once armed
         data.start()
         if self._detector is not None:
@@ -210,6 +215,11 @@ class Acquisition:
         if isinstance(exc, StemdaqError):
             return
         raise ConfigError(self._error) from exc
+
+    def expect_series(self, series_id: int) -> None:
+        """Open only series ``series_id`` (held starts are released; see ``hold_starts``)."""
+        self._signals.expected_series = series_id
+        self._signals.hold_starts = False
 
     def stop(self) -> None:
         """End the series now and keep what was recorded. Non-blocking.

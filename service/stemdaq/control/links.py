@@ -70,10 +70,17 @@ class RankLinks:
         return dict(self._http.get(url, timeout=5).json())
 
     def arm_rank(
-        self, index: int, config: dict[str, Any], file_path: str, *, overwrite: bool
+        self,
+        index: int,
+        config: dict[str, Any],
+        file_path: str,
+        *,
+        overwrite: bool,
+        hold_starts: bool,
     ) -> None:
         """``POST /rank/arm`` to rank ``index``."""
         body = {
+            "hold_starts": hold_starts,
             "acq_id": self.acq_id,
             "config": config,
             "file_path": file_path,
@@ -99,6 +106,16 @@ class RankLinks:
         for i, url in enumerate(self.cluster.rank_urls):
             if i not in skip:
                 self.post_quietly(f"{url}/rank/{command}")
+
+    def expect_series(self, series_id: int, skip: Collection[int] = ()) -> None:
+        """``POST /rank/series`` to every rank not in ``skip`` (a failure is logged)."""
+        for i, url in enumerate(self.cluster.rank_urls):
+            if i in skip:
+                continue
+            try:
+                self.post(f"{url}/rank/series", f"rank {i}", {"series_id": series_id})
+            except StemdaqError as exc:
+                logger.warning("acquisition %s: %s", self.acq_id, exc)
 
     def abort_fan(self) -> None:
         """``POST /fan/abort``."""

@@ -6,7 +6,8 @@ It talks to the ranks and the fan over HTTP + JSON::
 
     start:  checks, <name>.partial reserved -> POST /rank/arm to every rank (each reserves
             <stem>_rNN.h5.partial and connects to its fan port) -> POST /fan/arm
-            -> active mode: arm the detector, trigger once the fan forwarded its start
+            -> active mode: arm the detector, tell the ranks its series id (POST /rank/series),
+               trigger once every rank opened that series
     follow: GET /rank and GET /fan every 0.2 s; the master (VDS over the rank files) is made
             once every rank that owns rows has its file (knows the frames' dtype and shape)
     end:    every rank closed (or lost) -> bookkeeping merged into the master, outcome, rename
@@ -79,6 +80,7 @@ class RankedAcquisition:
         self._status: list[dict[str, Any] | None] = [None] * n  # last /rank answer's acquisition
         self._start: list[dict[str, Any] | None] = [None] * n
         self._lost: dict[int, str] = {}
+        self._series_sent = False  # the detector's series id told to the ranks
         self._failures = [0] * n
         self._fan: dict[str, Any] = {}
         self._signals = Signals()
@@ -240,7 +242,13 @@ class RankedAcquisition:
             update={"detector_url": None, "stream_endpoint": self.cluster.stream_endpoint(index)}
         )
         path = str(self.master.rank_files[index].resolve())
-        self._links.arm_rank(index, config.model_dump(mode="json"), path, overwrite=self._overwrite)
+        self._links.arm_rank(
+            index,
+            config.model_dump(mode="json"),
+            path,
+            overwrite=self._overwrite,
+            hold_starts=bool(self.config.detector_url),  # until the detector's series is known
+        )
 
     def _refuse(self, exc: BaseException) -> None:
         self._error = str(exc) if isinstance(exc, StemdaqError) else f"{type(exc).__name__}: {exc}"
@@ -284,8 +292,10 @@ class RankedAcquisition:
             self._fan = {}
             if not self._error:
                 self._fail(f"the fan at {self.cluster.fan_url} does not answer: {exc}")
-        if self._fan.get("started"):
-            self._signals.started.set()
+        series = self._signals.expected_series  # set once the detector is armed
+        if series is not None and not self._series_sent:
+            self._series_sent = True
+            self._links.expect_series(series, skip=self._lost)
         for i, url in enumerate(self.cluster.rank_urls):
             if i in self._lost:
                 continue
@@ -293,6 +303,10 @@ class RankedAcquisition:
             if why is not None:
                 self._lose(i, why)
         states = [s.get("state") for s in self._status if s is not None]
+        if len(states) == self.cluster.ranks and all(  # every rank opened the series: trigger
+            AcquisitionState(state) is not AcquisitionState.ARMED for state in states
+        ):
+            self._signals.started.set()
         if AcquisitionState.ACQUIRING.value in states and self._state is AcquisitionState.ARMED:
             self._started_at = _now_iso()
             self._t_start = time.monotonic()

@@ -6,6 +6,7 @@ Routes (all JSON)::
     GET  /metrics         Prometheus: this rank's frames received/written/dropped, its state
     GET  /rank            index, pid and the current acquisition (info + its series start)
     POST /rank/arm        RankArm: write the frames this rank owns to its own file
+    POST /rank/series     RankSeries: active mode, the detector's series (held starts released)
     POST /rank/stop       stop the current acquisition (keeps what was recorded)
     POST /rank/abort      abort it
 
@@ -38,7 +39,15 @@ from stemdaq.rank.ownership import Ownership
 
 logger = logging.getLogger(__name__)
 
-RANK_ROUTES = ("/healthz", "/metrics", "/rank", "/rank/arm", "/rank/stop", "/rank/abort")
+RANK_ROUTES = (
+    "/healthz",
+    "/metrics",
+    "/rank",
+    "/rank/arm",
+    "/rank/series",
+    "/rank/stop",
+    "/rank/abort",
+)
 
 
 class RankArm(BaseModel):
@@ -51,6 +60,15 @@ class RankArm(BaseModel):
     rank_index: int = Field(ge=0, le=63, description="Which rank this is")
     block_rows: int = Field(ge=1, description="Scan rows per block")
     overwrite: bool = Field(False, description="Allow replacing a finished file of that name")
+    hold_starts: bool = Field(
+        False, description="Active mode: open a series only once POST /rank/series names it"
+    )
+
+
+class RankSeries(BaseModel):
+    """The series the detector was armed for (active mode)."""
+
+    series_id: int = Field(ge=0, description="The detector's sequence id")
 
 
 def start_as_json(start: SeriesStart | None) -> dict[str, Any] | None:
@@ -112,6 +130,7 @@ class RankService:
             compress_workers=self.settings.compress_workers,
             overwrite=req.overwrite,
             expected_positions=owned.owned_positions,
+            hold_starts=req.hold_starts,
         )
         self.current = acq
         acq.start()
@@ -189,6 +208,14 @@ def create_rank_app(settings: Settings, index: int) -> FastAPI:
     def arm_rank(req: RankArm) -> dict[str, Any]:
         """Write this rank's share of an acquisition."""
         return service.arm(req).model_dump(mode="json")
+
+    @app.post("/rank/series")
+    def set_rank_series(req: RankSeries) -> dict[str, Any]:
+        """Open only this series (the detector's, once the service armed it)."""
+        if service.current is None or service.current.state.is_final:
+            raise ConfigError(f"rank {index} has no acquisition running")
+        service.current.expect_series(req.series_id)
+        return service.status()
 
     @app.post("/rank/stop")
     def stop_rank() -> dict[str, Any]:
