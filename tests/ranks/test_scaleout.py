@@ -121,7 +121,7 @@ def test_three_ranks_equal_one_rank(serve, sim, tmp_path, scan, serpentine) -> N
     np.testing.assert_array_equal(frame_id, ids)
 
 
-def test_libertem_reads_the_master_as_one_dataset(serve, sim) -> None:
+def test_libertem_and_hyperspy_read_the_master_as_one_dataset(serve, sim) -> None:
     Context = pytest.importorskip("libertem.api").Context  # noqa: N806
     from libertem.udf.sum import SumUDF
 
@@ -138,6 +138,10 @@ def test_libertem_reads_the_master_as_one_dataset(serve, sim) -> None:
     assert tuple(ds.shape) == (5, 4, 64, 64)
     result = ctx.run_udf(dataset=ds, udf=SumUDF())
     np.testing.assert_allclose(result["intensity"].data, expected)
+    rsciio_nexus = pytest.importorskip("rsciio.nexus")  # HyperSpy's reader
+    signals = rsciio_nexus.file_reader(final["file_path"], use_default=True)
+    assert signals[0]["data"].shape == (5, 4, 64, 64)
+    np.testing.assert_allclose(np.asarray(signals[0]["data"]).sum(axis=(0, 1)), expected)
 
 
 def test_swmr_reader_of_the_master_sees_frames_arrive(serve, slow_sim) -> None:
