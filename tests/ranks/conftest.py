@@ -134,8 +134,41 @@ def ranked_serve(data_dir: Path, ranks: int, block_rows: int) -> Iterator[Ranked
         except httpx.HTTPError:
             return False
 
+    children: list[int] = []
     try:
         wait_for(up, 90, "stemdaq serve --ranks to answer", period=0.1)
+        children = children_of(proc.pid)
+        assert len(children) == ranks + 1, children  # the ranks and the fan
         yield serve
     finally:
         end_process(proc)
+        left = wait_gone(children, 30)
+        for pid in left:  # never leave them behind, but say so
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        assert not left, f"serve left its rank/fan processes running: {left}"
+
+
+def children_of(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            out += [int(c) for c in fh.read().split()]
+    return out
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in pids if _alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False

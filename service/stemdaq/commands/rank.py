@@ -123,7 +123,23 @@ def fan(
     )
 
 
+def relink(
+    master: Annotated[Path, typer.Argument(help="The master file (<name> or <name>.partial)")],
+) -> None:
+    """Point a scale-out master at its rank files as they are named now (after the service
+    died mid-scan); run it only when nothing writes these files any more."""
+    from stemdaq.writer.relink import relink as relink_master
+
+    try:
+        changed = relink_master(master)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"stemdaq: {master}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{master}: {len(changed)} datasets relinked" if changed else f"{master}: in order")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``rank`` and ``fan``."""
+    """Add ``rank``, ``fan`` and ``relink``."""
     app.command()(rank)
     app.command()(fan)
+    app.command()(relink)

@@ -73,7 +73,7 @@ def serve(
     cluster = None
     factory = None
     if settings.ranks > 1 or settings.rank_urls:
-        from stemdaq.control import ranked_factory
+        from stemdaq.control import close_with_app, ranked_factory
 
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per status poll otherwise
 
@@ -83,6 +83,8 @@ def serve(
             typer.echo(f"stemdaq: {exc}", err=True)
             raise typer.Exit(2) from None
     app = create_app(settings, factory=factory)
+    if cluster is not None:
+        close_with_app(app, cluster)
     server_config = uvicorn.Config(
         app,
         host=settings.api.host,

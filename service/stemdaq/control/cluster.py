@@ -8,6 +8,7 @@ talks to them (a StatefulSet of ranks and a fan Deployment do the starting).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ from stemdaq.config import Settings
 from stemdaq.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -91,6 +94,15 @@ def cluster_from_settings(settings: Settings) -> RankCluster:
     return start_local(settings)
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: SIGTERM this child when the service dies (``kill -9`` included), so a rank
+    aborts and closes its file instead of living on as an orphan holding its port."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def start_local(settings: Settings, *, ready_timeout: float = 60) -> RankCluster:
     """Start ``settings.ranks`` rank processes and a fan here; return once all answer."""
     cmd = [sys.executable, "-m", "stemdaq.cli"]
@@ -116,11 +128,13 @@ def start_local(settings: Settings, *, ready_timeout: float = 60) -> RankCluster
                 str(settings.fan_control_port),
             ],
             env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet at start-up
         )
         for i in range(settings.ranks):
             cluster.processes[f"rank {i}"] = subprocess.Popen(
                 [*cmd, "rank", "--rank-index", str(i), "--port", str(settings.rank_port + i)],
                 env=env,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         _wait_ready(cluster, ready_timeout)
     except BaseException:
