@@ -6,7 +6,8 @@ Each group of commands lives in ``stemdaq.commands``; this module only assembles
 - ``sim``: the simulated detector
 - ``serve``: the REST service; ``status``, ``start``, ``stop``, ``watch``: its client side
 - ``detector status|disarm|abort|initialize``: check or reset a detector over SIMPLON
-- ``rank``, ``fan``: one writer rank / the router in front of N ranks (scale-out)
+- ``rank``, ``fan``, ``relink``: one writer rank / the router in front of N ranks / repoint a
+  scale-out master at its rank files after a crash
 """
 
 from __future__ import annotations
