@@ -13,7 +13,14 @@ from stemdaq.models import Frame, SeriesEnd, SeriesStart
 from stemdaq.rank.ownership import Ownership, hyperslabs
 from stemdaq.receiver import StreamDecoder
 from stemdaq.routing.fan import Fan
-from stemdaq.routing.headers import NOT_IMAGE, is_end, is_start, v1_image_id, v2_image_id
+from stemdaq.routing.headers import (
+    NOT_IMAGE,
+    is_end,
+    is_start,
+    series_id,
+    v1_image_id,
+    v2_image_id,
+)
 from stemdaq.sim.replay import encode_series
 
 
@@ -157,6 +164,42 @@ def test_fan_counts_a_rank_that_takes_nothing_as_lost() -> None:
         assert c.state == "completed" and c.lost == [1]
         assert c.frames[0] == 20 and c.frames[1] + c.dropped[1] == 20 and c.dropped[1] > 0
         assert got == 22  # start + its 20 frames + end
+    finally:
+        fan.close()
+        src.close(0)
+        pull.close(0)
+        ctx.term()
+
+
+@pytest.mark.parametrize("fmt", ["cbor", "json"])
+def test_series_id_of_starts_and_ends(fmt) -> None:
+    messages = encode_series(2, fmt=fmt, frame_shape=(8, 8), series_id=70000)
+    assert series_id(messages[0][0]) == 70000 and series_id(messages[-1][0]) == 70000
+
+
+def test_fan_told_the_series_passes_a_stale_series_and_routes_the_right_one() -> None:
+    stale = encode_series(3, fmt="cbor", frame_shape=(8, 8), series_id=4)
+    ours = encode_series(12, fmt="cbor", frame_shape=(8, 8), series_id=5)
+    ctx = zmq.Context()
+    src = ctx.socket(zmq.PUSH)
+    src_port = src.bind_to_random_port("tcp://127.0.0.1")
+    port = _free_ports(1)
+    fan = Fan(1, port=port, send_timeout=5)
+    pull = ctx.socket(zmq.PULL)
+    try:
+        pull.connect(f"tcp://127.0.0.1:{port}")
+        fan.arm(f"tcp://127.0.0.1:{src_port}", n_k=4, block_rows=1)
+        fan.expect_series(5)
+        for msg in [stale[0], stale[-1], *ours]:  # a whole stale series (start, end) first
+            src.send_multipart(msg)
+        assert fan.wait(30)
+        assert fan.counters.state == "completed" and fan.counters.frames == [12]
+        decoder, events = StreamDecoder(), []
+        while pull.poll(2000):
+            events += decoder.decode(pull.recv_multipart())
+            if isinstance(events[-1], SeriesEnd) and events[-1].series_id == 5:
+                break
+        assert [e.frame_id for e in events if isinstance(e, Frame)] == list(range(12))
     finally:
         fan.close()
         src.close(0)

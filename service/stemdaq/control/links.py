@@ -117,6 +117,13 @@ class RankLinks:
             except StemdaqError as exc:
                 logger.warning("acquisition %s: %s", self.acq_id, exc)
 
+    def fan_series(self, series_id: int) -> None:
+        """``POST /fan/series`` (a failure is logged)."""
+        try:
+            self.post(self.cluster.fan_url + "/fan/series", "the fan", {"series_id": series_id})
+        except StemdaqError as exc:
+            logger.warning("acquisition %s: %s", self.acq_id, exc)
+
     def abort_fan(self) -> None:
         """``POST /fan/abort``."""
         self.post_quietly(self.cluster.fan_url + "/fan/abort")

@@ -295,6 +295,7 @@ class RankedAcquisition:
         series = self._signals.expected_series  # set once the detector is armed
         if series is not None and not self._series_sent:
             self._series_sent = True
+            self._links.fan_series(series)
             self._links.expect_series(series, skip=self._lost)
         for i, url in enumerate(self.cluster.rank_urls):
             if i in self._lost:

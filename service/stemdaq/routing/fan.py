@@ -21,7 +21,14 @@ import time
 from dataclasses import dataclass, field
 
 import zmq
-from stemdaq.routing.headers import NOT_IMAGE, is_end, is_start, v1_image_id, v2_image_id
+from stemdaq.routing.headers import (
+    NOT_IMAGE,
+    is_end,
+    is_start,
+    series_id,
+    v1_image_id,
+    v2_image_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,7 @@ class FanCounters:
 
     state: str = "idle"  # idle | routing | completed | aborted | failed
     started: bool = False  # a series start was forwarded
+    expected_series: int | None = None  # active mode: the detector's series id
     messages: int = 0
     frames: list[int] = field(default_factory=list)  # per rank
     dropped: list[int] = field(default_factory=list)  # frames per rank (the rank was lost)
@@ -179,10 +187,19 @@ class Fan:
                     self._send(rank, part, parts)
                 if is_start(part.buffer):
                     c.started = True
-                elif c.started and is_end(part.buffer):  # an end before any start is stale
-                    return "completed"  # (e.g. the one an aborted series sent late)
+                elif c.started and is_end(part.buffer) and self._ends_ours(part.buffer):
+                    return "completed"  # an end before any start is stale (an aborted
+                    # series' late end), and so is another series' once the id is known
                 if aborted():
                     return "aborted"
+
+    def expect_series(self, series: int) -> None:
+        """Active mode: routing ends only at the end of series ``series`` (the detector's)."""
+        self.counters.expected_series = series
+
+    def _ends_ours(self, message: memoryview) -> bool:
+        expected = self.counters.expected_series
+        return expected is None or series_id(message) in (expected, None)
 
     def _send(self, rank: int, part: zmq.Frame, parts: list[zmq.Frame] | None) -> bool:
         """Send to ``rank``; False if it is lost or stays full for ``send_timeout``."""

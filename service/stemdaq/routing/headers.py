@@ -31,13 +31,33 @@ def v2_image_id(message: bytes | memoryview) -> int:
     at = head.find(_V2_ID)
     if at < 0 or at + 10 > len(head):
         return NOT_IMAGE
-    at += len(_V2_ID)
+    value = _cbor_uint(head, at + len(_V2_ID))
+    return NOT_IMAGE if value is None else value
+
+
+_V2_SERIES = b"\x69series_id"  # CBOR text "series_id"
+_V1_SERIES = re.compile(rb'"series"\s*:\s*(\d{1,19})')
+
+
+def series_id(first_part: bytes | memoryview) -> int | None:
+    """The series id a start or end message names (v2 ``series_id``, v1 ``series``), or None."""
+    head = bytes(first_part[:_HEAD])
+    at = head.find(_V2_SERIES)
+    if at >= 0:
+        return _cbor_uint(head, at + len(_V2_SERIES))
+    m = _V1_SERIES.search(head)
+    return int(m[1]) if m else None
+
+
+def _cbor_uint(head: bytes, at: int) -> int | None:
+    if at >= len(head):
+        return None
     first = head[at]
     if first < 0x18:
         return first
     n = _UINT_BYTES.get(first)
     if n is None or at + 1 + n > len(head):
-        return NOT_IMAGE
+        return None
     return int.from_bytes(head[at + 1 : at + 1 + n], "big")
 
 

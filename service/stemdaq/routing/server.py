@@ -6,6 +6,7 @@ Routes::
     GET  /metrics      Prometheus: frames routed and dropped per rank, routing CPU
     GET  /fan          FanCounters of the current (or last) series
     POST /fan/arm      FanArm: connect to the detector's stream and route one series
+    POST /fan/series   FanSeries: active mode, the detector's series (only its end ends routing)
     POST /fan/abort    stop routing
 """
 
@@ -26,7 +27,7 @@ from stemdaq.routing.fan import Fan
 
 logger = logging.getLogger(__name__)
 
-FAN_ROUTES = ("/healthz", "/metrics", "/fan", "/fan/arm", "/fan/abort")
+FAN_ROUTES = ("/healthz", "/metrics", "/fan", "/fan/arm", "/fan/series", "/fan/abort")
 
 
 class FanArm(BaseModel):
@@ -36,6 +37,12 @@ class FanArm(BaseModel):
     n_k: int = Field(ge=1, description="Scan positions per row")
     block_rows: int = Field(ge=1, description="Scan rows per block")
     ranks: int = Field(ge=1, le=64, description="Ranks expected (must match the fan's)")
+
+
+class FanSeries(BaseModel):
+    """The detector's series (active mode)."""
+
+    series_id: int = Field(ge=0, description="The detector's sequence id")
 
 
 def create_fan_app(fan: Fan) -> FastAPI:
@@ -69,6 +76,12 @@ def create_fan_app(fan: Fan) -> FastAPI:
             return JSONResponse({"detail": "the fan is routing a series"}, status_code=409)
         fan.arm(req.stream_endpoint, n_k=req.n_k, block_rows=req.block_rows)
         return {"ranks": fan.ranks, "busy": True}
+
+    @app.post("/fan/series")
+    def set_fan_series(req: FanSeries) -> dict[str, Any]:
+        """Active mode: end routing only at the end of this series."""
+        fan.expect_series(req.series_id)
+        return {"ranks": fan.ranks, "busy": fan.busy, **dataclasses.asdict(fan.counters)}
 
     @app.post("/fan/abort")
     def abort_fan() -> dict[str, Any]:
