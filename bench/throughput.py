@@ -38,6 +38,10 @@ Usage::
     python bench/throughput.py --frames-per-chunk 8    # passed to stemdaq where it can be
     python bench/throughput.py --soak                  # 1,000,000 frames of 96x96: RSS
     python bench/throughput.py --json results.json     # every run, for later comparison
+    python bench/throughput.py --ranks 1,2,4 --cases '192x192 u16 bslz4$'
+        # scale-out: serve --ranks N for each N; CPU us/frame over all processes (routing
+        # included) and route_us, the fan's routing thread alone (bench/ranked.py)
+    python bench/throughput.py --ranks 1,2 --frames 3000 --cases '192x192 u16 bslz4$'  # smoke
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from pathlib import Path
 
 from cases import CASES, SOAK, Case, select
 from launcher import Launcher
+from ranked import measure_ranked
 from results import STEMDAQ, Row, RunResult, print_table, status_line
 from runs import acquire_has_frames_per_chunk, measure
 from serve import measure_serve
@@ -59,9 +64,9 @@ WRITERS = ("transport", "naive", "minimal", "minimal-scan", "acquire", "serve")
 NAIVE_SHARE = 10  # the naive writer gets a tenth of the frames (at least 200)
 
 
-def frames_for(writer: str, case: Case, quick: bool) -> int:
+def frames_for(writer: str, case: Case, quick: bool, frames: int = 0) -> int:
     """Frames sent to ``writer`` in this case."""
-    n = case.quick_frames if quick else case.frames
+    n = frames or (case.quick_frames if quick else case.frames)
     return max(n // NAIVE_SHARE, 200) if writer == "naive" else n
 
 
@@ -70,6 +75,8 @@ def run_one(
 ) -> RunResult | None:
     """One measurement; None (and the reason on stderr) if it could not be made."""
     try:
+        if writer.startswith("ranks="):
+            return measure_ranked(case, n, tmp, ranks=int(writer[6:]), k=k)
         if writer == "serve":
             return measure_serve(case, n, tmp, k=k)
         return measure(launcher, writer, case, n, tmp, k=k, soak=soak)
@@ -103,6 +110,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="stemdaq's frames_per_chunk (serve: POST body; acquire: --frames-per-chunk if it "
         "has the flag); the scan row length is made a multiple of K where the frame count allows",
     )
+    parser.add_argument(
+        "--ranks",
+        default="",
+        help="comma-separated rank counts, e.g. 1,2,4: run serve --ranks N for each instead of "
+        "--writers (scale-out)",
+    )
+    parser.add_argument("--frames", type=int, default=0, help="frames per run (overrides the case)")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the files (a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="write every run to this file")
     args = parser.parse_args(argv)
@@ -121,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cases = select(args.cases)
         writers = [w for w in WRITERS if w in args.writers.split(",")]
+        if args.ranks:
+            writers = [f"ranks={int(r)}" for r in args.ranks.split(",")]
     if not cases:
         print(f"no case matches {args.cases!r}; cases: {[c.name for c in CASES]}", file=sys.stderr)
         return 2
@@ -141,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 for writer in writers:
                     if writer == "minimal-scan" and case.protocol != "stream2":
                         continue
-                    n = frames_for(writer, case, args.quick)
+                    n = frames_for(writer, case, args.quick, args.frames)
                     result = run_one(launcher, writer, case, n, tmp, k, args.soak)
                     if result is None:
                         continue
@@ -150,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"  {case.name:22s} {writer:12s} {result.fps:>9,.0f} frames/s "
                         f"{result.cpu_us:>7.1f} us/frame  lost {result.lost}  "
-                        f"rss {result.rss_mb:.0f} MB  exact {result.exact}  {result.state}",
+                        f"rss {result.rss_mb:.0f} MB  exact {result.exact}  {result.state}"
+                        + (
+                            f"  route {result.extra['route_us']:.1f} us/frame"
+                            if "route_us" in result.extra
+                            else ""
+                        ),
                         file=sys.stderr,
                         flush=True,
                     )

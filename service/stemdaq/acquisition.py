@@ -70,6 +70,11 @@ class Acquisition:
         Allow the final file name to exist already (it is replaced at close).
     on_change
         Called (from a background thread) on each state change and about once a second.
+    expected_positions
+        Scan positions this process owns (a rank of a scale-out acquisition); default all.
+    hold_starts
+        Hold series starts back until :meth:`expect_series` names the detector's (a rank of
+        a scale-out acquisition in active mode: the service arms the detector).
     """
 
     def __init__(
@@ -83,6 +88,8 @@ class Acquisition:
         compress_workers: int = 2,
         overwrite: bool = False,
         on_change: Callable[[AcquisitionInfo], None] | None = None,
+        expected_positions: int | None = None,
+        hold_starts: bool = False,
     ) -> None:
         self.config = config
         self.file_path = Path(file_path)
@@ -93,7 +100,9 @@ class Acquisition:
         self._writer = NexusWriter(
             self.file_path, config, validate_framing=False, overwrite=overwrite
         )
+        self._writer.owned_positions = expected_positions
         self._signals = Signals()
+        self._hold_starts = hold_starts
         self._data = DataPath(
             config,
             self._writer,
@@ -103,6 +112,7 @@ class Acquisition:
             compress_workers=compress_workers,
             on_tick=self._on_tick,
             on_series_start=self._on_series_start,
+            expected_positions=expected_positions,
         )
         self._detector: DetectorSession | None = None
         self._notify_lock = threading.Lock()
@@ -126,6 +136,11 @@ class Acquisition:
     def state(self) -> AcquisitionState:
         """Current life-cycle state."""
         return self._state
+
+    @property
+    def series_start(self) -> SeriesStart | None:
+        """The start message of the series being written (None before it came)."""
+        return self._data.start
 
     @property
     def detector_was_armed(self) -> bool:
@@ -158,7 +173,7 @@ class Acquisition:
             target=self._run, args=(source,), name=f"stemdaq-data-{self.acq_id}", daemon=True
         )
         self._threads = [data]
-        if self.config.detector_url:
+        if self.config.detector_url or self._hold_starts:
             self._signals.hold_starts = True  # the series id is known once armed
         data.start()
         if self._detector is not None:
@@ -203,6 +218,11 @@ class Acquisition:
         if isinstance(exc, StemdaqError):
             return
         raise ConfigError(self._error) from exc
+
+    def expect_series(self, series_id: int) -> None:
+        """Open only series ``series_id`` (held starts are released; see ``hold_starts``)."""
+        self._signals.expected_series = series_id
+        self._signals.hold_starts = False
 
     def stop(self) -> None:
         """End the series now and keep what was recorded. Non-blocking.

@@ -6,13 +6,15 @@ Each group of commands lives in ``stemdaq.commands``; this module only assembles
 - ``sim``: the simulated detector
 - ``serve``: the REST service; ``status``, ``start``, ``stop``, ``watch``: its client side
 - ``detector status|disarm|abort|initialize``: check or reset a detector over SIMPLON
+- ``rank``, ``fan``, ``relink``: one writer rank / the router in front of N ranks / repoint a
+  scale-out master at its rank files after a crash
 """
 
 from __future__ import annotations
 
 import typer
 
-from stemdaq.commands import detector, files, inspect, service, simulator
+from stemdaq.commands import detector, files, inspect, rank, service, simulator
 
 app = typer.Typer(no_args_is_help=True, help="4D-STEM acquisition and storage service.")
 
@@ -21,6 +23,7 @@ inspect.register(app)
 simulator.register(app)
 service.register(app)
 detector.register(app)
+rank.register(app)
 
 
 @app.command()

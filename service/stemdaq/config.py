@@ -314,6 +314,54 @@ class Settings(BaseSettings):
         "that the detector's own send queue holds them (back-pressure, not loss)",
     )
     compress_workers: int = Field(2, ge=1, description="Threads compressing raw frames")
+    # -- scale-out: N writer ranks, one master file (docs/ARCHITECTURE.md, "Scale-out") --------
+    ranks: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Writer ranks (data processes) per acquisition; 1: one process, one file",
+    )
+    rank_index: int | None = Field(
+        None,
+        ge=0,
+        le=63,
+        description="`stemdaq rank`: this rank's index; default the trailing ordinal of the "
+        "host name (a StatefulSet pod `name-N`)",
+    )
+    rank_block_rows: int = Field(
+        1, ge=1, description="Scan rows per block: rank = (image_id // (n_k * this)) % ranks"
+    )
+    rank_port: int = Field(
+        8100,
+        ge=1,
+        le=65535,
+        description="Control port (HTTP) of a rank; local ranks of `serve` use rank_port + index",
+    )
+    rank_urls: list[str] = Field(
+        default_factory=list,
+        description="Control URLs of ranks started elsewhere (Kubernetes); empty: `serve` "
+        "starts `ranks` local rank processes",
+    )
+    fan_url: str | None = Field(
+        None,
+        description="Control URL of a fan started elsewhere; none: `serve` starts a local one",
+    )
+    fan_host: str = Field(
+        "127.0.0.1", description="Host the ranks connect to for their frames (the fan's)"
+    )
+    fan_port: int = Field(
+        31100,
+        ge=1,
+        le=65535,
+        description="First data port of the fan: rank i receives its frames on fan_port + i",
+    )
+    fan_control_port: int = Field(8090, ge=1, le=65535, description="Control port of the fan")
+    fan_send_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds the fan waits for a rank to take a frame before it counts the "
+        "rank as lost and drops its frames (counted)",
+    )
     log_level: str = Field("INFO", description="Python logging level")
     site_metadata: Path | None = Field(
         None,

@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from stemdaq.models import DropReason
+from stemdaq.models import DropReason, RankInfo
 
 if TYPE_CHECKING:
     from stemdaq.manager import AcquisitionManager
@@ -63,9 +63,11 @@ class ManagerCollector(Collector):
         latency_sum = totals.latency_sum
         bounds: list[float] = []
         queue_depth = 0
+        ranks: list[RankInfo] = []
         acq = self.manager.current
         if acq is not None:
             info = acq.info()
+            ranks = info.ranks
             c = info.counters
             received += c.frames_received
             written += c.frames_written
@@ -107,10 +109,28 @@ class ManagerCollector(Collector):
         yield GaugeMetricFamily(
             "stemdaq_queue_depth", "Frames waiting between receiver and writer", value=queue_depth
         )
+        yield from _rank_families(ranks)
         state = service_state(self.manager)
         yield StateSetMetricFamily(
             "stemdaq_state", "Service state", value={s: s == state for s in SERVICE_STATES}
         )
+
+
+def _rank_families(ranks: list[RankInfo]) -> Iterator[Metric]:
+    """Scale-out: the running acquisition's frames per rank and whether each rank is up."""
+    written = GaugeMetricFamily(
+        "stemdaq_rank_frames_written",
+        "Frames the running acquisition's rank wrote to its file (scale-out)",
+        labels=["rank"],
+    )
+    up = GaugeMetricFamily(
+        "stemdaq_rank_up", "1 unless the rank was lost (scale-out)", labels=["rank"]
+    )
+    for r in ranks:
+        written.add_metric([str(r.index)], r.frames_written)
+        up.add_metric([str(r.index)], 0 if r.state == "lost" else 1)
+    yield written
+    yield up
 
 
 def _default_bounds() -> list[float]:

@@ -218,6 +218,20 @@ class Counters(BaseModel):
     )
 
 
+class RankInfo(BaseModel):
+    """One writer rank of a scale-out acquisition (``ranks`` > 1)."""
+
+    index: int = Field(description="Rank index: it owns the blocks index, index + N, ...")
+    url: str = Field(description="The rank's control URL")
+    state: str = Field(description="Its acquisition's state, or 'lost' (died, unreachable)")
+    file_path: str | None = Field(None, description="The rank's file (beside the master)")
+    frames_expected: int = Field(0, description="Positions x channels this rank owns")
+    frames_written: int = Field(0, description="Frames in the rank's file")
+    frames_dropped: int = Field(0, description="Frames the rank dropped (all reasons)")
+    frames_per_second: float = Field(0.0, description="The rank's write rate")
+    error: str | None = Field(None, description="Why the rank failed or was lost")
+
+
 class AcquisitionInfo(BaseModel):
     """One acquisition as the API, the CLI and bluesky/ophyd-async see it."""
 
@@ -289,3 +303,7 @@ class AcquisitionInfo(BaseModel):
         "detector, and the settings it does not have",
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Effective acquisition config")
+    ranks: list[RankInfo] = Field(
+        default_factory=list,
+        description="Scale-out: per-rank state and counters (empty with one rank)",
+    )

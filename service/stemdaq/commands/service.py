@@ -43,6 +43,12 @@ def serve(
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML settings file (default: none)")
     ] = None,
+    ranks: Annotated[
+        int | None,
+        typer.Option(
+            help="Writer ranks: N > 1 starts N rank processes and a fan (env STEMDAQ_RANKS)"
+        ),
+    ] = None,
 ) -> None:
     """Run the REST service (settings: --config YAML < env STEMDAQ_* < these flags)."""
     import uvicorn
@@ -56,7 +62,7 @@ def serve(
     try:
         api = {k: v for k, v in {"host": host, "port": port}.items() if k in given}
         settings = load_settings(
-            config, data_dir=data_dir if "data_dir" in given else None, api=api or None
+            config, data_dir=data_dir if "data_dir" in given else None, api=api or None, ranks=ranks
         )
     except (ConfigError, ValueError) as exc:
         typer.echo(f"stemdaq: {exc}", err=True)
@@ -64,7 +70,21 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    cluster = None
+    factory = None
+    if settings.ranks > 1 or settings.rank_urls:
+        from stemdaq.control import close_with_app, ranked_factory
+
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per status poll otherwise
+
+        try:
+            factory, cluster = ranked_factory(settings)
+        except ConfigError as exc:
+            typer.echo(f"stemdaq: {exc}", err=True)
+            raise typer.Exit(2) from None
+    app = create_app(settings, factory=factory)
+    if cluster is not None:
+        close_with_app(app, cluster)
     server_config = uvicorn.Config(
         app,
         host=settings.api.host,
@@ -72,7 +92,11 @@ def serve(
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
     )
-    _run(server_config, on_exit=app.state.manager.end_streams)
+    try:
+        _run(server_config, on_exit=app.state.manager.end_streams)
+    finally:
+        if cluster is not None:
+            cluster.close()
 
 
 def _on_command_line(ctx: typer.Context, name: str) -> bool:

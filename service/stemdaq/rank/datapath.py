@@ -98,8 +98,13 @@ class DataPath:
         compress_workers: int = 2,
         on_tick: Any = None,
         on_series_start: Any = None,
+        expected_positions: int | None = None,
     ) -> None:
         self.config = config
+        #: scan positions this data path owns (a rank of N: its blocks only; default all)
+        self.expected_positions = (
+            config.n_positions if expected_positions is None else expected_positions
+        )
         self.writer = writer
         self.signals = signals
         self.name = name
@@ -144,7 +149,7 @@ class DataPath:
         dropped: dict[str, int] = dict(cast("dict[str, int]", c.get("dropped", {})))
         for reason, n in self.write_dropped.items():
             dropped[reason] = dropped.get(reason, 0) + n
-        expected = self.config.n_positions * (max(1, len(self.channels)) if self.channels else 1)
+        expected = self.expected_positions * (max(1, len(self.channels)) if self.channels else 1)
         written = self.writer.frames_written if self.opened else 0
         gaps = max(0, expected - written) if final else 0
         for_scan = sum(n for reason, n in dropped.items() if reason not in EXTRA_DROPS)

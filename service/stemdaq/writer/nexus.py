@@ -139,6 +139,9 @@ class NexusWriter:
         self._book = Bookkeeping(1, config.scan_shape)  # replaced at open()
         self._k = 1  # frames per chunk, decided at open()
         self._rows: RowChunker | None = None  # assembles K-frame chunks when K > 1
+        #: a rank's file of a scale-out acquisition: the positions it owns (gaps count only
+        #: those) and no ELN sidecar of its own (the master has it)
+        self.owned_positions: int | None = None
 
     # -- properties -------------------------------------------------------------------------
 
@@ -315,6 +318,18 @@ class NexusWriter:
             self._dsets.append(ds)
             self._dsids.append(ds.id)
             self._book.create(image, channel)
+        self._layout_done(f)
+
+    def _layout_done(self, f: h5py.File) -> None:
+        """Hook: the layout is made, SWMR not started yet (the VDS master replaces datasets)."""
+
+    def _before_rename(self, f: h5py.File) -> None:
+        """Hook: the file is open for the last time (r+), the outcome written."""
+
+    def _gaps_per_image(self) -> list[int]:
+        """Scan positions without a frame, per channel (at close)."""
+        n_pos = self._n_pos if self.owned_positions is None else self.owned_positions
+        return [n_pos - int(n) for n in self._book.counts]
 
     def _write_process(
         self, image: h5py.Group, start: SeriesStart, endpoint: str, channel: str
@@ -535,19 +550,22 @@ class NexusWriter:
                 f"{self.tmp_path.name} holds every frame flushed before it",
             )
         end_time = md.now_iso()
-        with h5py.File(self.tmp_path, "r+", libver="latest") as f:
+        # locking=False: a reader's refresh() of a VDS over this file (the scale-out master)
+        # holds HDF5's lock on it; the reservation, not that lock, keeps other writers out
+        with h5py.File(self.tmp_path, "r+", libver="latest", locking=False) as f:
             f["/entry"].create_dataset("end_time", data=end_time)
             event = f[EVENT]
             event.create_dataset("end_time", data=end_time)
-            gaps = [self._n_pos - int(n) for n in self._book.counts]
-            write_outcome(event, state, counters, gaps, warnings, error)
+            write_outcome(event, state, counters, self._gaps_per_image(), warnings, error)
             if sums is not None and summary is not None and self.frame_shape is not None:
                 write_summaries(
                     event, self.config, self.geometry, self.frame_shape, summary.channel, *sums
                 )
+            self._before_rename(f)
         self._result = rename_no_clobber(self.tmp_path, self.final_path, self.overwrite)
         self._reservation.drop(remove=False)
-        if self._result == self.final_path:  # for NOMAD / pynxtools-em: never over another file
+        if self._result == self.final_path and self.owned_positions is None:
+            # for NOMAD / pynxtools-em: never over another file
             write_eln_sidecar(
                 self._result, self.config, self.start.detector, overwrite=self.overwrite
             )

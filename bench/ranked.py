@@ -1,0 +1,165 @@
+"""One measurement of the scale-out service: ``stemdaq serve --ranks N`` + one acquisition.
+
+``serve --ranks N`` starts N ``stemdaq rank`` processes and a ``stemdaq fan`` (for N > 1); the
+sender plays the detector. frames/s runs from the first image sent to the master closed (its
+mtime); CPU is summed over the whole process tree (serve, fan, ranks: ``/proc/<pid>/stat``
+before the first frame and once the state is final) and divided by the frames, so it includes
+the routing. The fan's own routing thread CPU (``GET /fan``'s ``cpu_seconds``) is reported per
+frame as ``route_us``. With N = 1 this is plain ``serve`` (no fan, no routing, one file).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import procstat
+from cases import STEMDAQ_DATASET, Case, scan_shape
+from results import RunResult
+from runs import (
+    END_TIMEOUT,
+    MIN_FREE_MB,
+    RUN_TIMEOUT,
+    SETTLE,
+    child_env,
+    exact,
+    free_endpoint,
+    stemdaq_command,
+)
+from sender import Sender
+from serve import FINAL, _free_port, _wait_healthy
+
+
+def _free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports (rank i listens on first + i)."""
+    for _ in range(100):
+        first = _free_port()
+        ok = True
+        for i in range(1, n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", first + i))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return first
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc/<pid>/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += procstat.cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
+
+
+def measure_ranked(case: Case, n: int, tmp: Path, *, ranks: int, k: int = 1) -> RunResult:
+    """``stemdaq serve --ranks ranks``, one acquisition of ``n`` frames."""
+    port = _free_port()
+    data_dir = tmp / f"ranks{ranks}"
+    log = tmp / f"ranks{ranks}-{case.slug}.log"
+    cmd = [*stemdaq_command(), "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    cmd += ["--ranks", str(ranks)]
+    env = {**child_env(), "STEMDAQ_LOG_LEVEL": "WARNING"}
+    env["STEMDAQ_RANK_PORT"] = str(_free_ports(ranks))
+    env["STEMDAQ_FAN_PORT"] = str(_free_ports(ranks))
+    env["STEMDAQ_FAN_CONTROL_PORT"] = str(_free_port())
+    rows, cols = scan_shape(n, k)
+    endpoint = free_endpoint()
+    body: dict[str, Any] = {
+        "stream_endpoint": endpoint,
+        "scan_shape": [rows, cols],
+        "end_timeout": END_TIMEOUT,
+        "min_free_mb": MIN_FREE_MB,
+        "file_template": f"ranks{ranks}-{case.slug}.nxs",
+    }
+    if k > 1:
+        body["frames_per_chunk"] = k
+    fan: dict[str, Any] = {}
+    with open(log, "wb") as log_fh:
+        proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env)
+        sender = Sender(endpoint, case, n)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                _wait_healthy(http, proc, 90)
+                sender.start()
+                armed = http.post("/api/v1/acquisitions", json=body)
+                if armed.status_code != 201:
+                    raise RuntimeError(f"POST /api/v1/acquisitions: {armed.text}")
+                acq_id = armed.json()["id"]
+                sender.wait_connected(lambda: proc.poll() is None)
+                time.sleep(SETTLE)
+                pids = _tree(proc.pid)
+                cpu0 = _cpu(pids)
+                sender.release()
+                deadline = time.monotonic() + RUN_TIMEOUT
+                final: dict[str, Any] = {}
+                while time.monotonic() < deadline:
+                    final = http.get(f"/api/v1/acquisitions/{acq_id}").json()
+                    if final["state"] in FINAL:
+                        break
+                    time.sleep(0.1)
+                cpu1 = _cpu(pids)
+                if ranks > 1:
+                    fan_url = f"http://127.0.0.1:{env['STEMDAQ_FAN_CONTROL_PORT']}"
+                    fan = httpx.get(f"{fan_url}/fan", timeout=10).json()
+        except BaseException:
+            print("\n".join(log.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
+            raise
+        finally:
+            sender.finish(timeout=5)
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    path = Path(final["file_path"])
+    frames = int(final["frames_written"])
+    result = RunResult(
+        case=case.name,
+        writer=f"ranks={ranks}",
+        frames_sent=n,
+        frames=frames,
+        seconds=0.0,
+        cpu_seconds=cpu1 - cpu0,
+        rss_mb=0.0,
+        state=str(final["state"]),
+        extra={
+            "processes": len(pids),
+            "route_us": 1e6 * fan.get("cpu_seconds", 0.0) / max(1, frames) if fan else 0.0,
+        },
+    )
+    if path.exists():
+        result.seconds = path.stat().st_mtime_ns / 1e9 - sender.t_first
+        result.exact, result.chunks = exact(path, STEMDAQ_DATASET, case, n)
+        for f in data_dir.glob("*.h5"):
+            f.unlink()
+        path.unlink()
+    log.unlink(missing_ok=True)
+    return result

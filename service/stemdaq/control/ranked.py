@@ -1,0 +1,453 @@
+"""One acquisition over N writer ranks: the engine behind ``stemdaq serve --ranks N``.
+
+:class:`RankedAcquisition` is what :class:`~stemdaq.manager.AcquisitionManager` drives
+(``AcquisitionLike``: start, stop, abort, wait, close, info), so the REST API does not change.
+It talks to the ranks and the fan over HTTP + JSON::
+
+    start:  checks, <name>.partial reserved -> POST /rank/arm to every rank (each reserves
+            <stem>_rNN.h5.partial and connects to its fan port) -> POST /fan/arm
+            -> active mode: arm the detector, tell the ranks its series id (POST /rank/series),
+               trigger once every rank opened that series
+    follow: GET /rank and GET /fan every 0.2 s; the master (VDS over the rank files) is made
+            once every rank that owns rows has its file (knows the frames' dtype and shape)
+    end:    every rank closed (or lost) -> bookkeeping merged into the master, outcome, rename
+
+A rank that dies (its process ended, or it stops answering, or it comes back with another
+acquisition) is *lost*: its blocks stay gaps (zeros, written = 0 in the master), the others
+complete, and the acquisition ends ``failed`` with the rank and the reason in ``error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stemdaq import preflight
+from stemdaq.config import AcquisitionConfig
+from stemdaq.control.cluster import RankCluster
+from stemdaq.control.links import RankLinks
+from stemdaq.control.merge import merge_counters, merge_state
+from stemdaq.control.snapshot import rank_infos, series_start
+from stemdaq.detector_session import DetectorSession
+from stemdaq.errors import ConfigError, StemdaqError
+from stemdaq.models import AcquisitionInfo, AcquisitionState, Codec, Counters
+from stemdaq.rank import LATENCY_BUCKETS, Signals
+from stemdaq.writer.master import MasterWriter
+
+logger = logging.getLogger(__name__)
+
+_POLL = 0.2  # seconds between status polls
+_LOST_AFTER = 3  # failed polls in a row before a rank counts as lost
+_GONE = ("its process ended", "it restarted")  # a lost rank whose writer surely stopped
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class RankedAcquisition:
+    """An acquisition written by ``cluster``'s ranks into one master file (module docstring)."""
+
+    def __init__(
+        self,
+        config: AcquisitionConfig,
+        file_path: Path,
+        *,
+        cluster: RankCluster,
+        acq_id: str = "0",
+        overwrite: bool = False,
+        on_change: Any = None,
+        **_unused: Any,  # queue_size, compress_workers: each rank has its own settings
+    ) -> None:
+        self.config = config
+        self.file_path = Path(file_path)
+        self.acq_id = acq_id
+        self.cluster = cluster
+        self._on_change = on_change
+        self._overwrite = overwrite
+        n = cluster.ranks
+        self.master = MasterWriter(
+            self.file_path, config, ranks=n, block_rows=cluster.block_rows, overwrite=overwrite
+        )
+        self._links = RankLinks(cluster, acq_id)
+        self._state = AcquisitionState.ARMED
+        self._status: list[dict[str, Any] | None] = [None] * n  # last /rank answer's acquisition
+        self._start: list[dict[str, Any] | None] = [None] * n
+        self._lost: dict[int, str] = {}
+        self._series_sent = False  # the detector's series id told to the ranks
+        self._failures = [0] * n
+        self._fan: dict[str, Any] = {}
+        self._signals = Signals()
+        self._detector: DetectorSession | None = None
+        self._done = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._trigger: threading.Thread | None = None
+        self._error: str | None = None
+        self._warnings: list[str] = []
+        self._created_at = _now_iso()
+        self._started_at: str | None = None
+        self._finished_at: str | None = None
+        self._final: Counters | None = None
+        self._t_start: float | None = None
+        self._elapsed: float | None = None
+        self._notify_lock = threading.Lock()
+
+    # -- AcquisitionLike ------------------------------------------------------------------------
+
+    @property
+    def state(self) -> AcquisitionState:
+        """Current life-cycle state."""
+        return self._state
+
+    def start(self) -> None:
+        """Check, reserve the master, arm every rank and the fan; in active mode also the
+        detector (triggered once the fan forwarded its start). Refusals raise StemdaqError."""
+        armed: list[int] = []
+        try:
+            self._prepare()
+            for i in range(self.cluster.ranks):
+                self._arm_rank(i)
+                armed.append(i)
+            self._links.arm_fan(self.config.resolved_stream_endpoint(), self.config.scan_shape[1])
+        except Exception as exc:
+            self._links.to_ranks("abort", skip=set(range(self.cluster.ranks)) - set(armed))
+            self._refuse(exc)
+            raise
+        self._monitor = threading.Thread(
+            target=self._follow, name=f"stemdaq-ranks-{self.acq_id}", daemon=True
+        )
+        self._monitor.start()
+        if self._detector is not None:
+            try:
+                self._trigger = self._detector.arm_and_trigger(
+                    self.config.resolved_stream_endpoint(), self._signals, self._done.is_set
+                )
+            except Exception as exc:
+                self._fail(str(exc))
+                raise
+        self._notify()
+
+    def stop(self) -> None:
+        """End the series and keep what was recorded (every rank; the detector is disarmed)."""
+        if self._signals.stop.is_set() or self._done.is_set():
+            return
+        self._signals.stop.set()
+        if self._detector is not None:
+            self._detector.command_in_background("disarm")
+        self._links.to_ranks("stop", skip=self._lost)
+
+    def abort(self) -> None:
+        """Close now: the fan stops routing, every rank aborts."""
+        self._signals.abort.set()
+        self._links.abort_fan()
+        self._links.to_ranks("abort", skip=self._lost)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the master is closed; True if it is."""
+        return self._done.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Abort if running and wait (up to ``timeout`` s) for the master to close."""
+        if self._monitor is None:
+            self.master.release()
+            self._done.set()
+        if not self._done.is_set():
+            self.abort()
+        if not self._done.wait(timeout):
+            return False
+        if self._monitor is not None:
+            self._monitor.join(5)
+        if self._detector is not None:
+            self._detector.close()
+        self._links.close()
+        return True
+
+    def latency_histogram(self) -> tuple[list[float], list[int], float]:
+        """Write durations are each rank's (its ``/metrics``): none here."""
+        return [*LATENCY_BUCKETS, float("inf")], [0] * (len(LATENCY_BUCKETS) + 1), 0.0
+
+    def counters(self) -> Counters:
+        """The ranks' counters added up (final: the master's written mask says what is in)."""
+        if self._final is not None:
+            return self._final
+        return merge_counters(self.config, self._status, self._fan, final=False)
+
+    def info(self) -> AcquisitionInfo:
+        """A snapshot for the API: totals and one :class:`RankInfo` per rank."""
+        counters = self.counters()
+        final = self._state.is_final
+        live = [s for s in self._status if s is not None]
+        first = next((s for s in live if s.get("dtype")), None)
+        fps = 0.0 if final else sum(s.get("frames_per_second", 0.0) for s in live)
+        mbs = 0.0 if final else sum(s.get("mb_per_second", 0.0) for s in live)
+        made = self.master.frame_shape is not None  # no frame at all: no master either
+        path = (self.master.current_path if final and made else self.file_path).resolve()
+        elapsed = self._elapsed if self._elapsed is not None else self._elapsed_now()
+        eta = None
+        if self._state is AcquisitionState.ACQUIRING and fps > 0:
+            eta = max(0.0, (counters.frames_expected - counters.frames_written) / fps)
+        return AcquisitionInfo(
+            id=self.acq_id,
+            state=self._state,
+            file_path=str(path),
+            file_uri=path.as_uri(),
+            dataset_path=self.master.dataset_path,
+            shape=first.get("shape") if first else None,
+            dtype=first.get("dtype") if first else None,
+            chunk_shape=first.get("chunk_shape") if first else None,
+            channels=first.get("channels", []) if first else [],
+            series_id=first.get("series_id") if first else None,
+            frames_expected=counters.frames_expected,
+            frames_written=counters.frames_written,
+            frames_dropped=counters.frames_dropped,
+            counters=counters,
+            frames_per_second=fps,
+            mb_per_second=mbs,
+            queue_depth=sum(s.get("queue_depth", 0) for s in live),
+            created_at=self._created_at,
+            started_at=self._started_at,
+            finished_at=self._finished_at,
+            elapsed_seconds=elapsed,
+            eta_seconds=eta,
+            error=self._error,
+            warnings=list(self._warnings),
+            detector_protocol="; ".join(self._detector.notes) if self._detector else None,
+            config=self.config.model_dump(mode="json"),
+            ranks=rank_infos(self.cluster.rank_urls, self._status, self._lost),
+        )
+
+    # -- start ----------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        cfg = self.config
+        preflight.check_memory(cfg)
+        preflight.check_output(self.file_path)
+        preflight.check_stream(cfg.resolved_stream_endpoint())
+        frame_bytes = None
+        if cfg.detector_url:
+            self._detector = DetectorSession(cfg, f"acquisition {self.acq_id}")
+            frame_bytes = preflight.detector_frame_bytes(self._detector.client)
+            self.master.detector_config = preflight.detector_calibration(self._detector.client)
+        preflight.check_space(cfg, self.file_path.parent, frame_bytes)
+        self.master.reserve()
+
+    def _arm_rank(self, index: int) -> None:
+        config = self.config.model_copy(
+            update={"detector_url": None, "stream_endpoint": self.cluster.stream_endpoint(index)}
+        )
+        path = str(self.master.rank_files[index].resolve())
+        self._links.arm_rank(
+            index,
+            config.model_dump(mode="json"),
+            path,
+            overwrite=self._overwrite,
+            hold_starts=bool(self.config.detector_url),  # until the detector's series is known
+        )
+
+    def _refuse(self, exc: BaseException) -> None:
+        self._error = str(exc) if isinstance(exc, StemdaqError) else f"{type(exc).__name__}: {exc}"
+        self._state = AcquisitionState.FAILED
+        self._finished_at = _now_iso()
+        self.master.release()
+        self._done.set()
+        if not isinstance(exc, StemdaqError):
+            raise ConfigError(self._error) from exc
+
+    def _fail(self, message: str) -> None:
+        self._error = self._error or message
+        self.abort()
+
+    # -- follow ---------------------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        next_note = 0.0
+        try:
+            while True:
+                self._poll()
+                if not self.master.is_open and self.master.frame_shape is None:
+                    self._maybe_open_master()
+                if self._all_final():
+                    break
+                now = time.monotonic()
+                if now >= next_note:
+                    next_note = now + 1.0
+                    self._notify()
+                time.sleep(_POLL)
+        except Exception as exc:  # stored and surfaced; the master is still finished
+            logger.exception("acquisition %s: following the ranks failed", self.acq_id)
+            self._error = self._error or f"{type(exc).__name__}: {exc}"
+            self.abort()
+        self._finish()
+
+    def _poll(self) -> None:
+        try:
+            self._fan = self._links.get(self.cluster.fan_url + "/fan")
+        except (httpx.HTTPError, ValueError) as exc:
+            self._fan = {}
+            if not self._error:
+                self._fail(f"the fan at {self.cluster.fan_url} does not answer: {exc}")
+        series = self._signals.expected_series  # set once the detector is armed
+        if series is not None and not self._series_sent:
+            self._series_sent = True
+            self._links.fan_series(series)
+            self._links.expect_series(series, skip=self._lost)
+        for i, url in enumerate(self.cluster.rank_urls):
+            if i in self._lost:
+                continue
+            why = self._poll_rank(i, url)
+            if why is not None:
+                self._lose(i, why)
+        states = [s.get("state") for s in self._status if s is not None]
+        if len(states) == self.cluster.ranks and all(  # every rank opened the series: trigger
+            AcquisitionState(state) is not AcquisitionState.ARMED for state in states
+        ):
+            self._signals.started.set()
+        if AcquisitionState.ACQUIRING.value in states and self._state is AcquisitionState.ARMED:
+            self._started_at = _now_iso()
+            self._t_start = time.monotonic()
+            self._set_state(AcquisitionState.ACQUIRING)
+
+    def _poll_rank(self, index: int, url: str) -> str | None:
+        """Read rank ``index``'s status; the reason it is lost, or None."""
+        note = self.cluster.exit_note(f"rank {index}")
+        if note is not None:
+            return f"its process ended ({note})"
+        try:
+            body = self._links.get(url + "/rank")
+        except (httpx.HTTPError, ValueError) as exc:
+            self._failures[index] += 1
+            if self._failures[index] >= _LOST_AFTER:
+                return f"it does not answer at {url}: {exc}"
+            return None
+        self._failures[index] = 0
+        acq = body.get("acquisition") or {}
+        if acq.get("id") != f"{self.acq_id}/r{index:02d}":
+            return f"it restarted (it now holds {acq.get('id') or 'no acquisition'})"
+        self._status[index] = acq
+        self._start[index] = body.get("series_start")
+        return None
+
+    def _lose(self, index: int, why: str) -> None:
+        message = f"rank {index} lost mid-scan: {why}; its blocks are gaps in the master"
+        logger.error("acquisition %s: %s", self.acq_id, message)
+        self._lost[index] = why
+        self._warnings.append(message)
+        self._error = self._error or message
+        self._notify()
+
+    def _all_final(self) -> bool:
+        for i in range(self.cluster.ranks):
+            if i in self._lost:
+                continue
+            s = self._status[i]
+            if s is None or not AcquisitionState(s["state"]).is_final:
+                return False
+        return True
+
+    def _maybe_open_master(self, *, final: bool = False) -> None:
+        """Make the master once every rank that owns frames made its file (a VDS source that
+        is still the empty reservation would make reads fail); a lost rank is left out, and
+        at the end (``final``) every rank without a file."""
+        for i in range(self.cluster.ranks):
+            status = self._status[i]
+            has_file = bool(status and status.get("dtype"))
+            if i in self._lost or (final and not has_file):
+                self.master.exclude(i)
+            elif self.master.owns_rows(i) and not has_file:
+                return
+        for status, start in zip(self._status, self._start, strict=True):
+            if status is None or not status.get("dtype") or not status.get("shape"):
+                continue
+            shape = status["shape"]
+            series = series_start(start, status)
+            self.master.open(
+                series,
+                endpoint=self.config.resolved_stream_endpoint(),
+                channels=status.get("channels") or series.channels or ("",),
+                frame_shape=(int(shape[2]), int(shape[3])),
+                dtype=status["dtype"],
+                codec=Codec.RAW,
+            )
+            logger.info("acquisition %s: master %s made", self.acq_id, self.master.tmp_path)
+            return
+
+    # -- finish ---------------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        self._set_state(AcquisitionState.FINISHING)
+        if self._fan.get("busy"):
+            self._links.abort_fan()
+            self._poll()
+        if self._detector is not None:
+            completed = all(
+                s is not None and s["state"] == AcquisitionState.COMPLETED.value
+                for s in self._status
+            )
+            self._detector.command("disarm" if completed else "abort")
+        if not self.master.is_open and self.master.frame_shape is None:
+            self._maybe_open_master(final=True)  # a short scan can end between two polls
+        for i, why in self._lost.items():
+            if why.startswith(_GONE):  # never one that merely does not answer: it may write
+                note = self.master.release_dead_rank(i)
+                if note:
+                    self._warnings.append(note)
+        per_rank = self.master.merge_ranks() if self.master.is_open else None
+        counters = merge_counters(
+            self.config, self._status, self._fan, final=True, per_rank=per_rank
+        )
+        state = merge_state(self._status, self._lost, self._signals.abort.is_set(), self._error)
+        for i, s in enumerate(self._status):
+            if s is not None and s.get("error") and i not in self._lost:
+                self._warnings.append(f"rank {i}: {s['error']}")
+            for w in (s or {}).get("warnings", []):
+                if f"rank {i}: {w}" not in self._warnings:
+                    self._warnings.append(f"rank {i}: {w}")
+        if state is AcquisitionState.FAILED and self._error is None:
+            self._error = next(
+                (
+                    f"rank {i}: {s['error']}"
+                    for i, s in enumerate(self._status)
+                    if s and s.get("error")
+                ),
+                "a rank failed",
+            )
+        try:
+            self.master.close(state, counters, None, warnings=self._warnings, error=self._error)
+        except Exception as exc:
+            logger.exception("acquisition %s: closing the master failed", self.acq_id)
+            self._error = self._error or f"closing the master failed: {exc}"
+            state = AcquisitionState.FAILED
+        self._final = counters
+        self._elapsed = self._elapsed_now()
+        self._state = state
+        self._finished_at = _now_iso()
+        self._done.set()
+        logger.info("acquisition %s %s over %d ranks", self.acq_id, state.value, self.cluster.ranks)
+        self._notify()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _elapsed_now(self) -> float:
+        return time.monotonic() - self._t_start if self._t_start is not None else 0.0
+
+    def _set_state(self, state: AcquisitionState) -> None:
+        if self._state.is_final or self._state is state:
+            return
+        self._state = state
+        logger.info("acquisition %s: %s", self.acq_id, state.value)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._on_change is None:
+            return
+        with self._notify_lock:
+            try:
+                self._on_change(self.info())
+            except Exception:
+                logger.exception("on_change callback failed")
