@@ -4,9 +4,9 @@ Runs ``stemdaq acquire --stream`` (the entry point users run) under ``py-spy rec
 the benchmark's sender (:mod:`sender`, DECTRIS-layout messages), then attributes every sample
 to a stage of the per-frame path by the stemdaq function it was taken in::
 
-    python bench/profile.py                          # 192x192 u16 bslz4, 200,000 frames
-    python bench/profile.py --case '512x512 u16 bslz4' --frames 40000
-    python bench/profile.py --raw /tmp/acquire.txt   # keep py-spy's raw samples
+    python bench/perframe.py                          # 192x192 u16 bslz4, 200,000 frames
+    python bench/perframe.py --case '512x512 u16 bslz4' --frames 40000
+    python bench/perframe.py --raw /tmp/acquire.txt   # keep py-spy's raw samples
 
 A sample stands for 1/rate s of one thread's CPU (py-spy skips idle threads), so a stage's
 microseconds per frame are its samples / rate / frames. py-spy samples the threads that run
