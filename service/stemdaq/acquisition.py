@@ -36,7 +36,7 @@ from stemdaq.models import AcquisitionInfo, AcquisitionState, Counters, SeriesSt
 from stemdaq.outcome import end_state, verify_after_failure
 from stemdaq.rank import LATENCY_BUCKETS, DataPath, Signals
 from stemdaq.receiver import ZmqSource
-from stemdaq.writer import NexusWriter
+from stemdaq.writer import NexusWriter, SummaryAccumulator
 from stemdaq.writer.filesafety import describe_write_error
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,11 @@ class Acquisition:
     def state(self) -> AcquisitionState:
         """Current life-cycle state."""
         return self._state
+
+    @property
+    def summary(self) -> SummaryAccumulator | None:
+        """The summaries and live view (None before the first frame or with summary off)."""
+        return self._data.summary
 
     @property
     def detector_was_armed(self) -> bool:

@@ -3,13 +3,15 @@
 ``/entry/measurement/event1/acquisition`` (NXcollection): the final ``state``, every counter,
 ``warnings`` (what is worth knowing: gaps, no end message, stopped on request, drops) and
 ``error``; ``frames_missing`` (gaps) per NXimage; the summed diffraction pattern
-(``image_sum``) and the total-intensity image (``image_total``) with the positions they include.
+(``image_sum``) and the total-intensity image (``image_total``) with the positions they include;
+the live view's virtual images (:mod:`stemdaq.writer.live_groups`), completed from the file
+first within ``live_completion_seconds``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -19,6 +21,10 @@ from stemdaq.models import AcquisitionState, Counters
 from stemdaq.writer import metadata as md
 from stemdaq.writer.axes import detector_axes, scan_axes
 from stemdaq.writer.layout import write_nximage
+from stemdaq.writer.live_groups import complete_from_file, write_live_images
+
+if TYPE_CHECKING:
+    from stemdaq.writer.summary import SummaryAccumulator
 
 BOOKKEEPING = "frames"  # NXcollection inside each NXimage
 
@@ -61,12 +67,18 @@ def write_summaries(
     config: AcquisitionConfig,
     geometry: Any,
     frame_shape: tuple[int, int],
-    channel: str | None,
-    pattern: np.ndarray,
-    total: np.ndarray,
-    included: np.ndarray,
+    summary: SummaryAccumulator,
 ) -> None:
-    """The summed pattern and the total-intensity image, with the positions they include."""
+    """The summed pattern and the total-intensity image, with the positions they include, and
+    the live view's virtual images; first the sums and maps are completed from the file
+    (within the config's ``live_completion_seconds``) where the budget left positions out."""
+    pattern, total, included = summary.finish()
+    completion = "none needed" if included.all() else "off"
+    if not included.all() and config.live_completion_seconds > 0:
+        n, seconds = complete_from_file(event, summary, config.live_completion_seconds)
+        pattern, total, included = summary.finish()  # complete() renewed them
+        completion = f"{n} frames read back from the file after the scan in {seconds:.2f} s"
+    channel = summary.channel
     channel = channel or ""
     complete = bool(included.all())
     note = (
@@ -99,3 +111,4 @@ def write_summaries(
         ds = coll.create_dataset("frames_included", data=included.astype(np.uint8))
         ds.attrs["long_name"] = "1 where the frame of this scan position is in the sum"
         md.put(coll, "complete", np.bool_(complete))
+    write_live_images(event, config, summary, completion)

@@ -538,9 +538,7 @@ class NexusWriter:
             gaps = [self._n_pos - int(n) for n in self._book.counts]
             write_outcome(event, state, counters, gaps, warnings, error)
             if sums is not None and summary is not None and self.frame_shape is not None:
-                write_summaries(
-                    event, self.config, self.geometry, self.frame_shape, summary.channel, *sums
-                )
+                write_summaries(event, self.config, self.geometry, self.frame_shape, summary)
         self._result = rename_no_clobber(self.tmp_path, self.final_path, self.overwrite)
         self._reservation.drop(remove=False)
         if self._result == self.final_path:  # for NOMAD / pynxtools-em: never over another file
