@@ -44,19 +44,29 @@ class Sim:
         }
 
 
-@pytest.fixture
-def deflecting_sim() -> Iterator[Sim]:
-    """``stemdaq sim`` (a real process), 64x64 frames, deflecting the disk by DEFLECTION."""
+def _sim(deflection: tuple[float, float]) -> Iterator[Sim]:
     with sim_cli() as (rest, stream):
         for key, value in (
             ("x_pixels_in_detector", FRAME[1]),
             ("y_pixels_in_detector", FRAME[0]),
-            ("sim_deflection_x", DEFLECTION[0]),
-            ("sim_deflection_y", DEFLECTION[1]),
+            ("sim_deflection_x", deflection[0]),
+            ("sim_deflection_y", deflection[1]),
         ):
             r = httpx.put(f"{rest}{SIMPLON}/config/{key}", json={"value": value}, timeout=10)
             r.raise_for_status()
         yield Sim(rest, stream)
+
+
+@pytest.fixture
+def deflecting_sim() -> Iterator[Sim]:
+    """``stemdaq sim`` (a real process), 64x64 frames, deflecting the disk by DEFLECTION."""
+    yield from _sim(DEFLECTION)
+
+
+@pytest.fixture
+def lattice_sim() -> Iterator[Sim]:
+    """``stemdaq sim`` (a real process), 64x64 frames, the sample's own lattice of columns."""
+    yield from _sim((0.0, 0.0))
 
 
 def reference_maps(gen: FrameGenerator, det: Detectors) -> dict[str, np.ndarray]:
