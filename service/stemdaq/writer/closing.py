@@ -73,6 +73,7 @@ def write_summaries(
     the live view's virtual images; first the sums and maps are completed from the file
     (within the config's ``live_completion_seconds``) where the budget left positions out."""
     pattern, total, included = summary.finish()
+    during_scan = int(included.sum())
     completion = "none needed" if included.all() else "off"
     if not included.all() and config.live_completion_seconds > 0:
         n, seconds = complete_from_file(event, summary, config.live_completion_seconds)
@@ -111,4 +112,4 @@ def write_summaries(
         ds = coll.create_dataset("frames_included", data=included.astype(np.uint8))
         ds.attrs["long_name"] = "1 where the frame of this scan position is in the sum"
         md.put(coll, "complete", np.bool_(complete))
-    write_live_images(event, config, summary, completion)
+    write_live_images(event, config, summary, completion, during_scan)

@@ -9,7 +9,8 @@ Groups, beside the 4D data in ``/entry/measurement/event1``: ``image_bf``, ``ima
 ``image_com_x``, ``image_com_y``, ``image_com_magnitude``, each an NXimage with an
 ``image_2d`` NXdata on the scan axes (NX_LENGTH, the same values as ``image_4d``'s
 ``axis_m``/``axis_k``; float32, NaN where a position is not in the map) and an NXcollection
-``live`` with the geometry used (pixels) and ``frames_included``.
+``live`` with the geometry used (pixels), ``frames_included``, ``frames_during_scan`` (what
+the budget covered while the scan ran) and ``completion`` (what was read back after it).
 """
 
 from __future__ import annotations
@@ -100,7 +101,11 @@ def _row_class(rows: np.ndarray) -> np.ndarray:
 
 
 def write_live_images(
-    event: h5py.Group, config: AcquisitionConfig, live: SummaryAccumulator, completion: str
+    event: h5py.Group,
+    config: AcquisitionConfig,
+    live: SummaryAccumulator,
+    completion: str,
+    during_scan: int,
 ) -> None:
     """The virtual images as NXimage ``image_2d`` groups, with the geometry and the mask."""
     images = live.maps.images()
@@ -135,4 +140,6 @@ def write_live_images(
         ds.attrs["long_name"] = "1 where the frame of this scan position is in the map"
         md.put(coll, "complete", np.bool_(filled.all()))
         md.put(coll, "completion", completion)
+        ds = coll.create_dataset("frames_during_scan", data=np.int64(during_scan))
+        ds.attrs["long_name"] = "positions in the maps when the scan ended (before completion)"
         md.put(coll, "channel", live.channel or "")
