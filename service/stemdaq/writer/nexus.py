@@ -270,9 +270,10 @@ class NexusWriter:
                 hold=min(HOLD_SECONDS, self._flush_seconds),
             )
         # space to finish the file if the disk fills up: the close-time metadata (counters,
-        # summed pattern, total-intensity image, masks) plus a margin for HDF5's own
+        # summed pattern, total-intensity image, masks; the live view's five images and their
+        # masks: 25 bytes a position) plus a margin for HDF5's own
         ny, nx = self.frame_shape
-        need = BALLAST_BASE + 2 * ny * nx * 8 + self._n_pos * 16 * len(self.channels)
+        need = BALLAST_BASE + 2 * ny * nx * 8 + self._n_pos * (16 * len(self.channels) + 25)
         self._ballast = Ballast(self.tmp_path.parent, min(need, BALLAST_MAX))
         self._ballast.take()
 
