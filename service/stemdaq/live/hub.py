@@ -63,6 +63,7 @@ class LiveHub:
 
     def __init__(self) -> None:
         self._latest: LiveSource | None = None
+        self.refused = 0  # geometry changes refused (outside the frame, empty annulus)
 
     def wrap(self, factory: Callable[..., Any] | None) -> Callable[..., Any]:
         """A factory that builds with ``factory`` (default: ``Acquisition``) and remembers."""

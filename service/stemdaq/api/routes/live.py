@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from stemdaq.api.deps import ControlAuth, ManagerDep, ReadAuth
 from stemdaq.api.schemas import ErrorResponse
-from stemdaq.errors import NotFoundError
+from stemdaq.errors import ConfigError, NotFoundError
 from stemdaq.live.geometry import DetectorsRequest
 from stemdaq.live.hub import ALL_MAPS, LiveEngine, LiveHub, LiveSource, image_of, npy_bytes
 from stemdaq.live.render import to_png
@@ -63,6 +63,7 @@ class LiveStatus(BaseModel):
         description="Binned copy kept per position to recompute after a geometry change"
     )
     finished: bool = Field(description="The acquisition ended; the maps are final")
+    geometry_refused: int = Field(description="Geometry changes refused (422) since start")
 
 
 def get_hub(request: Request) -> LiveHub:
@@ -101,6 +102,7 @@ async def get_live(request: Request) -> LiveStatus:
         version=maps.version,
         lowres_shape=maps.lowres_shape,
         finished=engine.finished,
+        geometry_refused=get_hub(request).refused,
     )
 
 
@@ -158,7 +160,12 @@ async def put_live_detectors(
     engine = source.engine if source is not None else None
     config = {f"live_{k}": v for k, v in given.items()}
     if engine is not None:
-        det = await asyncio.to_thread(engine.set_detectors, change)
+        try:
+            det = await asyncio.to_thread(engine.set_detectors, change)
+        except ConfigError as exc:
+            get_hub(request).refused += 1
+            logger.warning("live view: geometry %s refused: %s", given, exc)
+            raise
         await manager.update_config(config)
         return Geometry(**det.as_dict())  # type: ignore[arg-type]
     merged = await manager.update_config(config)
