@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stemdaq.config import AcquisitionConfig
 from stemdaq.errors import ConfigError
 
 _INNER = 1.5  # default annulus inner radius, in disk radii
@@ -122,3 +123,15 @@ def find_disk(pattern: np.ndarray) -> tuple[tuple[float, float] | None, float | 
     cx = float((xx * w).sum() / w.sum())
     cy = float((yy * w).sum() / w.sum())
     return (cx, cy), float(math.sqrt(n / math.pi))
+
+
+def given_by_config(config: AcquisitionConfig | None) -> DetectorsRequest:
+    """The geometry the config gives (``live_*``); missing values are found later."""
+    if config is None:
+        return DetectorsRequest()
+    return DetectorsRequest(
+        center=config.live_center,
+        bf_radius=config.live_bf_radius,
+        adf_inner=config.live_adf_inner,
+        adf_outer=config.live_adf_outer,
+    )

@@ -31,10 +31,25 @@ from collections import deque
 import numpy as np
 
 from stemdaq.config import AcquisitionConfig
-from stemdaq.live.geometry import Detectors, DetectorsRequest, check_in_frame, resolve
+from stemdaq.live.geometry import (
+    Detectors,
+    DetectorsRequest,
+    check_in_frame,
+    given_by_config,
+    resolve,
+)
 from stemdaq.live.kernels import single_thread_blas
 from stemdaq.live.maps import LiveMaps
 from stemdaq.models import Codec, Frame
+from stemdaq.writer.summary_budget import (
+    GRID_STEPS,
+    PAUSED,
+    SLACK_S,
+    WINDOW_S,
+    Plan,
+    choose_grid,
+    grid_classes,
+)
 from stemdaq.writer.summary_decode import (
     BatchDecoder,
     Decoder,
@@ -46,17 +61,9 @@ from stemdaq.writer.summary_decode import (
 
 logger = logging.getLogger(__name__)
 
-#: grid classes: a position of class c lies on the grid of every 2**c-th row and column
-GRID_STEPS = (1, 2, 4, 8, 16)
-_COARSEST = len(GRID_STEPS) - 1
-_PAUSED = len(GRID_STEPS)  # take nothing until back within the budget
-#: CPU seconds the summary may run ahead of its budget before it takes no more frames
-SLACK_S = 0.05
-_WINDOW_S = 0.02  # how often the budget is checked and the grid chosen
-_HEADROOM = 0.8  # plan for this fraction of the budget
-_FINER = 0.6  # ... and go to a finer grid only when it fits in this fraction
-_SMOOTH = 0.3  # weight of the newest window in the rate and overhead estimates
-_SMOOTH_FRAME = 0.05  # weight of the newest frame in the cost estimate
+__all__ = ["BATCH", "GRID_STEPS", "SLACK_S", "SummaryAccumulator", "grid_classes"]
+_grid_classes = grid_classes  # the name the budget tests know
+
 _IDLE_WAIT_S = 0.05  # longest sleep without an offer
 #: frames reduced together by the live view's matrix product
 BATCH = 32
@@ -107,7 +114,7 @@ class SummaryAccumulator:
         self.dtype = np.dtype(dtype)
         self._n_pos = self.scan_shape[0] * self.scan_shape[1]
         self._sums = Sums(self._n_pos, self.frame_shape, self.dtype)
-        self._grid, self._fraction = _grid_classes(self.scan_shape)
+        self._grid, self._fraction = grid_classes(self.scan_shape)
         self._mask = bytearray(self._n_pos)  # 1 where the position is in the sums
         self._channel = channel
         self._share = float(cpu_share)
@@ -130,7 +137,7 @@ class SummaryAccumulator:
         self._t0 = time.monotonic()
         self._t_end: float | None = None
         self._result: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._given = _given_detectors(config)
+        self._given = given_by_config(config)
         self._beam_center = config.calibration.beam_center if config is not None else None
         self._auto_pending = any(
             getattr(self._given, k) is None
@@ -170,7 +177,7 @@ class SummaryAccumulator:
     @property
     def grid_step(self) -> int:
         """Frames now taken from every ``grid_step``-th row and column; 0: none (over budget)."""
-        return 0 if self._min_class >= _PAUSED else GRID_STEPS[self._min_class]
+        return 0 if self._min_class >= PAUSED else GRID_STEPS[self._min_class]
 
     @property
     def decoder(self) -> str:
@@ -282,7 +289,7 @@ class SummaryAccumulator:
 
     def _run(self) -> None:
         cpu0 = time.thread_time()
-        plan = _Plan(self._t0)
+        plan = Plan(self._t0)
         try:
             since: float | None = None  # when the oldest waiting frame was seen
             while True:
@@ -298,7 +305,7 @@ class SummaryAccumulator:
                 else:
                     self._sleep(_BATCH_WAIT_S if n else _IDLE_WAIT_S)
                 now = time.monotonic()
-                if now - plan.t >= _WINDOW_S:
+                if now - plan.t >= WINDOW_S:
                     self._cpu = time.thread_time() - cpu0
                     self._choose_grid(plan, now)
         except Exception:  # never let finish() wait on a dead thread's frames
@@ -326,7 +333,7 @@ class SummaryAccumulator:
             pass
         return out
 
-    def _sum(self, batch: list[tuple[int, Frame]], plan: _Plan) -> None:
+    def _sum(self, batch: list[tuple[int, Frame]], plan: Plan) -> None:
         """Decode a batch into one array (one call when the codec allows), then sum and reduce
         it with a few calls: fewer GIL hand-overs (see ``summary_decode.batch_decoder``)."""
         t0 = time.thread_time()
@@ -410,30 +417,20 @@ class SummaryAccumulator:
                 self.maps.set_detectors(det)
                 logger.info("live view: detectors found in the summed pattern: %s", det.as_dict())
 
-    def _choose_grid(self, plan: _Plan, now: float) -> None:
+    def _choose_grid(self, plan: Plan, now: float) -> None:
         """Measure rate and cost over the last window; take the finest grid the budget allows."""
         plan.update(now, self._cpu, self.offered)
         if self._share >= 1.0:
             return  # one thread cannot use more than one core
-        debt = self._cpu - self._share * (now - self._t0)
         current = self._min_class
-        if debt > SLACK_S or (current == _PAUSED and debt > SLACK_S / 2):
-            chosen = _PAUSED
-        elif plan.cost is None or plan.rate is None:
-            chosen = min(current, _COARSEST)
-        else:
-            need = plan.rate * plan.cost  # cores to sum every frame offered
-            chosen = _COARSEST
-            for c in range(_COARSEST + 1):
-                limit = self._share * (_FINER if c < current else _HEADROOM) - plan.overhead
-                if need * self._fraction[c] <= limit:
-                    chosen = c
-                    break
+        chosen = choose_grid(
+            plan, self._share, self._cpu - self._share * (now - self._t0), current, self._fraction
+        )
         if chosen != current:
             self._min_class = chosen
             level = logging.INFO if current == 0 and not plan.logged else logging.DEBUG
             plan.logged = True
-            if chosen == _PAUSED:
+            if chosen == PAUSED:
                 what = "over budget, taking no frames"
             elif chosen == 0:
                 what = "taking every frame"
@@ -448,67 +445,3 @@ class SummaryAccumulator:
                 now - self._t0,
                 plan.rate or 0.0,
             )
-
-
-class _Plan:
-    """Offer rate, CPU per frame and CPU besides frames, measured (summary thread only).
-
-    The budget goes to frames and to a fixed cost of waiting and waking; the finest grid that
-    fits is ``rate x cost x fraction(grid) + overhead <= share``.
-    """
-
-    def __init__(self, t0: float) -> None:
-        self.t = t0
-        self.cpu = 0.0
-        self.offered = 0
-        self.rate: float | None = None  # offers per second
-        self.cost: float | None = None  # CPU seconds per frame summed
-        self.overhead = 0.0  # cores used besides summing frames
-        self.frames_cpu = 0.0  # CPU seconds in frames since the last window
-        self.frames = 0  # frames summed, all time
-        self.logged = False
-
-    def frame_cost(self, cpu: float) -> None:
-        """One frame summed in ``cpu`` seconds (the first, which warms up, is not a sample)."""
-        self.frames += 1
-        self.frames_cpu += cpu
-        if self.frames == 2:
-            self.cost = cpu
-        elif self.cost is not None:
-            self.cost += _SMOOTH_FRAME * (cpu - self.cost)
-
-    def update(self, now: float, cpu: float, offered: int) -> None:
-        """Close a window: offers per second, and CPU not spent on frames."""
-        dt = now - self.t
-        rate = (offered - self.offered) / dt
-        self.rate = rate if self.rate is None else self.rate + _SMOOTH * (rate - self.rate)
-        other = max(0.0, cpu - self.cpu - self.frames_cpu) / dt
-        self.overhead += _SMOOTH * (other - self.overhead)
-        self.t, self.cpu, self.offered, self.frames_cpu = now, cpu, offered, 0.0
-
-
-def _grid_classes(scan_shape: tuple[int, int]) -> tuple[bytes, list[float]]:
-    """Per position its grid class (bytes, row-major) and the fraction of positions >= class."""
-
-    def classes(n: int) -> np.ndarray:
-        idx = np.arange(n)
-        out = np.zeros(n, dtype=np.uint8)
-        for c in range(1, _COARSEST + 1):
-            out[idx % GRID_STEPS[c] == 0] = c
-        return out
-
-    grid = np.minimum.outer(classes(scan_shape[0]), classes(scan_shape[1])).reshape(-1)
-    counts = np.bincount(grid, minlength=_COARSEST + 1)[::-1].cumsum()[::-1]
-    return grid.tobytes(), [float(n) / max(1, grid.size) for n in counts]
-
-
-def _given_detectors(config: AcquisitionConfig | None) -> DetectorsRequest:
-    """The geometry the config gives (``live_*``); missing values are found later."""
-    if config is None:
-        return DetectorsRequest()
-    return DetectorsRequest(
-        center=config.live_center,
-        bf_radius=config.live_bf_radius,
-        adf_inner=config.live_adf_inner,
-        adf_outer=config.live_adf_outer,
-    )
