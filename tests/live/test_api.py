@@ -177,3 +177,29 @@ def test_websocket_takes_the_token_when_reads_are_protected(tmp_path: Path) -> N
         with client.websocket_connect(f"/api/v1/live/ws?token={TOKEN}") as ws:
             ws.close()
         assert client.get("/api/v1/live").status_code == 401
+
+
+def test_a_change_that_empties_the_annulus_with_the_kept_values_is_refused(live_app: Any) -> None:
+    client, acc, gen = live_app
+    _feed(acc, gen, range(0, 12))
+    r = client.put("/api/v1/live/detectors", json={"adf_outer": 9.0}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    before = acc.detectors
+    r = client.put("/api/v1/live/detectors", json={"adf_inner": 12.0}, headers=AUTH)
+    assert r.status_code == 422 and "adf_inner" in r.text, r.text
+    assert acc.detectors == before
+    assert client.get("/api/v1/config").json()["live_adf_inner"] is None, "nothing changed"
+
+
+def test_the_engine_refuses_an_annulus_emptied_by_its_own_values() -> None:
+    from stemdaq.errors import ConfigError
+    from stemdaq.live.geometry import DetectorsRequest
+
+    config = AcquisitionConfig(stream_endpoint="fake://", live_adf_outer=10.0)
+    acc = SummaryAccumulator(SCAN, SHAPE, "uint16", cpu_share=1.0, config=config)
+    try:
+        with pytest.raises(ConfigError, match="adf_inner"):
+            acc.set_detectors(DetectorsRequest(adf_inner=20.0))
+        assert acc.detectors.adf_outer == 10.0
+    finally:
+        acc.finish()

@@ -29,8 +29,10 @@ import time
 from collections import deque
 
 import numpy as np
+from pydantic import ValidationError
 
 from stemdaq.config import AcquisitionConfig
+from stemdaq.errors import ConfigError
 from stemdaq.live.geometry import (
     Detectors,
     DetectorsRequest,
@@ -210,7 +212,11 @@ class SummaryAccumulator:
         with self._geometry_lock:
             merged = self._given.model_copy(update=change.model_dump(exclude_unset=True))
             check_in_frame(merged, self.frame_shape)
-            merged = DetectorsRequest.model_validate(merged.model_dump())
+            try:
+                merged = DetectorsRequest.model_validate(merged.model_dump())
+            except ValidationError as exc:  # e.g. the annulus empty with the values kept
+                msg = "; ".join(str(e.get("msg", e)) for e in exc.errors())
+                raise ConfigError(f"geometry refused: {msg}") from None
             det = resolve(self.frame_shape, merged, self._beam_center, self.sum_pattern())
             self._given = merged
             self.maps.set_detectors(det)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from stemdaq.api.deps import ControlAuth, ManagerDep, ReadAuth
 from stemdaq.api.schemas import ErrorResponse
+from stemdaq.config import merge_config
 from stemdaq.errors import ConfigError, NotFoundError
 from stemdaq.live.geometry import DetectorsRequest
 from stemdaq.live.hub import ALL_MAPS, LiveEngine, LiveHub, LiveSource, image_of, npy_bytes
@@ -159,6 +160,7 @@ async def put_live_detectors(
     source = get_hub(request).latest
     engine = source.engine if source is not None else None
     config = {f"live_{k}": v for k, v in given.items()}
+    merge_config(manager.config, config)  # the config takes it too (else 422, nothing changed)
     if engine is not None:
         try:
             det = await asyncio.to_thread(engine.set_detectors, change)
