@@ -11,6 +11,7 @@ step, nothing fetched from the internet).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -112,9 +113,12 @@ def create_app(
 
 
 def web_dir() -> Path | None:
-    """``clients/web`` beside the package (a source checkout or an editable install)."""
-    for base in Path(__file__).resolve().parents:
-        candidate = base / "clients" / "web"
+    """The page's files: ``clients/web`` beside the package (a source checkout or an editable
+    install), else ``<prefix>/share/stemdaq/web`` (a wheel install); None when absent."""
+    candidates = [base / "clients" / "web" for base in Path(__file__).resolve().parents]
+    candidates.append(Path(sys.prefix) / "share" / "stemdaq" / "web")
+    for candidate in candidates:
         if (candidate / "index.html").is_file():
             return candidate
+    logger.warning("the live-view page (clients/web) is not installed: / answers 404")
     return None
