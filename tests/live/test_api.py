@@ -203,3 +203,12 @@ def test_the_engine_refuses_an_annulus_emptied_by_its_own_values() -> None:
         assert acc.detectors.adf_outer == 10.0
     finally:
         acc.finish()
+
+
+def test_geometry_before_any_scan_goes_to_the_config(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, acquisition={"stream_endpoint": "fake://"})
+    with TestClient(create_app(settings)) as client:
+        r = client.put("/api/v1/live/detectors", json={"bf_radius": 11.0})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"center": None, "bf_radius": 11.0, "adf_inner": None, "adf_outer": None}
+        assert client.get("/api/v1/config").json()["live_bf_radius"] == 11.0

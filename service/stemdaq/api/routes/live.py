@@ -37,12 +37,13 @@ MapName = Annotated[str, PathParam(description=f"One of {', '.join(ALL_MAPS)}")]
 
 
 class Geometry(BaseModel):
-    """The virtual detectors in use, in detector pixels."""
+    """The virtual detectors, in detector pixels; null (only before a scan has frames): to be
+    found from the calibration or the summed pattern."""
 
-    center: tuple[float, float] = Field(description="Beam centre (x, y)")
-    bf_radius: float = Field(description="Bright-field disk radius")
-    adf_inner: float = Field(description="ADF annulus inner radius")
-    adf_outer: float = Field(description="ADF annulus outer radius")
+    center: tuple[float, float] | None = Field(description="Beam centre (x, y)")
+    bf_radius: float | None = Field(description="Bright-field disk radius")
+    adf_inner: float | None = Field(description="ADF annulus inner radius")
+    adf_outer: float | None = Field(description="ADF annulus outer radius")
 
 
 class LiveStatus(BaseModel):
@@ -171,11 +172,11 @@ async def put_live_detectors(
         await manager.update_config(config)
         return Geometry(**det.as_dict())  # type: ignore[arg-type]
     merged = await manager.update_config(config)
-    return Geometry(
-        center=merged.live_center or (0.0, 0.0),
-        bf_radius=merged.live_bf_radius or 0.0,
-        adf_inner=merged.live_adf_inner or 0.0,
-        adf_outer=merged.live_adf_outer or 0.0,
+    return Geometry(  # no scan yet: what the next one starts with
+        center=merged.live_center,
+        bf_radius=merged.live_bf_radius,
+        adf_inner=merged.live_adf_inner,
+        adf_outer=merged.live_adf_outer,
     )
 
 
