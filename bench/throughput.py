@@ -42,17 +42,29 @@ Usage::
         # scale-out: serve --ranks N for each N; CPU us/frame over all processes (routing
         # included) and route_us, the fan's routing thread alone (bench/ranked.py)
     python bench/throughput.py --ranks 1,2 --frames 3000 --cases '192x192 u16 bslz4$'  # smoke
+    python bench/throughput.py --cases '192x192 u16 bslz4$' --writers acquire --live both
+
+``--live``: ``on`` (stemdaq's default: the summary thread computes the live view), ``off``
+(``--no-summary``) or ``both``: each ``acquire`` run is then followed by one with the live
+view off (``acquire-live-off``), same case, same run, interleaved. With the live view on the
+post-scan completion from the file is off (``--live-completion-seconds 0``), so frames/s is
+the data path's rate; the live view's coverage during the scan (positions in its maps when the
+scan ended, ``image_bf/live/frames_during_scan`` in the file) is printed per run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import h5py
+import runs
 from cases import CASES, SOAK, Case, select
 from launcher import Launcher
 from ranked import measure_ranked
@@ -61,6 +73,8 @@ from runs import acquire_has_frames_per_chunk, measure
 from serve import measure_serve
 
 WRITERS = ("transport", "naive", "minimal", "minimal-scan", "acquire", "serve")
+LIVE_OFF = "acquire-live-off"  # stemdaq acquire with --no-summary (see --live)
+LIVE_DATASET = "/entry/measurement/event1/image_bf/live/frames_during_scan"
 NAIVE_SHARE = 10  # the naive writer gets a tenth of the frames (at least 200)
 
 
@@ -70,8 +84,37 @@ def frames_for(writer: str, case: Case, quick: bool, frames: int = 0) -> int:
     return max(n // NAIVE_SHARE, 200) if writer == "naive" else n
 
 
+@contextlib.contextmanager
+def live_view(on: bool, seen: dict[str, int]) -> Iterator[None]:
+    """``stemdaq acquire`` with the live view on (no post-scan completion) or off; with it on,
+    ``seen["positions"]`` gets the positions its maps held when the scan ended."""
+    command, check = runs.acquire_command, runs.exact
+
+    def acquire_command(*args: object, **kwargs: object) -> list[str]:
+        extra = ["--live-completion-seconds", "0"] if on else ["--no-summary"]
+        return [*command(*args, **kwargs), *extra]  # type: ignore[arg-type]
+
+    def exact(path: Path, *args: object, **kwargs: object) -> object:
+        with contextlib.suppress(OSError, KeyError), h5py.File(path, "r") as f:
+            seen["positions"] = int(f[LIVE_DATASET][()])
+        return check(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    runs.acquire_command, runs.exact = acquire_command, exact  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        runs.acquire_command, runs.exact = command, check
+
+
 def run_one(
-    launcher: Launcher, writer: str, case: Case, n: int, tmp: Path, k: int, soak: bool
+    launcher: Launcher,
+    writer: str,
+    case: Case,
+    n: int,
+    tmp: Path,
+    k: int,
+    soak: bool,
+    live: str = "on",
 ) -> RunResult | None:
     """One measurement; None (and the reason on stderr) if it could not be made."""
     try:
@@ -79,6 +122,17 @@ def run_one(
             return measure_ranked(case, n, tmp, ranks=int(writer[6:]), k=k)
         if writer == "serve":
             return measure_serve(case, n, tmp, k=k)
+        if writer == LIVE_OFF or (writer == STEMDAQ and live != "on"):
+            on = writer == STEMDAQ and live == "both"
+            folder = tmp / ("live-on" if on else "live-off")
+            folder.mkdir(exist_ok=True)
+            seen: dict[str, int] = {}
+            with live_view(on, seen):
+                result = measure(launcher, STEMDAQ, case, n, folder, k=k, soak=soak)
+            result.writer = writer
+            if on:
+                result.extra["live_positions"] = seen.get("positions", -1)
+            return result
         return measure(launcher, writer, case, n, tmp, k=k, soak=soak)
     except Exception as exc:  # one broken run must not lose the table
         print(f"  {case.name} {writer}: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -117,6 +171,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--writers (scale-out)",
     )
     parser.add_argument("--frames", type=int, default=0, help="frames per run (overrides the case)")
+    parser.add_argument(
+        "--live",
+        choices=("on", "off", "both"),
+        default="on",
+        help="stemdaq's live view: on (its default), off (--no-summary), or both: every "
+        f"acquire run followed by one with it off ({LIVE_OFF})",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="folder for the files (a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="write every run to this file")
     args = parser.parse_args(argv)
@@ -137,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         writers = [w for w in WRITERS if w in args.writers.split(",")]
         if args.ranks:
             writers = [f"ranks={int(r)}" for r in args.ranks.split(",")]
+        if args.live == "both" and STEMDAQ in writers:
+            writers.insert(writers.index(STEMDAQ) + 1, LIVE_OFF)
     if not cases:
         print(f"no case matches {args.cases!r}; cases: {[c.name for c in CASES]}", file=sys.stderr)
         return 2
@@ -158,11 +221,18 @@ def main(argv: list[str] | None = None) -> int:
                     if writer == "minimal-scan" and case.protocol != "stream2":
                         continue
                     n = frames_for(writer, case, args.quick, args.frames)
-                    result = run_one(launcher, writer, case, n, tmp, k, args.soak)
+                    result = run_one(launcher, writer, case, n, tmp, k, args.soak, args.live)
                     if result is None:
                         continue
                     every.append(result)
                     rows.setdefault(writer, Row(case, writer, [])).runs.append(result)
+                    if "live_positions" in result.extra:
+                        print(
+                            f"  {case.name:22s} live view covered "
+                            f"{result.extra['live_positions']:,} of {n:,} positions during "
+                            "the scan",
+                            file=sys.stderr,
+                        )
                     print(
                         f"  {case.name:22s} {writer:12s} {result.fps:>9,.0f} frames/s "
                         f"{result.cpu_us:>7.1f} us/frame  lost {result.lost}  "
@@ -187,6 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         chunks = {w: r.median.chunks for w, r in rows.items() if w in (STEMDAQ, "serve")}
         if k > 1 and chunks:
             notes.append(f"{next(iter(rows.values())).case.name}: chunks {chunks}")
+    for name, rows in table.items():
+        on, off = rows.get(STEMDAQ), rows.get(LIVE_OFF)
+        if on is not None and off is not None and off.median.fps:
+            covered = [r.extra.get("live_positions", -1) for r in on.runs]
+            print(
+                f"live view {name}: on/off = {on.median.fps / off.median.fps:.2f} "
+                f"({on.median.fps:,.0f} vs {off.median.fps:,.0f} frames/s); positions covered "
+                f"during the scan: {covered} of {on.median.frames_sent:,}"
+            )
     for note in notes:
         print(f"note: {note}")
     if args.soak:

@@ -37,7 +37,7 @@ from stemdaq.outcome import end_state, verify_after_failure
 from stemdaq.rank import LATENCY_BUCKETS, DataPath, Signals
 from stemdaq.receiver import ZmqSource
 from stemdaq.rows import FlushRequests, RowCounter
-from stemdaq.writer import NexusWriter
+from stemdaq.writer import NexusWriter, SummaryAccumulator
 from stemdaq.writer.filesafety import describe_write_error
 
 logger = logging.getLogger(__name__)
@@ -141,6 +141,11 @@ class Acquisition:
     def series_start(self) -> SeriesStart | None:
         """The start message of the series being written (None before it came)."""
         return self._data.start
+
+    @property
+    def summary(self) -> SummaryAccumulator | None:
+        """The summaries and live view (None before the first frame or with summary off)."""
+        return self._data.summary
 
     @property
     def detector_was_armed(self) -> bool:

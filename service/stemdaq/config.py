@@ -162,6 +162,30 @@ class AcquisitionConfig(_Model):
         description="CPU the summary may use, in cores; above that it subsamples frames "
         "(recorded in the file) rather than slow down writing",
     )
+    live_center: tuple[float, float] | None = Field(
+        None,
+        description="Live view: beam centre (x, y) on the detector, pixels; default: "
+        "calibration.beam_center, else found in the summed pattern",
+    )
+    live_bf_radius: float | None = Field(
+        None, gt=0, description="Live view: bright-field disk radius, pixels; default: found"
+    )
+    live_adf_inner: float | None = Field(
+        None, ge=0, description="Live view: ADF annulus inner radius, pixels; default 1.5 x disk"
+    )
+    live_adf_outer: float | None = Field(
+        None, gt=0, description="Live view: ADF annulus outer radius, pixels; default 3 x disk"
+    )
+    live_update_hz: float = Field(
+        5.0, gt=0, le=60, description="Live view: WebSocket updates per second, at most"
+    )
+    live_completion_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="Live view: after the scan, seconds spent at most completing the maps and "
+        "the summed pattern from the file (the state is final after it); 0: off",
+    )
     is_simulation: bool = Field(
         False,
         description="Data come from a simulated detector (set automatically when the detector "
@@ -201,7 +225,7 @@ class AcquisitionConfig(_Model):
         "without being triggered",
     )
 
-    @field_validator("scan_shape", "scan_step", "scan_origin", mode="before")
+    @field_validator("scan_shape", "scan_step", "scan_origin", "live_center", mode="before")
     @classmethod
     def _pairs(cls, v: Any) -> Any:
         return parse_pair(v)
@@ -219,6 +243,13 @@ class AcquisitionConfig(_Model):
         if min(v) <= 0:
             raise ValueError("scan_step entries must be > 0 (finite)")
         return v
+
+    @model_validator(mode="after")
+    def _live_annulus(self) -> AcquisitionConfig:
+        inner, outer = self.live_adf_inner, self.live_adf_outer
+        if inner is not None and outer is not None and inner >= outer:
+            raise ValueError("live_adf_inner must be smaller than live_adf_outer")
+        return self
 
     @model_validator(mode="after")
     def _bounded_scan(self) -> AcquisitionConfig:

@@ -161,7 +161,7 @@ def test_80_columns_keep_every_nxdata_path_whole(tmp_path: Path) -> None:
     )
     js = json.loads(inspect(str(final), "--json").stdout)
     paths = [im["path"] for im in js["images"]]
-    assert len(paths) == 3  # image_4d, image_sum, image_total
+    assert len(paths) == 8  # image_4d, image_sum, image_total, five live-view images
     result = inspect(str(final))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()

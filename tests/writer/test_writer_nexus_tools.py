@@ -91,7 +91,15 @@ def test_inspect_reports_the_file(tmp_path):
         "image1",
         "image_sum",
         "image_total",
+        *report.live_images,
     }
+    assert report.live_images == [
+        "image_adf",
+        "image_bf",
+        "image_com_magnitude",
+        "image_com_x",
+        "image_com_y",
+    ]
     js = json.loads(json.dumps(report.to_json()))
     assert js["ok"] is True and js["images"][0]["frames_missing"] == 1
     assert "image_4d" in str(report)

@@ -4,25 +4,30 @@ Routers per resource under ``/api/v1``; ``/healthz`` and ``/metrics`` at the roo
 starts the :class:`~stemdaq.manager.AcquisitionManager` (loads the history) and, at shutdown,
 aborts a running acquisition and waits for its file to close. ``/docs`` and ``/redoc`` load their
 JavaScript and CSS from stemdaq itself (fastapi-offline), not from a CDN: beamline networks are
-often offline.
+often offline. ``/`` serves the live-view page from ``clients/web`` (plain files, no build
+step, nothing fetched from the internet).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stemdaq import __version__
 from stemdaq.api import errors
-from stemdaq.api.routes import acquisitions, config, events, status
+from stemdaq.api.routes import acquisitions, config, events, live, status
 from stemdaq.api.schemas import Health
 from stemdaq.config import Settings
+from stemdaq.live.hub import LiveHub
 from stemdaq.manager import AcquisitionFactory, AcquisitionManager
 from stemdaq.metrics import build_registry
 
@@ -53,7 +58,8 @@ def create_app(
     include_routers
         Extra ``(router, prefix)`` pairs to mount (e.g. an HDF5 browser).
     """
-    manager = AcquisitionManager(settings, factory=factory)
+    hub = LiveHub()  # remembers the newest acquisition for the live view
+    manager = AcquisitionManager(settings, factory=hub.wrap(factory))
     registry = build_registry(manager)
 
     @asynccontextmanager
@@ -75,10 +81,11 @@ def create_app(
     )
     app.state.settings = settings
     app.state.manager = manager
+    app.state.live = hub
     errors.install(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (status, config, acquisitions, events):
+    for module in (status, config, acquisitions, events, live):
         api.include_router(module.router)
     app.include_router(api)
     for router, prefix in include_routers:
@@ -99,4 +106,19 @@ def create_app(
         """Prometheus metrics (text exposition format)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    web = web_dir()  # last: the mount at / matches every path
+    if web is not None:  # the page (no build step): index.html, JS, CSS
+        app.mount("/", StaticFiles(directory=web, html=True), name="web")
     return app
+
+
+def web_dir() -> Path | None:
+    """The page's files: ``clients/web`` beside the package (a source checkout or an editable
+    install), else ``<prefix>/share/stemdaq/web`` (a wheel install); None when absent."""
+    candidates = [base / "clients" / "web" for base in Path(__file__).resolve().parents]
+    candidates.append(Path(sys.prefix) / "share" / "stemdaq" / "web")
+    for candidate in candidates:
+        if (candidate / "index.html").is_file():
+            return candidate
+    logger.warning("the live-view page (clients/web) is not installed: / answers 404")
+    return None

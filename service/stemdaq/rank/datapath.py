@@ -334,6 +334,7 @@ class DataPath:
                 first.shape,
                 first.dtype,
                 cpu_share=self.config.summary_cpu_share,
+                config=self.config,  # the live view's geometry
             )
         self.opened = True
         self.writer.check_space()

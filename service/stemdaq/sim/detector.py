@@ -211,10 +211,12 @@ class SimulatedDetector(SimHost):
         shape = (int(cfg["y_pixels_in_detector"]), int(cfg["x_pixels_in_detector"]))
         dtype = BIT_DEPTH_DTYPE[int(cfg["bit_depth_image"])]
         scan = tuple(self.scan_shape) if self.scan_shape else default_scan_shape(n)
+        bend = (float(cfg["sim_deflection_x"]), float(cfg["sim_deflection_y"]))
+        key = (shape, dtype, scan, bend)
         g = self._generator
-        if g is not None and (g.frame_shape, g.dtype.name, g.scan_shape) == (shape, dtype, scan):
+        if g is not None and (g.frame_shape, g.dtype.name, g.scan_shape, g.deflection) == key:
             return g
-        return FrameGenerator(shape, dtype, scan, self.seed)  # type: ignore[arg-type]
+        return FrameGenerator(shape, dtype, scan, self.seed, deflection=bend)  # type: ignore[arg-type]
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until the series is over and every queued message has been sent."""

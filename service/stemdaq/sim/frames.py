@@ -47,6 +47,10 @@ class FrameGenerator:
         Same seed, same frames.
     dose
         Mean counts per pixel in the middle of the bright-field disk, over vacuum.
+    deflection
+        ``(a, b)``: instead of the sample's own field, deflect the disk by a known amount,
+        ``a * (k - n_k / 2)`` pixels in x and ``b * (m - n_m / 2)`` in y at scan position
+        ``(m, k)`` (a centre-of-mass map must reproduce it); ``(0, 0)``: the sample's field.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class FrameGenerator:
         scan_shape: tuple[int, int] = (64, 64),
         seed: int = 0,
         dose: float = 20.0,
+        deflection: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         ny, nx = (int(v) for v in frame_shape)
         if not (8 <= ny <= 4096 and 8 <= nx <= 4096):
@@ -68,6 +73,7 @@ class FrameGenerator:
         self.scan_shape = (n_m, n_k)
         self.seed = int(seed)
         self.dose = float(dose)
+        self.deflection = (float(deflection[0]), float(deflection[1]))
         self._max = int(np.iinfo(self.dtype).max)
         self.disk_radius = max(2.0, min(ny, nx) / 8.0)
         self._build_sample()
@@ -99,6 +105,15 @@ class FrameGenerator:
         deflect = 0.12 * self.disk_radius * sigma  # pixels of disk shift at the steepest field
         self._shift_y = deflect * grad_m
         self._shift_x = deflect * grad_k
+        a, b = self.deflection
+        if a or b:  # a known deflection instead of the sample's field
+            self._shift_x = a * (k - n_k / 2)
+            self._shift_y = b * (m - n_m / 2)
+
+    def disk_center(self, m: int, k: int) -> tuple[float, float]:
+        """Centre (x, y) of the bright-field disk at scan position ``(m, k)``, pixels."""
+        ny, nx = self.frame_shape
+        return (nx - 1) / 2 + float(self._shift_x[m, k]), (ny - 1) / 2 + float(self._shift_y[m, k])
 
     def _build_templates(self) -> None:
         """Soft-edged disk templates at ``_SUBPIXEL`` x ``_SUBPIXEL`` sub-pixel offsets."""
@@ -153,8 +168,7 @@ class FrameGenerator:
             np.minimum(idx, ny * nx - 1, out=idx)
             counts += np.bincount(idx, minlength=ny * nx)
         counts2d = counts.reshape(ny, nx)
-        cy = (ny - 1) / 2 + self._shift_y[m, k]
-        cx = (nx - 1) / 2 + self._shift_x[m, k]
+        cx, cy = self.disk_center(m, k)
         iy, ix = math.floor(cy), math.floor(cx)
         fy = min(_SUBPIXEL - 1, int((cy - iy) * _SUBPIXEL))
         fx = min(_SUBPIXEL - 1, int((cx - ix) * _SUBPIXEL))

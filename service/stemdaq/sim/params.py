@@ -130,6 +130,10 @@ def detector_params(
         "flatfield_correction_applied": Param("bool", False),
         "pixel_mask_applied": Param("bool", False),
         "mask_to_zero": Param("bool", False),
+        # simulator only (not SIMPLON): a known beam deflection per scan step, pixels, for
+        # tests of centre-of-mass maps; 0 and 0: the sample's own deflection
+        "sim_deflection_x": Param("float", 0.0, unit="pixel", min=-16.0, max=16.0),
+        "sim_deflection_y": Param("float", 0.0, unit="pixel", min=-16.0, max=16.0),
     }
 
 

@@ -3,13 +3,15 @@
 ``/entry/measurement/event1/acquisition`` (NXcollection): the final ``state``, every counter,
 ``warnings`` (what is worth knowing: gaps, no end message, stopped on request, drops) and
 ``error``; ``frames_missing`` (gaps) per NXimage; the summed diffraction pattern
-(``image_sum``) and the total-intensity image (``image_total``) with the positions they include.
+(``image_sum``) and the total-intensity image (``image_total``) with the positions they include;
+the live view's virtual images (:mod:`stemdaq.writer.live_groups`), completed from the file
+first within ``live_completion_seconds``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -19,6 +21,10 @@ from stemdaq.models import AcquisitionState, Counters
 from stemdaq.writer import metadata as md
 from stemdaq.writer.axes import detector_axes, scan_axes
 from stemdaq.writer.layout import write_nximage
+from stemdaq.writer.live_groups import complete_from_file, write_live_images
+
+if TYPE_CHECKING:
+    from stemdaq.writer.summary import SummaryAccumulator
 
 BOOKKEEPING = "frames"  # NXcollection inside each NXimage
 
@@ -61,13 +67,36 @@ def write_summaries(
     config: AcquisitionConfig,
     geometry: Any,
     frame_shape: tuple[int, int],
-    channel: str | None,
+    summary: SummaryAccumulator,
+) -> None:
+    """The summed pattern and the total-intensity image, with the positions they include, and
+    the live view's virtual images; first the sums and maps are completed from the file
+    (within the config's ``live_completion_seconds``) where the budget left positions out."""
+    pattern, total, included = summary.finish()
+    during_scan = int(included.sum())
+    completion = "none needed" if included.all() else "off"
+    if not included.all() and config.live_completion_seconds > 0:
+        n, seconds = complete_from_file(event, summary, config.live_completion_seconds)
+        pattern, total, included = summary.finish()  # complete() renewed them
+        completion = f"{n} frames read back from the file after the scan in {seconds:.2f} s"
+    write_sum_images(
+        event, config, geometry, frame_shape, summary.channel or "", pattern, total, included
+    )
+    write_live_images(event, config, summary, completion, during_scan)
+
+
+def write_sum_images(
+    event: h5py.Group,
+    config: AcquisitionConfig,
+    geometry: Any,
+    frame_shape: tuple[int, int],
+    channel: str,
     pattern: np.ndarray,
     total: np.ndarray,
     included: np.ndarray,
 ) -> None:
-    """The summed pattern and the total-intensity image, with the positions they include."""
-    channel = channel or ""
+    """``image_sum`` (the summed pattern) and ``image_total`` (the total-intensity image), with
+    the positions they include; also what a scale-out master writes from its ranks' sums."""
     complete = bool(included.all())
     note = (
         "all frames"

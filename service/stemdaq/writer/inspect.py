@@ -62,6 +62,8 @@ class InspectReport:
     images: list[ImageReport] = field(default_factory=list)
     state: str | None = None
     partial: bool = False
+    #: NXimage groups of the live view (virtual images with their geometry), e.g. image_bf
+    live_images: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -106,6 +108,8 @@ class InspectReport:
             rows += (extra or {}).get(im.path, [])
             for key, value in rows:
                 out += wrap(f"{key}: {value}", width, indent="  ")
+        if self.live_images:
+            out += [""] + wrap(f"live view: {', '.join(self.live_images)}", width)
         if self.problems:
             out += ["", "layout problems:"]
             out += [ln for p in self.problems for ln in wrap(f"- {p}", width, indent="  ")]
@@ -236,6 +240,11 @@ def _check(f: h5py.File, r: InspectReport, sizes: dict[str, int]) -> None:
     images = [n for n in event if isinstance(event[n], h5py.Group) and _cls(event[n]) == "NXimage"]
     if "image1" not in images:
         r.problems.append("/entry/measurement/event1/image1 (NXimage) is missing")
+    r.live_images = [
+        n
+        for n in sorted(images)
+        if isinstance(event[n].get("live"), h5py.Group) and _cls(event[n]["live"]) == "NXcollection"
+    ]
     for name in images:
         for form in event[name]:
             if form in FORMS and isinstance(event[name][form], h5py.Group):

@@ -32,7 +32,8 @@ import numpy as np
 from stemdaq.config import AcquisitionConfig
 from stemdaq.rank.ownership import hyperslabs
 from stemdaq.writer.chunking import _FIELDS, BOOKKEEPING
-from stemdaq.writer.closing import write_summaries
+from stemdaq.writer.closing import write_sum_images
+from stemdaq.writer.live_groups import LiveGeometry, read_map_groups, write_map_groups
 from stemdaq.writer.nexus import EVENT, NexusWriter, image_path
 from stemdaq.writer.recover import clear_status_flags
 
@@ -124,6 +125,10 @@ class MasterWriter(NexusWriter):
         #: summed pattern, total-intensity image, positions included: added up over ranks
         self._sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._sums_channel = ""
+        #: the ranks' live-view maps merged: maps, filled, geometry, completions, during scan
+        self._maps: tuple[dict[str, np.ndarray], np.ndarray, LiveGeometry, set[str], int] | None = (
+            None
+        )
 
     def owns_rows(self, index: int) -> bool:
         """True if rank ``index`` owns any scan row (more ranks than blocks: some own none)."""
@@ -193,6 +198,7 @@ class MasterWriter(NexusWriter):
         }
         per_rank = []
         self._sums = None
+        self._maps = None
         for r, final in enumerate(self.rank_files):
             path = current_name(final)
             self._sources[r] = path.name if path is not None else None
@@ -235,6 +241,25 @@ class MasterWriter(NexusWriter):
         else:
             p, t, i = self._sums
             self._sums = (p + pattern, t + total, i | included)
+        self._add_maps(event, rows)
+
+    def _add_maps(self, event: h5py.Group, rows: np.ndarray) -> None:
+        """Take a rank file's live-view maps at the positions of its rows that it filled."""
+        found = read_map_groups(event)
+        if found is None:
+            return
+        images, filled, geometry, completion, during = found
+        mine = filled & rows[:, None]
+        if self._maps is None:
+            blank = {name: np.full(a.shape, np.nan, dtype=a.dtype) for name, a in images.items()}
+            self._maps = (blank, np.zeros_like(filled), geometry, set(), 0)
+        maps, merged, first, completions, total_during = self._maps
+        for name, image in images.items():
+            if name in maps:
+                maps[name][mine] = image[mine]
+        merged |= mine
+        completions.add(completion)
+        self._maps = (maps, merged, first, completions, total_during + during)
 
     def release_dead_rank(self, index: int) -> str | None:
         """Clear the SWMR-write flags (``h5clear -s``) of the file of rank ``index``, whose
@@ -262,11 +287,24 @@ class MasterWriter(NexusWriter):
     def _before_rename(self, f: h5py.File) -> None:
         self._map_all(f, bookkeeping_virtual=False)
         if self._sums is not None and self.frame_shape is not None:
-            write_summaries(
+            write_sum_images(
                 f[EVENT],
                 self.config,
                 self.geometry,
                 self.frame_shape,
                 self._sums_channel,
                 *self._sums,
+            )
+        if self._maps is not None:
+            maps, filled, geometry, completions, during = self._maps
+            completion = "; ".join(sorted(completions)) + " (per rank, merged)"
+            write_map_groups(
+                f[EVENT],
+                self.config,
+                maps,
+                filled,
+                geometry,
+                completion,
+                during,
+                self._sums_channel,
             )

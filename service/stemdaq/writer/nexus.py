@@ -273,9 +273,10 @@ class NexusWriter:
                 hold=min(HOLD_SECONDS, self._flush_seconds),
             )
         # space to finish the file if the disk fills up: the close-time metadata (counters,
-        # summed pattern, total-intensity image, masks) plus a margin for HDF5's own
+        # summed pattern, total-intensity image, masks; the live view's five images and their
+        # masks: 25 bytes a position) plus a margin for HDF5's own
         ny, nx = self.frame_shape
-        need = BALLAST_BASE + 2 * ny * nx * 8 + self._n_pos * 16 * len(self.channels)
+        need = BALLAST_BASE + 2 * ny * nx * 8 + self._n_pos * (16 * len(self.channels) + 25)
         self._ballast = Ballast(self.tmp_path.parent, min(need, BALLAST_MAX))
         self._ballast.take()
 
@@ -558,9 +559,7 @@ class NexusWriter:
             event.create_dataset("end_time", data=end_time)
             write_outcome(event, state, counters, self._gaps_per_image(), warnings, error)
             if sums is not None and summary is not None and self.frame_shape is not None:
-                write_summaries(
-                    event, self.config, self.geometry, self.frame_shape, summary.channel, *sums
-                )
+                write_summaries(event, self.config, self.geometry, self.frame_shape, summary)
             self._before_rename(f)
         self._result = rename_no_clobber(self.tmp_path, self.final_path, self.overwrite)
         self._reservation.drop(remove=False)

@@ -1,4 +1,4 @@
-"""Summed diffraction pattern and total-intensity image, computed off the hot path.
+"""Summed diffraction pattern, total-intensity image and the live view, off the hot path.
 
 Pre-compressed frames must be decompressed to be summed. :class:`SummaryAccumulator` does that
 in its own thread, fed through a bounded queue that the data thread never waits on: on a small
@@ -13,6 +13,12 @@ total-intensity image is a whole, coarser picture rather than one with arbitrary
 still runs ahead of its budget by more than ``SLACK_S`` CPU seconds it takes no frames until it
 is back within. :meth:`SummaryAccumulator.offer` only reads that decision: no clock, no lock.
 The ``included`` mask says which positions are in the sums.
+
+The same frames feed the live view (:class:`stemdaq.live.maps.LiveMaps`): virtual bright
+field, annular dark field, total intensity and centre of mass per scan position, reduced in
+batches of up to :data:`BATCH` frames by one matrix product. The geometry comes from the
+config (``live_*``), else is found in the summed pattern once :data:`AUTO_FRAMES` frames are in;
+:meth:`SummaryAccumulator.set_detectors` changes it while the scan runs.
 """
 
 from __future__ import annotations
@@ -23,24 +29,50 @@ import time
 from collections import deque
 
 import numpy as np
+from pydantic import ValidationError
 
+from stemdaq.config import AcquisitionConfig
+from stemdaq.errors import ConfigError
+from stemdaq.live.geometry import (
+    Detectors,
+    DetectorsRequest,
+    check_in_frame,
+    given_by_config,
+    resolve,
+)
+from stemdaq.live.kernels import single_thread_blas
+from stemdaq.live.maps import LiveMaps
 from stemdaq.models import Codec, Frame
-from stemdaq.writer.summary_decode import Decoder, Sums, available_decoder, make_decoder
+from stemdaq.writer.summary_budget import (
+    GRID_STEPS,
+    PAUSED,
+    SLACK_S,
+    WINDOW_S,
+    Plan,
+    choose_grid,
+    grid_classes,
+)
+from stemdaq.writer.summary_decode import (
+    BatchDecoder,
+    Decoder,
+    Sums,
+    available_decoder,
+    batch_decoder,
+    make_decoder,
+)
 
 logger = logging.getLogger(__name__)
 
-#: grid classes: a position of class c lies on the grid of every 2**c-th row and column
-GRID_STEPS = (1, 2, 4, 8, 16)
-_COARSEST = len(GRID_STEPS) - 1
-_PAUSED = len(GRID_STEPS)  # take nothing until back within the budget
-#: CPU seconds the summary may run ahead of its budget before it takes no more frames
-SLACK_S = 0.05
-_WINDOW_S = 0.02  # how often the budget is checked and the grid chosen
-_HEADROOM = 0.8  # plan for this fraction of the budget
-_FINER = 0.6  # ... and go to a finer grid only when it fits in this fraction
-_SMOOTH = 0.3  # weight of the newest window in the rate and overhead estimates
-_SMOOTH_FRAME = 0.05  # weight of the newest frame in the cost estimate
+__all__ = ["BATCH", "GRID_STEPS", "SLACK_S", "SummaryAccumulator", "grid_classes"]
+_grid_classes = grid_classes  # the name the budget tests know
+
 _IDLE_WAIT_S = 0.05  # longest sleep without an offer
+#: frames reduced together by the live view's matrix product
+BATCH = 32
+#: frames summed before the geometry not given is found in the summed pattern
+AUTO_FRAMES = 8
+#: longest wait for a batch to fill (small batches cost more per frame: numpy call overheads)
+_BATCH_WAIT_S = 0.02
 
 
 class SummaryAccumulator:
@@ -62,6 +94,9 @@ class SummaryAccumulator:
         CPU time the summary thread may use, as a fraction of one core (>= 1: no limit).
     decoder
         ``"dectris"`` or ``"bitshuffle"``; default (or not installed): the fastest installed.
+    config
+        The acquisition's config: the live view's geometry (``live_*``, the calibration's
+        ``beam_center``).
     """
 
     def __init__(
@@ -74,18 +109,20 @@ class SummaryAccumulator:
         channel: str | None = None,
         cpu_share: float = 0.1,
         decoder: str | None = None,
+        config: AcquisitionConfig | None = None,
     ) -> None:
         self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
         self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
         self.dtype = np.dtype(dtype)
         self._n_pos = self.scan_shape[0] * self.scan_shape[1]
         self._sums = Sums(self._n_pos, self.frame_shape, self.dtype)
-        self._grid, self._fraction = _grid_classes(self.scan_shape)
+        self._grid, self._fraction = grid_classes(self.scan_shape)
         self._mask = bytearray(self._n_pos)  # 1 where the position is in the sums
         self._channel = channel
         self._share = float(cpu_share)
         self._decoder_name = available_decoder(decoder)
         self._decoders: dict[Codec, Decoder] = {}
+        self._batch_decoders: dict[Codec, BatchDecoder | None] = {}
         # queue: appended by the data thread, popped by the summary thread (both atomic)
         self._queue: deque[tuple[int, Frame]] = deque()
         self._max_queue = max(1, int(max_queue))
@@ -102,6 +139,18 @@ class SummaryAccumulator:
         self._t0 = time.monotonic()
         self._t_end: float | None = None
         self._result: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._given = given_by_config(config)
+        self._beam_center = config.calibration.beam_center if config is not None else None
+        self._auto_pending = any(
+            getattr(self._given, k) is None
+            for k in ("center", "bf_radius", "adf_inner", "adf_outer")
+        )
+        det = resolve(self.frame_shape, self._given, self._beam_center)
+        single_thread_blas()
+        self.maps = LiveMaps(self.scan_shape, self.frame_shape, det)
+        self._frames = np.empty((BATCH, *self.frame_shape), dtype=self.dtype)
+        self._batch = np.empty((BATCH, *self.frame_shape), dtype=np.float32)
+        self._geometry_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="stemdaq-summary", daemon=True)
         self._thread.start()
 
@@ -130,12 +179,49 @@ class SummaryAccumulator:
     @property
     def grid_step(self) -> int:
         """Frames now taken from every ``grid_step``-th row and column; 0: none (over budget)."""
-        return 0 if self._min_class >= _PAUSED else GRID_STEPS[self._min_class]
+        return 0 if self._min_class >= PAUSED else GRID_STEPS[self._min_class]
 
     @property
     def decoder(self) -> str:
         """The decoder used for compressed frames (``dectris`` or ``bitshuffle``)."""
         return self._decoder_name
+
+    @property
+    def detectors(self) -> Detectors:
+        """The virtual detectors in use."""
+        return self.maps.detectors
+
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish` ran (the maps change no more, except by a completion)."""
+        return self._result is not None
+
+    def sum_pattern(self) -> np.ndarray:
+        """A copy of the summed pattern so far, float64 [ny, nx]."""
+        with self.maps.lock:
+            return self._sums.snapshot()
+
+    def set_detectors(self, change: DetectorsRequest) -> Detectors:
+        """Change the geometry (values not given stay); recompute the maps.
+
+        Raises
+        ------
+        ConfigError
+            The geometry does not fit the frame, or the annulus is empty.
+        """
+        with self._geometry_lock:
+            merged = self._given.model_copy(update=change.model_dump(exclude_unset=True))
+            check_in_frame(merged, self.frame_shape)
+            try:
+                merged = DetectorsRequest.model_validate(merged.model_dump())
+            except ValidationError as exc:  # e.g. the annulus empty with the values kept
+                msg = "; ".join(str(e.get("msg", e)) for e in exc.errors())
+                raise ConfigError(f"geometry refused: {msg}") from None
+            det = resolve(self.frame_shape, merged, self._beam_center, self.sum_pattern())
+            self._given = merged
+            self.maps.set_detectors(det)
+            logger.info("live view: detectors %s", det.as_dict())
+            return det
 
     # -- the data thread --------------------------------------------------------------------
 
@@ -154,8 +240,9 @@ class SummaryAccumulator:
         if self._grid[position] < self._min_class or len(self._queue) >= self._max_queue:
             self.skipped += 1
             return False
-        self._queue.append((position, frame))
-        if self._waiting:
+        queue = self._queue
+        queue.append((position, frame))
+        if self._waiting and (len(queue) == 1 or len(queue) >= BATCH):
             self._wake.set()
         return True
 
@@ -169,31 +256,62 @@ class SummaryAccumulator:
             self._wake.set()
             self._thread.join()
             self._t_end = time.monotonic()
-            mask = np.frombuffer(bytes(self._mask), dtype=np.uint8).astype(bool)
-            self._result = (
-                self._sums.finish(),
-                self._sums.image.reshape(self.scan_shape),
-                mask.reshape(self.scan_shape),
-            )
+            self._result = self._sums_now()
+        return self._result
+
+    def _sums_now(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mask = np.frombuffer(bytes(self._mask), dtype=np.uint8).astype(bool)
+        return (
+            self._sums.finish(),
+            self._sums.image.reshape(self.scan_shape),
+            mask.reshape(self.scan_shape),
+        )
+
+    def missing(self) -> np.ndarray:
+        """Positions not in the sums, row-major (after :meth:`finish`: for a completion)."""
+        return np.flatnonzero(np.frombuffer(bytes(self._mask), dtype=np.uint8) == 0)
+
+    def complete(
+        self, positions: np.ndarray, frames: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Add decoded frames (B x ny x nx) read back from the file, after :meth:`finish`.
+
+        Returns the new (pattern, total image, included mask), as :meth:`finish` does.
+        """
+        if self._result is None:
+            raise RuntimeError("complete() is for after finish()")
+        positions = np.asarray(positions, dtype=np.int64)
+        keep = np.asarray([i for i, p in enumerate(positions) if not self._mask[int(p)]], int)
+        for start in range(0, keep.size, BATCH):
+            part = keep[start : start + BATCH]
+            pos = positions[part]
+            self._reduce(pos, np.asarray(frames)[part])
+            for p in pos:
+                self._mask[int(p)] = 1
+        self._result = self._sums_now()
         return self._result
 
     # -- the summary thread -----------------------------------------------------------------
 
     def _run(self) -> None:
         cpu0 = time.thread_time()
-        plan = _Plan(self._t0)
+        plan = Plan(self._t0)
         try:
+            since: float | None = None  # when the oldest waiting frame was seen
             while True:
-                try:
-                    position, frame = self._queue.popleft()
-                except IndexError:
-                    if self._closing:
-                        return
-                    self._sleep()
-                else:
-                    self._sum(position, frame, plan)
+                n = len(self._queue)
                 now = time.monotonic()
-                if now - plan.t >= _WINDOW_S:
+                if n and since is None:
+                    since = now
+                if n >= BATCH or (n and (self._closing or now - since >= _BATCH_WAIT_S)):  # type: ignore[operator]
+                    self._sum(self._take(), plan)
+                    since = None
+                elif self._closing:
+                    return
+                else:
+                    self._sleep(_BATCH_WAIT_S if n else _IDLE_WAIT_S)
+                now = time.monotonic()
+                if now - plan.t >= WINDOW_S:
                     self._cpu = time.thread_time() - cpu0
                     self._choose_grid(plan, now)
         except Exception:  # never let finish() wait on a dead thread's frames
@@ -201,57 +319,124 @@ class SummaryAccumulator:
         finally:
             self._cpu = time.thread_time() - cpu0
 
-    def _sleep(self) -> None:
-        """Wait for an offer (or the next budget check); the data thread wakes us."""
+    def _sleep(self, timeout: float) -> None:
+        """Wait for a batch (or the next budget check); the data thread wakes us at the first
+        frame and at a full batch, not at every frame."""
         self._wake.clear()
         self._waiting = True
-        if not self._queue and not self._closing:
-            self._wake.wait(_IDLE_WAIT_S)
+        if len(self._queue) < BATCH and not self._closing:
+            self._wake.wait(timeout)
         self._waiting = False
 
-    def _sum(self, position: int, frame: Frame, plan: _Plan) -> None:
-        if self._mask[position]:  # a duplicate: count each position once
-            return
+    def _take(self) -> list[tuple[int, Frame]]:
+        """Up to :data:`BATCH` queued frames."""
+        out: list[tuple[int, Frame]] = []
+        pop = self._queue.popleft
+        try:
+            while len(out) < BATCH:
+                out.append(pop())
+        except IndexError:
+            pass
+        return out
+
+    def _sum(self, batch: list[tuple[int, Frame]], plan: Plan) -> None:
+        """Decode a batch into one array (one call when the codec allows), then sum and reduce
+        it with a few calls: fewer GIL hand-overs (see ``summary_decode.batch_decoder``)."""
         t0 = time.thread_time()
+        taken: list[tuple[int, Frame]] = []
+        seen: set[int] = set()
+        for position, frame in batch:
+            if not self._mask[position] and position not in seen:  # duplicates: once
+                seen.add(position)
+                taken.append((position, frame))
+        if not taken:
+            return
+        frames = self._decode_batch(taken)
+        positions: list[int] = []
+        if frames is not None:
+            positions = [p for p, _ in taken]
+        else:  # frame by frame: a corrupt frame is left out, alone
+            frames = self._frames
+            for position, frame in taken:
+                arr = self._decode(frame)
+                if arr is not None:
+                    frames[len(positions)] = arr
+                    positions.append(position)
+            if not positions:
+                return
+            frames = frames[: len(positions)]
+        for p in positions:
+            self._mask[p] = 1
+        self._reduce(np.asarray(positions, dtype=np.int64), frames)
+        cost = (time.thread_time() - t0) / len(positions)
+        for _ in positions:
+            plan.frame_cost(cost)
+
+    def _decode_batch(self, taken: list[tuple[int, Frame]]) -> np.ndarray | None:
+        """All frames of ``taken`` in one call, or None (mixed codecs, or a corrupt frame)."""
+        codec = taken[0][1].codec
+        if any(f.codec is not codec for _, f in taken):
+            return None
+        if codec not in self._batch_decoders:
+            self._batch_decoders[codec] = batch_decoder(
+                codec, self.frame_shape, self.dtype, self.decoder
+            )
+        decode = self._batch_decoders[codec]
+        if decode is None:
+            return None
+        try:
+            return decode([f.payload for _, f in taken])
+        except Exception:  # find the bad frame(s) one by one
+            return None
+
+    def _reduce(self, positions: np.ndarray, frames: np.ndarray) -> None:
+        """Add decoded frames to the exact sums and the live maps."""
+        n = positions.size
+        with self.maps.lock:  # readers of the pattern see whole batches
+            self._sums.add_batch(positions, frames)
+        if self._auto_pending and self._included + n >= AUTO_FRAMES:
+            self._auto_pending = False  # before the batch is reduced: it is reduced exactly
+            self._auto_detectors()
+        buf = self._batch[:n]
+        np.copyto(buf, frames)
+        self.maps.add(positions, buf)
+        self._included += n
+
+    def _decode(self, frame: Frame) -> np.ndarray | None:
         try:
             decode = self._decoders.get(frame.codec)
             if decode is None:
                 decode = make_decoder(frame.codec, self.frame_shape, self.dtype, self.decoder)
                 self._decoders[frame.codec] = decode
-            arr = decode(frame.payload)
+            arr: np.ndarray = decode(frame.payload)
         except Exception as exc:  # a corrupt frame is the writer's business, not ours
             self.failed += 1
             logger.debug("summary: frame %d not summed: %s", frame.frame_id, exc)
-            return
-        self._sums.add(position, arr)
-        self._mask[position] = 1
-        self._included += 1
-        plan.frame_cost(time.thread_time() - t0)
+            return None
+        return arr
 
-    def _choose_grid(self, plan: _Plan, now: float) -> None:
+    def _auto_detectors(self) -> None:
+        """Find what the config did not give (centre, disk, annulus) in the summed pattern."""
+        with self._geometry_lock:
+            det = resolve(self.frame_shape, self._given, self._beam_center, self.sum_pattern())
+            if det != self.maps.detectors:
+                self.maps.set_detectors(det)
+                logger.info("live view: detectors found in the summed pattern: %s", det.as_dict())
+
+    def _choose_grid(self, plan: Plan, now: float) -> None:
         """Measure rate and cost over the last window; take the finest grid the budget allows."""
         plan.update(now, self._cpu, self.offered)
         if self._share >= 1.0:
             return  # one thread cannot use more than one core
-        debt = self._cpu - self._share * (now - self._t0)
         current = self._min_class
-        if debt > SLACK_S or (current == _PAUSED and debt > SLACK_S / 2):
-            chosen = _PAUSED
-        elif plan.cost is None or plan.rate is None:
-            chosen = min(current, _COARSEST)
-        else:
-            need = plan.rate * plan.cost  # cores to sum every frame offered
-            chosen = _COARSEST
-            for c in range(_COARSEST + 1):
-                limit = self._share * (_FINER if c < current else _HEADROOM) - plan.overhead
-                if need * self._fraction[c] <= limit:
-                    chosen = c
-                    break
+        chosen = choose_grid(
+            plan, self._share, self._cpu - self._share * (now - self._t0), current, self._fraction
+        )
         if chosen != current:
             self._min_class = chosen
             level = logging.INFO if current == 0 and not plan.logged else logging.DEBUG
             plan.logged = True
-            if chosen == _PAUSED:
+            if chosen == PAUSED:
                 what = "over budget, taking no frames"
             elif chosen == 0:
                 what = "taking every frame"
@@ -266,55 +451,3 @@ class SummaryAccumulator:
                 now - self._t0,
                 plan.rate or 0.0,
             )
-
-
-class _Plan:
-    """Offer rate, CPU per frame and CPU besides frames, measured (summary thread only).
-
-    The budget goes to frames and to a fixed cost of waiting and waking; the finest grid that
-    fits is ``rate x cost x fraction(grid) + overhead <= share``.
-    """
-
-    def __init__(self, t0: float) -> None:
-        self.t = t0
-        self.cpu = 0.0
-        self.offered = 0
-        self.rate: float | None = None  # offers per second
-        self.cost: float | None = None  # CPU seconds per frame summed
-        self.overhead = 0.0  # cores used besides summing frames
-        self.frames_cpu = 0.0  # CPU seconds in frames since the last window
-        self.frames = 0  # frames summed, all time
-        self.logged = False
-
-    def frame_cost(self, cpu: float) -> None:
-        """One frame summed in ``cpu`` seconds (the first, which warms up, is not a sample)."""
-        self.frames += 1
-        self.frames_cpu += cpu
-        if self.frames == 2:
-            self.cost = cpu
-        elif self.cost is not None:
-            self.cost += _SMOOTH_FRAME * (cpu - self.cost)
-
-    def update(self, now: float, cpu: float, offered: int) -> None:
-        """Close a window: offers per second, and CPU not spent on frames."""
-        dt = now - self.t
-        rate = (offered - self.offered) / dt
-        self.rate = rate if self.rate is None else self.rate + _SMOOTH * (rate - self.rate)
-        other = max(0.0, cpu - self.cpu - self.frames_cpu) / dt
-        self.overhead += _SMOOTH * (other - self.overhead)
-        self.t, self.cpu, self.offered, self.frames_cpu = now, cpu, offered, 0.0
-
-
-def _grid_classes(scan_shape: tuple[int, int]) -> tuple[bytes, list[float]]:
-    """Per position its grid class (bytes, row-major) and the fraction of positions >= class."""
-
-    def classes(n: int) -> np.ndarray:
-        idx = np.arange(n)
-        out = np.zeros(n, dtype=np.uint8)
-        for c in range(1, _COARSEST + 1):
-            out[idx % GRID_STEPS[c] == 0] = c
-        return out
-
-    grid = np.minimum.outer(classes(scan_shape[0]), classes(scan_shape[1])).reshape(-1)
-    counts = np.bincount(grid, minlength=_COARSEST + 1)[::-1].cumsum()[::-1]
-    return grid.tobytes(), [float(n) / max(1, grid.size) for n in counts]

@@ -35,6 +35,7 @@ _U32_MAX = (1 << 32) - 1
 DECODERS = ("dectris", "bitshuffle")
 
 Decoder = Callable[[Any], np.ndarray]
+BatchDecoder = Callable[[list[Any]], np.ndarray | None]
 
 
 def available_decoder(prefer: str | None = None) -> str:
@@ -96,6 +97,58 @@ def make_decoder(
     return reference
 
 
+_BLOCK = struct.Struct(">I")
+
+
+def batch_decoder(
+    codec: Codec, shape: tuple[int, int], dtype: np.dtype[Any], prefer: str | None = None
+) -> BatchDecoder | None:
+    """A function payloads -> array [B, ny, nx] decoding many frames in one call, or None.
+
+    Beside a busy data thread every call that releases the GIL waits up to a switch interval
+    (5 ms) to get it back, so the number of such calls per frame, not their CPU, bounds how
+    many frames the summary thread reduces per second. One frame is whole 8 KiB bitshuffle
+    blocks (192x192 uint16 is 9): the blocks of B frames, behind one header, are one
+    bitshuffle-LZ4 stream, decoded by one ``dectris.compression`` call (as a K-frame chunk
+    is); raw frames are joined into one buffer. The function returns None when a payload does
+    not fit that form (then decode frame by frame); it raises on a corrupt payload.
+    """
+    name = available_decoder(prefer)
+    dt = np.dtype(dtype).newbyteorder("<")
+    nbytes = int(shape[0]) * int(shape[1]) * dt.itemsize
+    if codec is Codec.RAW:
+
+        def raw(payloads: list[Any]) -> np.ndarray | None:
+            if any(len(p) != nbytes for p in payloads):
+                return None
+            joined = b"".join(payloads)
+            return np.frombuffer(joined, dtype=dt).reshape(len(payloads), *shape)
+
+        return raw
+    if codec is not Codec.BSLZ4 or name != "dectris":
+        return None
+    unpack, decompress, elem = _HEADER.unpack_from, _dectris_decompress, dt.itemsize
+
+    def bslz4(payloads: list[Any]) -> np.ndarray | None:
+        first = payloads[0]
+        if len(first) < 12:
+            return None
+        block = _BLOCK.unpack_from(first, 8)[0]
+        if block <= 0 or nbytes % block:
+            return None
+        head = bytes(first[8:12])
+        for p in payloads:
+            if len(p) < 12 or unpack(p, 0)[0] != nbytes or bytes(p[8:12]) != head:
+                return None
+        joined = b"".join(
+            [_HEADER.pack(nbytes * len(payloads)), head, *(memoryview(p)[12:] for p in payloads)]
+        )
+        out = decompress(joined, "bslz4", elem_size=elem)
+        return np.frombuffer(out, dtype=dt).reshape(len(payloads), *shape)
+
+    return bslz4
+
+
 class Sums:
     """Summed pattern [ny, nx] and total per position, exact for integer frames.
 
@@ -146,6 +199,35 @@ class Sums:
         else:
             parts = np.add.reduce(flat.reshape(self._blocks), axis=1, dtype=np.uint32)
             self.image[position] = np.add.reduce(parts, dtype=np.uint64)
+
+    def add_batch(self, positions: np.ndarray, frames: np.ndarray) -> None:
+        """Add frames (B x ny x nx) at ``positions`` (B,): a few calls per batch, not per frame.
+
+        Fewer calls matter beside a busy thread: each numpy call releases the GIL and may wait
+        a switch interval (5 ms) to get it back.
+        """
+        b = frames.shape[0]
+        if b == 0:
+            return
+        if self._stage is not None and b <= self._stage_room:
+            if b > self._stage_left:
+                self._move_stage(self._stage)
+            np.add(self._stage, frames.sum(axis=0, dtype=self._stage.dtype), out=self._stage)
+            self._stage_left -= b
+            if self._stage_left == 0:
+                self._move_stage(self._stage)
+        else:
+            if self._stage is not None and self._stage_left != self._stage_room:
+                self._move_stage(self._stage)
+            np.add(self.pattern, frames.sum(axis=0, dtype=self.pattern.dtype), out=self.pattern)
+        self.image[positions] = frames.reshape(b, -1).sum(axis=1, dtype=self.image.dtype)
+
+    def snapshot(self) -> np.ndarray:
+        """The pattern so far (staged frames included), a float64 copy."""
+        out = self.pattern.astype(np.float64)
+        if self._stage is not None:
+            out += self._stage
+        return out
 
     def finish(self) -> np.ndarray:
         """Move what is staged into the pattern; return the pattern."""
