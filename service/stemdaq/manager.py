@@ -27,6 +27,8 @@ from stemdaq.paths import render_template, resolve_in_data_dir
 logger = logging.getLogger(__name__)
 
 _WATCH_PERIOD = 0.1  # seconds between checks for the end of the running acquisition
+#: seconds an arm waits for a finished acquisition to be filed (history, slot) before 409
+FILING_WAIT = 10.0
 _FAIL_WAIT = 2.0  # seconds a failed start waits for the engine's threads before closing
 _CLOSE_WAIT = 5.0  # seconds to wait for an engine's close() on the failure/shutdown paths
 _HISTORY_RETRY = 5.0  # seconds between tries to write history records a full disk refused
@@ -209,6 +211,7 @@ class AcquisitionManager:
             The detector refused (active mode).
         """
         async with self._arm_lock:
+            await self._await_filing()
             if self._current is not None:
                 raise BusyError(
                     f"acquisition {self._current_id} is running; stop or abort it first"
@@ -257,6 +260,22 @@ class AcquisitionManager:
             info = acq.info()
             logger.info("armed acquisition %s -> %s", acq_id, info.file_path)
             return info
+
+    async def _await_filing(self) -> None:
+        """If the current acquisition already reported its final state, wait (bounded) until
+        it is filed and its slot free: a client that saw "completed" may arm the next one at
+        once, and must not get 409 for the moment filing takes."""
+        acq, watcher = self._current, self._watcher
+        if acq is None or watcher is None or not acq.state.is_final:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(watcher), timeout=FILING_WAIT)
+        except TimeoutError:
+            logger.warning(
+                "acquisition %s: still being filed after %g s", self._current_id, FILING_WAIT
+            )
+        except Exception:  # the watcher's own error is logged where it happens
+            logger.debug("watcher ended with an error", exc_info=True)
 
     def _build(self, config: AcquisitionConfig, file_path: Path, acq_id: str) -> AcquisitionLike:
         factory = self._factory or _default_factory()

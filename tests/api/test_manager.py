@@ -311,3 +311,28 @@ async def test_dangling_partial_link_is_refused(
     await _finish(manager, info.id)
     assert not (outside / "stolen.nxs").exists()
     await manager.close()
+
+
+class _SlowFiling(FakeAcquisition):
+    """Reports its final state, then takes a while to close (a file's close, a fsync)."""
+
+    def close(self) -> None:
+        super().close()
+        time.sleep(0.5)
+
+
+async def test_arm_right_after_a_final_state_waits_for_filing_instead_of_409(
+    make_settings: Callable[..., Settings],
+) -> None:
+    manager = AcquisitionManager(make_settings(), factory=_SlowFiling)
+    await manager.start()
+    first = await manager.arm({"scan_shape": [4, 4]})
+    async with asyncio.timeout(10):
+        while not manager.get(first.id).state.is_final:  # what a client polling /status sees
+            await asyncio.sleep(0.01)
+    assert manager.current is not None, "the test needs the window between final and filed"
+    second = await manager.arm({"scan_shape": [4, 4]})  # raised BusyError (409) before
+    assert second.id != first.id
+    await _finish(manager, second.id)
+    assert manager.get(first.id).state is AcquisitionState.COMPLETED
+    await manager.close()
