@@ -239,19 +239,19 @@ async def test_stale_snapshots_are_dropped(make_settings: Callable[..., Settings
     queue = manager.subscribe()
     live = manager.get(info.id)
     stale = live.model_copy(update={"state": AcquisitionState.ARMED})
-    await asyncio.to_thread(manager._on_change, stale)  # a late control-thread snapshot
+    await asyncio.to_thread(manager._records.on_change, stale)  # a late control-thread snapshot
     await asyncio.sleep(0.05)
-    assert manager._history.get(info.id).state is AcquisitionState.ACQUIRING  # type: ignore[union-attr]
+    assert manager._records.history.get(info.id).state is AcquisitionState.ACQUIRING  # type: ignore[union-attr]
     # two threads racing: the history never goes back, whatever the interleaving
     states = [AcquisitionState.ARMED, AcquisitionState.ACQUIRING] * 200
     await asyncio.gather(
         *(
-            asyncio.to_thread(manager._on_change, live.model_copy(update={"state": s}))
+            asyncio.to_thread(manager._records.on_change, live.model_copy(update={"state": s}))
             for s in states
         )
     )
     await asyncio.sleep(0.05)
-    assert manager._history.get(info.id).state is AcquisitionState.ACQUIRING  # type: ignore[union-attr]
+    assert manager._records.history.get(info.id).state is AcquisitionState.ACQUIRING  # type: ignore[union-attr]
     manager.abort(info.id)
     await _finish(manager, info.id)
     seen = []
