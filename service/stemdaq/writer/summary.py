@@ -136,7 +136,6 @@ class SummaryAccumulator:
         self._batch_decoders: dict[Codec, BatchDecoder | None] = {}
         # queue: appended by the data thread, popped by the summary thread (both atomic)
         self._queue: deque[tuple[int, Frame]] = deque()
-        self._max_queue = max(1, int(max_queue))
         self._wake = threading.Event()
         self._waiting = False  # the summary thread sleeps on _wake
         self._closing = False
@@ -160,6 +159,9 @@ class SummaryAccumulator:
         single_thread_blas()
         self.maps = LiveMaps(self.scan_shape, self.frame_shape, det)
         self.batch_n = batch_frames(self.frame_shape, self.dtype)
+        # queued frames are summed at finish() even when the budget is spent: at most two
+        # batches (1024x1024 uint32: 4 frames, not 64 that took 0.6 s to drain at close)
+        self._max_queue = max(1, min(int(max_queue), 2 * self.batch_n))
         self._frames = np.empty((self.batch_n, *self.frame_shape), dtype=self.dtype)
         self._batch = np.empty((self.batch_n, *self.frame_shape), dtype=np.float32)
         self._geometry_lock = threading.Lock()
