@@ -8,11 +8,11 @@ to a stage of the per-frame path by the stemdaq function it was taken in::
     python bench/perframe.py --case '512x512 u16 bslz4' --frames 40000
     python bench/perframe.py --raw /tmp/acquire.txt   # keep py-spy's raw samples
 
-A sample stands for 1/rate s of one thread's CPU (py-spy skips idle threads), so a stage's
-microseconds per frame are its samples / rate / frames. py-spy samples the threads that run
-Python; what ZeroMQ's I/O thread uses is the process CPU (``/proc`` before the first frame,
-``wait4`` at exit: as :mod:`procstat`) less all samples ("not sampled" row). py-spy itself
-slows the run a little; ``throughput.py`` gives the frames/s.
+Each stage's share of the samples times the process CPU per frame (``/proc`` before the first
+frame, ``wait4`` at exit: as :mod:`procstat`) approximates its microseconds per frame. py-spy
+samples only threads that run Python (and, with ``--nonblocking``, counts a thread waiting for
+the GIL as running), so the shares are approximate; ZeroMQ's I/O thread is not sampled.
+py-spy itself slows the run a little; ``throughput.py`` gives the frames/s.
 """
 
 from __future__ import annotations
@@ -127,21 +127,23 @@ def main() -> None:
             per_thread[name] += int(count)
             if name.startswith("stemdaq-data"):
                 stages[stage_of(stack)] += int(count)
-    us_per_sample = 1e6 / args.rate / n  # a sample stands for 1/rate s of one thread's CPU
+    total = sum(per_thread.values())
     us = cpu / n * 1e6
     print(f"{case.name}: {n} frames; process CPU {us:.1f} us/frame (py-spy attached)")
-    print(f"{'where':44} {'samples':>8} {'us/frame':>9}")
+    print(f"{'where':44} {'samples':>8} {'share':>6} {'~us/frame':>9}")
+
+    def row(label: str, count: int) -> None:
+        print(f"{label:44} {count:8d} {count / total:6.1%} {count / total * us:9.1f}")
+
     for name, _ in [*STAGES, ("other", ())]:
         if stages[name]:
-            label = "  data thread: " + name
-            print(f"{label:44} {stages[name]:8d} {stages[name] * us_per_sample:9.1f}")
-    data = sum(stages.values())
-    print(f"{'data thread, all':44} {data:8d} {data * us_per_sample:9.1f}")
+            row("  data thread: " + name, stages[name])
+    row("data thread, all", sum(stages.values()))
     for name, count in per_thread.most_common():
         if not name.startswith("stemdaq-data"):
-            print(f"{name:44} {count:8d} {count * us_per_sample:9.1f}")
-    sampled = sum(per_thread.values()) * us_per_sample
-    print(f"{'not sampled (ZeroMQ I/O thread, native)':44} {'':8} {us - sampled:9.1f}")
+            row(name, count)
+    print("(~us/frame: share of the samples x process CPU; ZeroMQ's I/O thread is not sampled,")
+    print(" so every row is a little high, by its share of the transport's ~6 us/frame)")
 
 
 if __name__ == "__main__":
