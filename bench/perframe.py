@@ -54,6 +54,8 @@ def _lines(rel: str, first: str, last: str | None = None) -> str:
 #: expressions) matches a frame of its stack, so HDF5 calls made while flushing count as
 #: "flush", not as "chunk write".
 STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("close (file, summaries, live completion)", ("NexusWriter.close", "Acquisition._finish")),
+    ("open (file, datasets, live view)", ("DataPath._open_file", "DataPath._open_series")),
     ("flush (bookkeeping, SWMR)", ("NexusWriter.flush", "NexusWriter._flush_checked")),
     (
         "HDF5 chunk write",
