@@ -30,7 +30,7 @@ CENTER, BF, INNER, OUTER = (31.5, 31.5), 9.0, 12.0, 24.0
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[tuple[str, str]]:
-    with sim_cli() as (rest, stream):
+    with sim_cli("--frame-time", "0.001") as (rest, stream):  # paced: frame_time is obeyed
         for key, value in (
             ("x_pixels_in_detector", FRAME[1]),
             ("y_pixels_in_detector", FRAME[0]),
@@ -158,3 +158,43 @@ def test_ranked_scan_has_a_merged_live_view(serve: RankedServe, sim: tuple[str, 
     again = live(serve)
     assert again is not None and again["detectors"] == after["detectors"]
     assert again["geometry_refused"] == after["geometry_refused"] + 1
+
+
+def test_ranks_take_rank_0s_geometry_when_it_is_found(
+    serve: RankedServe, sim: tuple[str, str]
+) -> None:
+    """No geometry in the config: each rank finds one in its own first frames; the service
+    gives them all rank 0's, so the merged maps (and the master's) use one geometry."""
+    rest, stream = sim
+    r = httpx.put(f"{rest}{SIMPLON}/config/frame_time", json={"value": 0.03}, timeout=10)
+    r.raise_for_status()  # 64 frames in ~2 s: the ranks are compared while the scan runs
+    info = serve.arm(
+        detector_url=rest,
+        stream_endpoint=stream,
+        scan_shape=list(SCAN),
+        file_template="found.nxs",
+        start_timeout=20,
+        end_timeout=5,
+    )
+    urls = [rank["url"] for rank in info["ranks"]]
+
+    def aligned() -> bool:
+        found = []
+        for url in urls:
+            resp = httpx.get(f"{url}/rank/live", timeout=10)
+            if resp.status_code != 200 or resp.json()["included"] < 8:
+                return False
+            found.append(resp.json()["detectors"])
+        return found[0] == found[1]
+
+    wait_for(aligned, 60, "the ranks to share rank 0's geometry", period=0.1)
+    final = serve.wait_final(info["id"])
+    assert final["state"] == "completed", final.get("error")
+    status = wait_for(lambda: (s := live(serve)) and s["finished"] and s, 30, "final maps")
+    assert status["acquisition_id"] == info["id"] and status["filled"] == SCAN[0] * SCAN[1]
+    rank0 = httpx.get(f"{urls[0]}/rank/live", timeout=10).json()["detectors"]
+    assert status["detectors"] == rank0
+    bf = npy(serve, "bf")
+    with h5py.File(final["file_path"], "r") as f:
+        np.testing.assert_array_equal(f[f"{EVENT}/image_bf/image_2d/intensity"][()], bf)
+        assert f[f"{EVENT}/image_bf/live/bf_radius"][()] == rank0["bf_radius"]

@@ -36,6 +36,7 @@ from stemdaq.errors import ConfigError, StemdaqError
 from stemdaq.live.geometry import Detectors, DetectorsRequest
 from stemdaq.live.maps import LiveMaps
 from stemdaq.models import AcquisitionState
+from stemdaq.writer.summary import AUTO_FRAMES
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class RankedLiveEngine:
         self._closed = False
         self.fetches = 0  # successful map fetches
         self.fetch_failures = 0
+        self.aligned = 0  # ranks given rank 0's geometry
 
     # -- lifecycle (the acquisition's side) ------------------------------------------------------
 
@@ -144,6 +146,7 @@ class RankedLiveEngine:
         while not self._stop.wait(self._period):
             try:
                 self.refresh()
+                self._align_geometry()
             except Exception:  # never take the acquisition down: the maps just stop updating
                 logger.exception("acquisition %s: live view: fetching failed", self._acq_id)
 
@@ -234,6 +237,31 @@ class RankedLiveEngine:
                 if i in self._lost or (view.final and not force):
                     continue
                 self._fetch(i, view)
+
+    def _align_geometry(self) -> None:
+        """Give every rank rank 0's geometry where it differs (a geometry not in the config is
+        found by each rank in its own first frames: the merged maps need one), once rank 0 has
+        found its own (AUTO_FRAMES frames in). The others recompute from their binned copy."""
+        ref = self._views[0].status
+        if ref is None or 0 in self._lost or ref["state"] != AcquisitionState.ACQUIRING.value:
+            return
+        if int(ref["included"]) < AUTO_FRAMES:
+            return
+        for i, view in enumerate(self._views[1:], start=1):
+            s = view.status
+            if i in self._lost or s is None or s["detectors"] == ref["detectors"]:
+                continue
+            if s["state"] != AcquisitionState.ACQUIRING.value:
+                continue  # its file may be closing: the maps there stay as they are
+            try:
+                self._links.send(
+                    "PUT", self._urls[i] + "/rank/live/detectors", f"rank {i}", ref["detectors"]
+                )
+            except StemdaqError as exc:
+                logger.warning("live view: rank %d keeps its own geometry: %s", i, exc)
+                continue
+            logger.info("live view: rank %d takes rank 0's geometry %s", i, ref["detectors"])
+            self.aligned += 1
 
     def fetch_cost(self) -> tuple[float, int]:
         """(seconds, bytes) of the last fetch, summed over the ranks (the docs' measurement)."""
