@@ -158,6 +158,12 @@ def test_ranked_scan_has_a_merged_live_view(serve: RankedServe, sim: tuple[str, 
     again = live(serve)
     assert again is not None and again["detectors"] == after["detectors"]
     assert again["geometry_refused"] == after["geometry_refused"] + 1
+    # a rank takes a geometry only for the acquisition it holds
+    url = final["ranks"][1]["url"]
+    r = httpx.put(
+        f"{url}/rank/live/detectors", params={"acquisition_id": "other/r01"}, json={}, timeout=10
+    )
+    assert r.status_code == 409 and f"{acq_id}/r01" in r.text, r.text
 
 
 def test_ranks_take_rank_0s_geometry_when_it_is_found(

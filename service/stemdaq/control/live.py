@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -110,7 +111,7 @@ class RankedLiveEngine:
         self._period = 1.0 / config.live_update_hz
         self._links = RankLinks(cluster, acq_id)
         self._views = [_RankView() for _ in self._urls]
-        self._round = threading.Lock()  # one fetch round at a time
+        self._round = threading.RLock()  # one fetch round or geometry change at a time
         self._pattern: np.ndarray | None = None
         self._pattern_at = -np.inf
         self._stop = threading.Event()
@@ -145,8 +146,9 @@ class RankedLiveEngine:
     def _run(self) -> None:
         while not self._stop.wait(self._period):
             try:
-                self.refresh()
-                self._align_geometry()
+                with self._round:
+                    self.refresh()
+                    self._align_geometry()
             except Exception:  # never take the acquisition down: the maps just stop updating
                 logger.exception("acquisition %s: live view: fetching failed", self._acq_id)
 
@@ -210,23 +212,33 @@ class RankedLiveEngine:
         body = change.model_dump(mode="json", exclude_unset=True)
         done: list[int] = []
         result: Detectors | None = None
-        for i, url in enumerate(self._urls):
-            if i in self._lost:
-                continue
-            try:
-                answer = self._links.send("PUT", url + "/rank/live/detectors", f"rank {i}", body)
-            except StemdaqError as exc:
-                if not done:
-                    raise
-                raise ConfigError(
-                    f"geometry applied on rank(s) {done} but not on rank {i}: {exc}"
-                ) from None
-            done.append(i)
-            result = result or _detectors(answer)
-        if result is None:
-            raise ConfigError("no rank left to take the geometry")
-        self.refresh(force=True)
+        with self._round:
+            for i in range(len(self._urls)):
+                if i in self._lost:
+                    continue
+                try:
+                    answer = self._put_detectors(i, body)
+                except StemdaqError as exc:
+                    if not done:
+                        raise
+                    raise ConfigError(
+                        f"geometry applied on rank(s) {done} but not on rank {i}: {exc}"
+                    ) from None
+                done.append(i)
+                result = result or _detectors(answer)
+            if result is None:
+                raise ConfigError("no rank left to take the geometry")
+            self.refresh(force=True)
         return result
+
+    def _put_detectors(self, index: int, body: dict[str, Any]) -> dict[str, Any]:
+        """``PUT /rank/live/detectors`` to rank ``index``, for this acquisition only."""
+        held = quote(self._rank_acq(index), safe="")
+        url = f"{self._urls[index]}/rank/live/detectors?acquisition_id={held}"
+        return self._links.send("PUT", url, f"rank {index}", body)
+
+    def _rank_acq(self, index: int) -> str:
+        return f"{self._acq_id}/r{index:02d}"
 
     # -- fetching ------------------------------------------------------------------------------
 
@@ -254,9 +266,7 @@ class RankedLiveEngine:
             if s["state"] != AcquisitionState.ACQUIRING.value:
                 continue  # its file may be closing: the maps there stay as they are
             try:
-                self._links.send(
-                    "PUT", self._urls[i] + "/rank/live/detectors", f"rank {i}", ref["detectors"]
-                )
+                self._put_detectors(i, ref["detectors"])
             except StemdaqError as exc:
                 logger.warning("live view: rank %d keeps its own geometry: %s", i, exc)
                 continue
@@ -279,7 +289,7 @@ class RankedLiveEngine:
         if resp.status_code != 200:  # 404: no frame yet
             return
         status = json.loads(resp.headers[_STATUS_HEADER])
-        if status.get("acquisition_id") != f"{self._acq_id}/r{index:02d}":
+        if status.get("acquisition_id") != self._rank_acq(index):
             return  # another acquisition's maps
         with np.load(io.BytesIO(resp.content), allow_pickle=False) as npz:
             version, rows, raw, filled = (npz[k] for k in ("version", "rows", "raw", "filled"))

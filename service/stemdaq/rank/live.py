@@ -8,7 +8,8 @@ Routes::
                                         rows x n_k x 5 float32) and ``filled``; the JSON of
                                         ``GET /rank/live`` rides in the ``X-Stemdaq-Live`` header
     GET /rank/live/sum_pattern.npy      the summed pattern so far (float64)
-    PUT /rank/live/detectors            a geometry change (the service's validation; 422)
+    PUT /rank/live/detectors            a geometry change (the service's validation; 422),
+                                        ``?acquisition_id=``: only for that one (else 409)
 
 All read the maps under their lock for a copy, as the service's WebSocket does; nothing here
 touches the data thread. The service polls at most ``live_update_hz`` times a second, and only
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Query, Response
 
-from stemdaq.errors import NotFoundError
+from stemdaq.errors import BusyError, NotFoundError
 from stemdaq.live.geometry import DetectorsRequest
 
 #: the header of ``GET /rank/live/maps.npz`` that carries ``GET /rank/live``'s JSON
@@ -103,7 +104,16 @@ def add_live_routes(app: FastAPI, service: Any) -> None:
         return Response(_npy(_engine(service).sum_pattern()), media_type="application/octet-stream")
 
     @app.put("/rank/live/detectors")
-    def put_rank_detectors(change: DetectorsRequest) -> dict[str, Any]:
+    def put_rank_detectors(
+        change: DetectorsRequest,
+        acquisition_id: str | None = Query(
+            None, max_length=200, description="Refused (409) unless this rank holds it"
+        ),
+    ) -> dict[str, Any]:
         """Change this rank's virtual detectors (values not given stay); 422 when refused."""
-        det = _engine(service).set_detectors(change)
+        engine = _engine(service)
+        held = service.current.acq_id
+        if acquisition_id is not None and acquisition_id != held:
+            raise BusyError(f"rank {service.index} holds acquisition {held}, not {acquisition_id}")
+        det = engine.set_detectors(change)
         return dict(det.as_dict())
