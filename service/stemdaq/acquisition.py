@@ -25,10 +25,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
-from stemdaq import preflight
+from stemdaq import preflight, snapshot
 from stemdaq.config import AcquisitionConfig
 from stemdaq.detector_session import DetectorSession
 from stemdaq.errors import ConfigError, StemdaqError, StreamError
@@ -43,10 +42,6 @@ from stemdaq.writer.filesafety import describe_write_error
 logger = logging.getLogger(__name__)
 
 __all__ = ["LATENCY_BUCKETS", "Acquisition"]
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class Acquisition:
@@ -122,9 +117,7 @@ class Acquisition:
         self._threads: list[threading.Thread] = []
         self._error: str | None = None
         self._warnings: list[str] = []
-        self._created_at = _now_iso()
-        self._started_at: str | None = None
-        self._finished_at: str | None = None
+        self._times = snapshot.Times()
         self._final_counters: Counters | None = None
         self._elapsed: float | None = None  # frozen when the file is closed
         self._rows = RowCounter(config.scan_shape)
@@ -217,7 +210,7 @@ class Acquisition:
         """A refused start: nothing was armed, no file was made; the state says why."""
         self._error = str(exc) if isinstance(exc, StemdaqError) else f"{type(exc).__name__}: {exc}"
         self._state = AcquisitionState.FAILED
-        self._finished_at = _now_iso()
+        self._times.finished_at = snapshot.now_iso()
         self._writer.release()
         self._done.set()
         if isinstance(exc, StemdaqError):
@@ -303,11 +296,7 @@ class Acquisition:
 
     def latency_histogram(self) -> tuple[list[float], list[int], float]:
         """Write-duration histogram: bucket bounds (s), cumulative counts, sum (s)."""
-        cumulative, total = [], 0
-        for c in self._data.latency_counts:
-            total += c
-            cumulative.append(total)
-        return [*LATENCY_BUCKETS, float("inf")], cumulative, self._data.latency_sum
+        return snapshot.cumulative(self._data.latency_counts, self._data.latency_sum)
 
     def counters(self, final: bool | None = None) -> Counters:
         """Frame accounting, merged from receiver and writer; ``missing`` only once final."""
@@ -317,50 +306,21 @@ class Acquisition:
 
     def info(self) -> AcquisitionInfo:
         """A cheap, thread-safe snapshot for the API and the CLI."""
-        data = self._data
-        counters = self.counters()
-        elapsed = self._elapsed if self._elapsed is not None else self._elapsed_now()
-        final = self._state.is_final
-        fps, mbs = data.rate if not final else (0.0, 0.0)
-        eta = None
-        if self._state == AcquisitionState.ACQUIRING and fps > 0:
-            eta = max(0.0, (counters.frames_expected - counters.frames_written) / fps)
-        frame_shape = data.frame_shape
-        shape = [*self.config.scan_shape, *frame_shape] if frame_shape else None
-        path = (self._writer.current_path if final and data.opened else self.file_path).resolve()
-        writing = self._writer.is_open and not self._done.is_set()
-        return AcquisitionInfo(
-            id=self.acq_id,
-            state=self._state,
-            file_path=str(path),
-            file_uri=path.as_uri(),
-            dataset_path=self._writer.dataset_path,
-            shape=shape,
-            dtype=data.dtype,
-            chunk_shape=list(chunks) if (chunks := self._writer.chunk_shape) else None,
-            channels=list(data.channels),
-            series_id=data.start.series_id if data.start else None,
-            frames_expected=counters.frames_expected,
-            frames_written=counters.frames_written,
-            # the writer's in-memory written mask; read-only, marks never go back
-            rows_written=self._rows.count(self._writer._book.written) if data.opened else 0,  # noqa: SLF001
-            writing=writing,
-            writing_file_uri=self._writer.tmp_path.resolve().as_uri() if writing else None,
-            frame_shape=list(frame_shape) if frame_shape else None,
-            frames_dropped=counters.frames_dropped,
-            counters=counters,
-            frames_per_second=fps,
-            mb_per_second=mbs,
-            queue_depth=len(data.compression),
-            created_at=self._created_at,
-            started_at=self._started_at,
-            finished_at=self._finished_at,
-            elapsed_seconds=elapsed,
-            eta_seconds=eta,
-            error=self._error,
-            warnings=self.warnings,
-            detector_protocol="; ".join(self._detector.notes) if self._detector else None,
-            config=self.config.model_dump(mode="json"),
+        return snapshot.take(
+            self.acq_id,
+            self.config,
+            self._state,
+            self.file_path,
+            self._data,
+            self._writer,
+            self._rows,
+            self.counters(),
+            self._elapsed if self._elapsed is not None else self._elapsed_now(),
+            self._done.is_set(),
+            self._times,
+            self._error,
+            self.warnings,
+            self._detector.notes if self._detector else None,
         )
 
     # -- background threads -------------------------------------------------------------------
@@ -398,7 +358,7 @@ class Acquisition:
                 logger.exception("on_change callback failed")
 
     def _on_series_start(self, start: SeriesStart) -> None:
-        self._started_at = _now_iso()
+        self._times.started_at = snapshot.now_iso()
         self._set_state(AcquisitionState.ACQUIRING)
 
     def _elapsed_now(self) -> float:
@@ -455,7 +415,7 @@ class Acquisition:
             self._elapsed = self._elapsed_now()
             with self._lock:
                 self._state = state
-            self._finished_at = _now_iso()
+            self._times.finished_at = snapshot.now_iso()
             self._done.set()
             self._flushes.close()  # waiting flush requests: the file is closed, all on disk
             logger.info("acquisition %s %s: %s", self.acq_id, state.value, counters.model_dump())

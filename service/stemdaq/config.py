@@ -184,7 +184,8 @@ class AcquisitionConfig(_Model):
         ge=0,
         le=3600,
         description="Live view: after the scan, seconds spent at most completing the maps and "
-        "the summed pattern from the file (the state is final after it); 0: off",
+        "the summed pattern from the file (the state is final after it), and never more than "
+        "a tenth of the scan's own time (at least 0.5 s); 0: off",
     )
     is_simulation: bool = Field(
         False,

@@ -1,8 +1,9 @@
-"""The service's control plane: current config, at most one running acquisition, history, events.
+"""The service's control plane: the current config and at most one running acquisition.
 
 :class:`AcquisitionManager` lives on the event loop. Everything that blocks (SIMPLON calls, file
-creation, thread joins, history writes) runs in worker threads; the engine reports back through
-``on_change`` from its own threads, bridged onto the loop with ``call_soon_threadsafe``.
+creation, thread joins, history writes) runs in worker threads. What is remembered and told
+(history, state order, events, totals) is :class:`stemdaq.records.Records`; the engine reports
+to it through ``on_change`` from its own threads.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,30 +18,20 @@ from typing import Any, Protocol
 
 from stemdaq.config import AcquisitionConfig, Settings, merge_config
 from stemdaq.errors import BusyError, ConfigError, NotFoundError, PathError, StemdaqError
-from stemdaq.eventbus import Event, EventBus, Totals
-from stemdaq.history import HistoryStore
+from stemdaq.eventbus import Event, Totals
 from stemdaq.models import AcquisitionInfo, AcquisitionState
 from stemdaq.offloop import Closers, call_in_thread
 from stemdaq.paths import render_template, resolve_in_data_dir
+from stemdaq.records import Records
 
 logger = logging.getLogger(__name__)
 
 _WATCH_PERIOD = 0.1  # seconds between checks for the end of the running acquisition
+#: seconds an arm waits for a finished acquisition to be filed (history, slot) before 409
+FILING_WAIT = 10.0
 _FAIL_WAIT = 2.0  # seconds a failed start waits for the engine's threads before closing
 _CLOSE_WAIT = 5.0  # seconds to wait for an engine's close() on the failure/shutdown paths
-_HISTORY_RETRY = 5.0  # seconds between tries to write history records a full disk refused
 _CANCELLED_ARM = "arm cancelled (the client went away or the service is shutting down)"
-
-# life-cycle order: a snapshot earlier than the last one seen for an acquisition is stale
-_ORDER = {
-    AcquisitionState.ARMED: 0,
-    AcquisitionState.ACQUIRING: 1,
-    AcquisitionState.FINISHING: 2,
-    AcquisitionState.COMPLETED: 3,
-    AcquisitionState.COMPLETED_WITH_GAPS: 3,
-    AcquisitionState.ABORTED: 3,
-    AcquisitionState.FAILED: 3,
-}
 
 
 class AcquisitionLike(Protocol):
@@ -86,46 +76,26 @@ class AcquisitionManager:
         self._factory = factory
         self._config = settings.acquisition
         self._state_dir = Path(settings.resolved_state_dir).resolve()
-        self._history = HistoryStore(self._state_dir)
+        self._records = Records(self._state_dir)
         self._current: AcquisitionLike | None = None
         self._current_id: str | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._arm_lock = asyncio.Lock()
-        self._events = EventBus()
-        self._retrier: asyncio.Task[None] | None = None
-        # last state seen per live acquisition; guarded by _state_lock (engine threads + loop).
-        # No entry: unknown, already filed, or failed by the manager -> engine snapshots ignored.
-        self._last_state: dict[str, AcquisitionState] = {}
-        self._state_lock = threading.Lock()
         self._closers = Closers()
         self._seq = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.totals = Totals()
+
+    @property
+    def totals(self) -> Totals:
+        """Lifetime totals of the acquisitions filed since the service started."""
+        return self._records.totals
 
     # -- life cycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the history (marking interrupted acquisitions failed)."""
-        self._loop = asyncio.get_running_loop()
-        self._events.attach(self._loop)
         await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
-        records = await asyncio.to_thread(self._history.load)
-        last = max(
-            (int(r.id.rsplit("-", 1)[-1]) for r in records if r.id.rsplit("-", 1)[-1].isdigit()),
-            default=0,
-        )
+        last = await self._records.start()
         self._seq = itertools.count(last + 1)
-        logger.info("history: %d acquisitions in %s", len(records), self._history.directory)
-        self._retrier = asyncio.create_task(self._retry_history(), name="stemdaq-history-retry")
-
-    async def _retry_history(self) -> None:
-        """History records that could not be written (disk full) are written when they can."""
-        while True:
-            await asyncio.sleep(_HISTORY_RETRY)
-            if self._history.pending:
-                written = await asyncio.to_thread(self._history.retry_pending)
-                if written:
-                    logger.info("history: %d pending records written", written)
 
     async def close(self, timeout: float = 30.0) -> None:
         """Abort a running acquisition, wait for its file to close, end every event stream.
@@ -155,12 +125,7 @@ class AcquisitionManager:
                 await asyncio.gather(watcher, return_exceptions=True)
         if self._current is not None:  # the watcher did not get there (timeout)
             await self._finalize(self._current, close_timeout=_CLOSE_WAIT, shutting_down=True)
-        if self._retrier is not None:
-            self._retrier.cancel()
-            await asyncio.gather(self._retrier, return_exceptions=True)
-        if self._history.pending:
-            await asyncio.to_thread(self._history.retry_pending)
-        self._events.close()
+        await self._records.close()
 
     # -- config ---------------------------------------------------------------------------------
 
@@ -209,6 +174,7 @@ class AcquisitionManager:
             The detector refused (active mode).
         """
         async with self._arm_lock:
+            await self._await_filing()
             if self._current is not None:
                 raise BusyError(
                     f"acquisition {self._current_id} is running; stop or abort it first"
@@ -226,20 +192,18 @@ class AcquisitionManager:
                 new_file=True,
                 reserved=self._state_dir,
             )
-            with self._state_lock:
-                self._last_state[acq_id] = AcquisitionState.ARMED
+            self._records.track(acq_id)
             try:
                 acq = await asyncio.to_thread(self._build, config, file_path, acq_id)
             except BaseException:
-                with self._state_lock:
-                    self._last_state.pop(acq_id, None)
+                self._records.forget(acq_id)
                 raise
             # from here the slot is taken: every way out either starts the watcher or hands the
             # acquisition to a clean-up task (set as the watcher) that always frees the slot
             self._current, self._current_id = acq, acq_id
             start: asyncio.Future[None] | None = None
             try:
-                await asyncio.to_thread(self._history.save, acq.info())
+                await asyncio.to_thread(self._records.history.save, acq.info())
                 start = asyncio.get_running_loop().run_in_executor(None, acq.start)
                 # shielded: if this request is cancelled, the clean-up task still learns when
                 # (and how) the start call in its thread ends
@@ -258,6 +222,22 @@ class AcquisitionManager:
             logger.info("armed acquisition %s -> %s", acq_id, info.file_path)
             return info
 
+    async def _await_filing(self) -> None:
+        """If the current acquisition already reported its final state, wait (bounded) until
+        it is filed and its slot free: a client that saw "completed" may arm the next one at
+        once, and must not get 409 for the moment filing takes."""
+        acq, watcher = self._current, self._watcher
+        if acq is None or watcher is None or not acq.state.is_final:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(watcher), timeout=FILING_WAIT)
+        except TimeoutError:
+            logger.warning(
+                "acquisition %s: still being filed after %g s", self._current_id, FILING_WAIT
+            )
+        except Exception:  # the watcher's own error is logged where it happens
+            logger.debug("watcher ended with an error", exc_info=True)
+
     def _build(self, config: AcquisitionConfig, file_path: Path, acq_id: str) -> AcquisitionLike:
         factory = self._factory or _default_factory()
         try:
@@ -267,7 +247,7 @@ class AcquisitionManager:
                 acq_id=acq_id,
                 queue_size=self.settings.queue_size,
                 compress_workers=self.settings.compress_workers,
-                on_change=self._on_change,
+                on_change=self._records.on_change,
             )
         except Exception as exc:
             raise _as_stemdaq_error(exc) from exc
@@ -281,8 +261,7 @@ class AcquisitionManager:
     ) -> asyncio.Task[None]:
         """Run :meth:`_fail_start` as the slot's watcher task (survives cancelling the arm)."""
         # from now on the engine's own snapshots (e.g. a late "aborted") are ignored
-        with self._state_lock:
-            self._last_state.pop(acq_id, None)
+        self._records.forget(acq_id)
         task = asyncio.create_task(
             self._fail_start(acq, acq_id, error, start), name=f"stemdaq-fail-{acq_id}"
         )
@@ -324,8 +303,8 @@ class AcquisitionManager:
                     or datetime.now(UTC).isoformat(timespec="milliseconds"),
                 }
             )
-            await asyncio.to_thread(self._history.save, info, replace_final=True)
-            self._publish(Event("state", info))
+            await asyncio.to_thread(self._records.history.save, info, replace_final=True)
+            self._records.publish(Event("state", info))
         except Exception:
             logger.exception("acquisition %s: clean-up after a failed start failed", acq_id)
         finally:
@@ -336,7 +315,7 @@ class AcquisitionManager:
         """Live info for the running acquisition, the stored record otherwise."""
         if self._current is not None and acq_id == self._current_id:
             return self._current.info()
-        info = self._history.get(acq_id)
+        info = self._records.history.get(acq_id)
         if info is None:
             raise NotFoundError(f"no acquisition {acq_id!r}")
         return info
@@ -346,7 +325,7 @@ class AcquisitionManager:
     ) -> tuple[list[AcquisitionInfo], int]:
         """A page of acquisitions (only those in ``state``, if given), newest first, and the
         total count of matching ones."""
-        ids = self._history.ids()
+        ids = self._records.history.ids()
         if state is None:
             return [self.get(i) for i in ids[offset : offset + limit]], len(ids)
         matching = [info for info in map(self.get, ids) if info.state is state]
@@ -356,8 +335,8 @@ class AcquisitionManager:
         """The running acquisition, else the most recent one."""
         if self._current is not None and self._current_id is not None:
             return self._current.info()
-        ids = self._history.ids()
-        return self._history.get(ids[0]) if ids else None
+        ids = self._records.history.ids()
+        return self._records.history.get(ids[0]) if ids else None
 
     def stop(self, acq_id: str) -> AcquisitionInfo:
         """Ask the acquisition to finish on end-of-series (or timeout). Idempotent."""
@@ -380,52 +359,19 @@ class AcquisitionManager:
 
     def subscribe(self) -> asyncio.Queue[Event | None]:
         """A queue of every state change and progress event from now on; ``None`` at shutdown."""
-        return self._events.subscribe()
+        return self._records.subscribe()
 
     def unsubscribe(self, q: asyncio.Queue[Event | None]) -> None:
         """Stop delivering to ``q``."""
-        self._events.unsubscribe(q)
+        self._records.unsubscribe(q)
 
     def end_streams(self) -> None:
         """End every event stream now (thread- and signal-safe): the server is going down."""
-        self._events.end_streams()
+        self._records.end_streams()
 
     async def _close_engine(self, acq_id: str, acq: AcquisitionLike, timeout: float | None) -> bool:
         """``acq.close()`` in its own thread; True if it finished within ``timeout`` s."""
         return await self._closers.close(acq_id, acq.close, timeout)
-
-    def _publish(self, event: Event) -> None:
-        self._events.publish(event)
-
-    def _on_change(self, info: AcquisitionInfo) -> None:
-        """Engine callback (any thread): persist state changes, hand the event to the loop.
-
-        The control and the data thread both call this; under the lock, a snapshot whose state
-        is earlier in the life cycle than the last one seen (a stale "armed" after "acquiring"),
-        a second, different final state, or one for an acquisition already filed or failed by
-        the manager is dropped, so history and events never go backwards.
-        """
-        with self._state_lock:
-            previous = self._last_state.get(info.id)
-            if previous is None:
-                return
-            if _ORDER[info.state] < _ORDER[previous] or (
-                previous.is_final and info.state != previous
-            ):
-                return
-            if previous != info.state:
-                self._last_state[info.id] = info.state
-                self._history.save(info)  # a few small writes per acquisition, engine's thread
-                kind = "state"
-            else:
-                kind = "progress"
-            loop = self._loop
-            if loop is None or loop.is_closed():
-                return
-            try:  # under the lock: events reach the loop in the order they were accepted
-                loop.call_soon_threadsafe(self._publish, Event(kind, info))
-            except RuntimeError:  # loop closed between the check and the call
-                pass
 
     async def _watch(self, acq: AcquisitionLike) -> None:
         while not await asyncio.to_thread(acq.wait, _WATCH_PERIOD):
@@ -461,12 +407,11 @@ class AcquisitionManager:
                     }
                 )
             # refused if the manager filed it FAILED already (a failed start)
-            await asyncio.to_thread(self._history.save, info)
+            await asyncio.to_thread(self._records.history.save, info)
             self.totals.add(info.counters, acq.latency_histogram())
-            with self._state_lock:
-                previous = self._last_state.pop(info.id, None)
+            previous = self._records.forget(info.id)
             if previous is not None and previous != info.state:
-                self._publish(Event("state", info))
+                self._records.publish(Event("state", info))
             logger.info("acquisition %s %s", info.id, info.state.value)
         finally:
             if self._current is acq:

@@ -192,11 +192,12 @@ def test_serve_help_shows_every_default_at_80_columns() -> None:
     assert result.returncode == 0, result.stderr
     assert all(len(line) <= 80 for line in result.stdout.splitlines())
     blocks = _option_blocks(result.stdout)
-    assert set(blocks) == {"--host", "--port", "--data-dir", "--config", "--help"}
+    assert set(blocks) == {"--host", "--port", "--data-dir", "--config", "--ranks", "--help"}
     assert "[default: 127.0.0.1]" in blocks["--host"]
     assert "[default: 8000]" in blocks["--port"]
     assert "[default: data]" in blocks["--data-dir"]
     assert "default: none" in blocks["--config"]
+    assert "default: 1" in blocks["--ranks"]
 
 
 def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 30) -> bool:

@@ -239,19 +239,19 @@ async def test_stale_snapshots_are_dropped(make_settings: Callable[..., Settings
     queue = manager.subscribe()
     live = manager.get(info.id)
     stale = live.model_copy(update={"state": AcquisitionState.ARMED})
-    await asyncio.to_thread(manager._on_change, stale)  # a late control-thread snapshot
+    await asyncio.to_thread(manager._records.on_change, stale)  # a late control-thread snapshot
     await asyncio.sleep(0.05)
-    assert manager._history.get(info.id).state is AcquisitionState.ACQUIRING  # type: ignore[union-attr]
+    assert manager._records.history.get(info.id).state is AcquisitionState.ACQUIRING  # type: ignore[union-attr]
     # two threads racing: the history never goes back, whatever the interleaving
     states = [AcquisitionState.ARMED, AcquisitionState.ACQUIRING] * 200
     await asyncio.gather(
         *(
-            asyncio.to_thread(manager._on_change, live.model_copy(update={"state": s}))
+            asyncio.to_thread(manager._records.on_change, live.model_copy(update={"state": s}))
             for s in states
         )
     )
     await asyncio.sleep(0.05)
-    assert manager._history.get(info.id).state is AcquisitionState.ACQUIRING  # type: ignore[union-attr]
+    assert manager._records.history.get(info.id).state is AcquisitionState.ACQUIRING  # type: ignore[union-attr]
     manager.abort(info.id)
     await _finish(manager, info.id)
     seen = []
@@ -310,4 +310,29 @@ async def test_dangling_partial_link_is_refused(
     info = await manager.arm({"scan_shape": [2, 2]})
     await _finish(manager, info.id)
     assert not (outside / "stolen.nxs").exists()
+    await manager.close()
+
+
+class _SlowFiling(FakeAcquisition):
+    """Reports its final state, then takes a while to close (a file's close, a fsync)."""
+
+    def close(self) -> None:
+        super().close()
+        time.sleep(0.5)
+
+
+async def test_arm_right_after_a_final_state_waits_for_filing_instead_of_409(
+    make_settings: Callable[..., Settings],
+) -> None:
+    manager = AcquisitionManager(make_settings(), factory=_SlowFiling)
+    await manager.start()
+    first = await manager.arm({"scan_shape": [4, 4]})
+    async with asyncio.timeout(10):
+        while not manager.get(first.id).state.is_final:  # what a client polling /status sees
+            await asyncio.sleep(0.01)
+    assert manager.current is not None, "the test needs the window between final and filed"
+    second = await manager.arm({"scan_shape": [4, 4]})  # raised BusyError (409) before
+    assert second.id != first.id
+    await _finish(manager, second.id)
+    assert manager.get(first.id).state is AcquisitionState.COMPLETED
     await manager.close()

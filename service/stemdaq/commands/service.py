@@ -46,7 +46,8 @@ def serve(
     ranks: Annotated[
         int | None,
         typer.Option(
-            help="Writer ranks: N > 1 starts N rank processes and a fan (env STEMDAQ_RANKS)"
+            help="Writer ranks: N > 1 starts N rank processes and a fan (default: 1; env "
+            "STEMDAQ_RANKS)"
         ),
     ] = None,
 ) -> None:

@@ -21,7 +21,7 @@ from stemdaq.live.geometry import Detectors
 #: scan-shaped maps, in the order of the WebSocket's rows
 MAP_NAMES = ("bf", "adf", "total", "com_x", "com_y", "com_magnitude")
 #: bytes the binned copies may take, at most (per acquisition)
-LOWRES_BYTES = 128 << 20
+LOWRES_BYTES = 32 << 20  # with the rest of the process, under the 300 MB the soak allows
 #: binned sizes tried, finest first
 LOWRES_BINS = (32, 16, 8)
 

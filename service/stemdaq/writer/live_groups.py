@@ -87,9 +87,11 @@ def complete_from_file(
             )
             break
         cols = np.flatnonzero(todo[m * n_k : (m + 1) * n_k])
-        frames = data[m, int(cols[0]) : int(cols[-1]) + 1]
-        live.complete(m * n_k + cols, frames[cols - cols[0]])
-        added += cols.size
+        for start in range(0, cols.size, live.batch_n):  # memory: one batch of frames at a time
+            part = cols[start : start + live.batch_n]
+            frames = data[m, int(part[0]) : int(part[-1]) + 1]
+            live.complete(m * n_k + part, frames[part - part[0]])
+            added += part.size
     return added, time.monotonic() - t0
 
 

@@ -161,6 +161,12 @@ class NexusWriter:
         return int(self._book.count)
 
     @property
+    def written_mask(self) -> np.ndarray:
+        """Per channel and scan position, 1 once the frame's chunk is in the file (read only:
+        marks never go back; the data thread sets them)."""
+        return self._book.written
+
+    @property
     def chunk_shape(self) -> tuple[int, int, int, int] | None:
         """HDF5 chunk shape of the intensity ``(1, K, ny, nx)``; None before open()."""
         return None if self.frame_shape is None else (1, self._k, *self.frame_shape)

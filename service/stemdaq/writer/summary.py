@@ -44,6 +44,7 @@ from stemdaq.live.kernels import single_thread_blas
 from stemdaq.live.maps import LiveMaps
 from stemdaq.models import Codec, Frame
 from stemdaq.writer.summary_budget import (
+    COARSEST,
     GRID_STEPS,
     PAUSED,
     SLACK_S,
@@ -69,6 +70,16 @@ _grid_classes = grid_classes  # the name the budget tests know
 _IDLE_WAIT_S = 0.05  # longest sleep without an offer
 #: frames reduced together by the live view's matrix product
 BATCH = 32
+#: bytes a batch may take decoded and as float32 (1024x1024 uint32 frames: batches of 2)
+BATCH_BYTES = 16 << 20
+
+
+def batch_frames(frame_shape: tuple[int, int], dtype: np.dtype) -> int:
+    """Frames per batch: :data:`BATCH`, fewer where the frames are large (memory bound)."""
+    per_frame = frame_shape[0] * frame_shape[1] * (np.dtype(dtype).itemsize + 4)
+    return max(1, min(BATCH, BATCH_BYTES // max(1, per_frame)))
+
+
 #: frames summed before the geometry not given is found in the summed pattern
 AUTO_FRAMES = 8
 #: longest wait for a batch to fill (small batches cost more per frame: numpy call overheads)
@@ -148,8 +159,9 @@ class SummaryAccumulator:
         det = resolve(self.frame_shape, self._given, self._beam_center)
         single_thread_blas()
         self.maps = LiveMaps(self.scan_shape, self.frame_shape, det)
-        self._frames = np.empty((BATCH, *self.frame_shape), dtype=self.dtype)
-        self._batch = np.empty((BATCH, *self.frame_shape), dtype=np.float32)
+        self.batch_n = batch_frames(self.frame_shape, self.dtype)
+        self._frames = np.empty((self.batch_n, *self.frame_shape), dtype=self.dtype)
+        self._batch = np.empty((self.batch_n, *self.frame_shape), dtype=np.float32)
         self._geometry_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="stemdaq-summary", daemon=True)
         self._thread.start()
@@ -237,12 +249,18 @@ class SummaryAccumulator:
         if self._closing or not 0 <= position < self._n_pos:
             return False
         self.offered += 1
-        if self._grid[position] < self._min_class or len(self._queue) >= self._max_queue:
+        cls, n = self._grid[position], len(self._queue)
+        # a full queue refuses the finer grids' frames; the overview grid's (every 16th row and
+        # column: 1/256 of the positions) get up to max_queue more places, so that the overview
+        # stays whole while the budget is still being measured (seen: a scan's row 16 missing)
+        if cls < self._min_class or (
+            n >= self._max_queue and (cls < COARSEST or n >= 2 * self._max_queue)
+        ):
             self.skipped += 1
             return False
         queue = self._queue
         queue.append((position, frame))
-        if self._waiting and (len(queue) == 1 or len(queue) >= BATCH):
+        if self._waiting and (len(queue) == 1 or len(queue) >= self.batch_n):
             self._wake.set()
         return True
 
@@ -282,8 +300,8 @@ class SummaryAccumulator:
             raise RuntimeError("complete() is for after finish()")
         positions = np.asarray(positions, dtype=np.int64)
         keep = np.asarray([i for i, p in enumerate(positions) if not self._mask[int(p)]], int)
-        for start in range(0, keep.size, BATCH):
-            part = keep[start : start + BATCH]
+        for start in range(0, keep.size, self.batch_n):
+            part = keep[start : start + self.batch_n]
             pos = positions[part]
             self._reduce(pos, np.asarray(frames)[part])
             for p in pos:
@@ -303,7 +321,7 @@ class SummaryAccumulator:
                 now = time.monotonic()
                 if n and since is None:
                     since = now
-                if n >= BATCH or (n and (self._closing or now - since >= _BATCH_WAIT_S)):  # type: ignore[operator]
+                if n >= self.batch_n or (n and (self._closing or now - since >= _BATCH_WAIT_S)):  # type: ignore[operator]
                     self._sum(self._take(), plan)
                     since = None
                 elif self._closing:
@@ -324,16 +342,16 @@ class SummaryAccumulator:
         frame and at a full batch, not at every frame."""
         self._wake.clear()
         self._waiting = True
-        if len(self._queue) < BATCH and not self._closing:
+        if len(self._queue) < self.batch_n and not self._closing:
             self._wake.wait(timeout)
         self._waiting = False
 
     def _take(self) -> list[tuple[int, Frame]]:
-        """Up to :data:`BATCH` queued frames."""
+        """Up to :attr:`batch_n` queued frames."""
         out: list[tuple[int, Frame]] = []
         pop = self._queue.popleft
         try:
-            while len(out) < BATCH:
+            while len(out) < self.batch_n:
                 out.append(pop())
         except IndexError:
             pass
