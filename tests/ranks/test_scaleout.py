@@ -7,6 +7,7 @@ today's :class:`~stemdaq.acquisition.Acquisition` against the same simulator.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -299,3 +300,10 @@ def test_kill_9_of_a_rank_leaves_gaps_in_its_blocks_only(serve, slow_sim) -> Non
         first = np.argwhere(written[victim_rows])[0]
         row = np.flatnonzero(victim_rows)[first[0]]
         assert data[row, first[1]].any()  # a frame the mask claims reads back
+
+    # the live view keeps what it fetched from the dead rank: its missing rows stay unfilled
+    live = serve.get("/live")
+    assert live["acquisition_id"] == acq_id and live["finished"], live
+    filled = np.isfinite(np.load(io.BytesIO(httpx.get(f"{serve.url}/api/v1/live/bf.npy").content)))
+    assert filled[~victim_rows].any() and not filled[victim_rows].all()
+    assert live["filled"] == int(filled.sum())

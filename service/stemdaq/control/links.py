@@ -50,8 +50,12 @@ class RankLinks:
 
     def post(self, url: str, who: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body``; raise the StemdaqError the answer names (StreamError: no answer)."""
+        return self.send("POST", url, who, body)
+
+    def send(self, method: str, url: str, who: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``method`` (POST, PUT) ``body``; raise the StemdaqError the answer names."""
         try:
-            resp = self._http.post(url, json=body)
+            resp = self._http.request(method, url, json=body)
         except httpx.HTTPError as exc:
             raise StreamError(f"{who} at {url} does not answer: {exc}") from None
         if resp.status_code >= 400:
@@ -68,6 +72,12 @@ class RankLinks:
     def get(self, url: str) -> dict[str, Any]:
         """GET JSON (raises httpx.HTTPError or ValueError)."""
         return dict(self._http.get(url, timeout=5).json())
+
+    def get_response(
+        self, url: str, params: dict[str, Any] | None = None, timeout: float = 5
+    ) -> httpx.Response:
+        """GET, the answer as it came (raises httpx.HTTPError when there is none)."""
+        return self._http.get(url, params=params, timeout=timeout)
 
     def arm_rank(
         self,

@@ -32,6 +32,7 @@ from stemdaq import preflight
 from stemdaq.config import AcquisitionConfig
 from stemdaq.control.cluster import RankCluster
 from stemdaq.control.links import RankLinks
+from stemdaq.control.live import RankedLiveEngine
 from stemdaq.control.merge import merge_counters, merge_state
 from stemdaq.control.snapshot import rank_infos, series_start
 from stemdaq.detector_session import DetectorSession
@@ -97,6 +98,12 @@ class RankedAcquisition:
         self._t_start: float | None = None
         self._elapsed: float | None = None
         self._notify_lock = threading.Lock()
+        self.live = RankedLiveEngine(cluster, acq_id, config, self._lost)
+
+    @property
+    def summary(self) -> RankedLiveEngine | None:
+        """The ranks' live views merged (None until a rank has maps; see control/live.py)."""
+        return self.live if self.config.summary and self.live.maps is not None else None
 
     # -- AcquisitionLike ------------------------------------------------------------------------
 
@@ -123,6 +130,8 @@ class RankedAcquisition:
             target=self._follow, name=f"stemdaq-ranks-{self.acq_id}", daemon=True
         )
         self._monitor.start()
+        if self.config.summary:
+            self.live.start()
         if self._detector is not None:
             try:
                 self._trigger = self._detector.arm_and_trigger(
@@ -165,6 +174,7 @@ class RankedAcquisition:
             self._monitor.join(5)
         if self._detector is not None:
             self._detector.close()
+        self.live.close()
         self._links.close()
         return True
 
@@ -417,6 +427,7 @@ class RankedAcquisition:
                 ),
                 "a rank failed",
             )
+        self.live.close()  # the ranks' final maps, as the master takes them
         try:
             self.master.close(state, counters, None, warnings=self._warnings, error=self._error)
         except Exception as exc:

@@ -138,6 +138,39 @@ class LiveMaps:
             out[name] = img.reshape(self.scan_shape)
         return out
 
+    def raw_rows_since(self, version: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """(now, rows, raw, filled): the scan rows changed after ``version`` that hold a filled
+        position, their reduced sums (len(rows), n_k, 5) and filled mask (len(rows), n_k).
+
+        What a rank sends the service (``GET /rank/live/maps.npz``): rows it does not own
+        never have a filled position, so they never travel.
+        """
+        n_k = self.scan_shape[1]
+        with self.lock:
+            now = self.version
+            rows = np.flatnonzero(self._row_version > version)
+            filled = self._filled.reshape(-1, n_k)[rows]
+            keep = filled.any(axis=1)
+            rows, filled = rows[keep], filled[keep]
+            raw = self._raw.reshape(-1, n_k, kernels.N_COLUMNS)[rows]
+        return now, rows, raw, filled
+
+    def put_rows(self, rows: np.ndarray, raw: np.ndarray, filled: np.ndarray) -> None:
+        """Take reduced sums computed elsewhere (a rank's :meth:`raw_rows_since`) at the
+        positions of ``rows`` that ``filled`` marks; the others stay as they are."""
+        if rows.size == 0:
+            return
+        n_k = self.scan_shape[1]
+        idx = (rows[:, None] * n_k + np.arange(n_k)[None, :]).ravel()
+        take = np.asarray(filled, dtype=bool).ravel()
+        with self.lock:
+            self._raw[idx[take]] = np.asarray(raw, dtype=np.float32).reshape(-1, raw.shape[-1])[
+                take
+            ]
+            self._filled[idx[take]] = True
+            self.version += 1
+            self._row_version[rows] = self.version
+
     def rows_since(self, version: int) -> tuple[int, np.ndarray, np.ndarray]:
         """(now, rows, data): the scan rows changed after ``version`` and their values.
 

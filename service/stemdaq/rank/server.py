@@ -9,6 +9,7 @@ Routes (all JSON)::
     POST /rank/series     RankSeries: active mode, the detector's series (held starts released)
     POST /rank/stop       stop the current acquisition (keeps what was recorded)
     POST /rank/abort      abort it
+    GET/PUT /rank/live... this rank's share of the live view (see :mod:`stemdaq.rank.live`)
 
 The rank runs the same :class:`~stemdaq.acquisition.Acquisition` as a one-process service, in
 passive mode on the fan's port for this rank, counting as expected only the positions it owns.
@@ -35,6 +36,7 @@ from stemdaq.api.errors import status_of
 from stemdaq.config import AcquisitionConfig, Settings
 from stemdaq.errors import BusyError, ConfigError, PathError, StemdaqError
 from stemdaq.models import AcquisitionInfo, SeriesStart
+from stemdaq.rank.live import LIVE_ROUTES, add_live_routes
 from stemdaq.rank.ownership import Ownership
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ RANK_ROUTES = (
     "/rank/series",
     "/rank/stop",
     "/rank/abort",
+    *LIVE_ROUTES,
 )
 
 
@@ -231,6 +234,7 @@ def create_rank_app(settings: Settings, index: int) -> FastAPI:
             service.current.abort()
         return service.status()
 
+    add_live_routes(app, service)
     return app
 
 

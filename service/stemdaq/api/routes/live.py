@@ -124,7 +124,7 @@ def _image(request: Request, name: str) -> Any:
 async def get_live_npy(request: Request, name: MapName) -> Response:
     """A map as a NumPy .npy file: scan-shaped float32 (NaN: not filled), or the summed
     pattern (detector-shaped float64)."""
-    arr = _image(request, name)
+    arr = await asyncio.to_thread(_image, request, name)  # ranks: may fetch their patterns
     return Response(npy_bytes(arr), media_type="application/octet-stream")
 
 
@@ -136,7 +136,7 @@ async def get_live_npy(request: Request, name: MapName) -> Response:
 )
 async def get_live_png(request: Request, name: MapName) -> Response:
     """A map as a PNG (viridis, 1-99 % limits; the summed pattern on a log scale)."""
-    arr = _image(request, name)
+    arr = await asyncio.to_thread(_image, request, name)  # ranks: may fetch their patterns
     png = await asyncio.to_thread(to_png, arr, name == "sum_pattern")
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
