@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stemdaq import preflight, snapshot
+from stemdaq import preflight, reporting
 from stemdaq.config import AcquisitionConfig
 from stemdaq.detector_session import DetectorSession
 from stemdaq.errors import ConfigError, StemdaqError, StreamError
@@ -89,7 +89,7 @@ class Acquisition:
         self.config = config
         self.file_path = Path(file_path)
         self.acq_id = acq_id
-        self._on_change = on_change
+        self._notify = reporting.Notifier(on_change, self.info)
         self._rcvhwm = queue_size
         # the receiver already walked every compressed frame's block table: not twice
         self._writer = NexusWriter(
@@ -110,14 +110,13 @@ class Acquisition:
             expected_positions=expected_positions,
         )
         self._detector: DetectorSession | None = None
-        self._notify_lock = threading.Lock()
         self._state = AcquisitionState.ARMED
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._threads: list[threading.Thread] = []
         self._error: str | None = None
         self._warnings: list[str] = []
-        self._times = snapshot.Times()
+        self._times = reporting.Times()
         self._final_counters: Counters | None = None
         self._elapsed: float | None = None  # frozen when the file is closed
         self._rows = RowCounter(config.scan_shape)
@@ -210,7 +209,7 @@ class Acquisition:
         """A refused start: nothing was armed, no file was made; the state says why."""
         self._error = str(exc) if isinstance(exc, StemdaqError) else f"{type(exc).__name__}: {exc}"
         self._state = AcquisitionState.FAILED
-        self._times.finished_at = snapshot.now_iso()
+        self._times.finished_at = reporting.now_iso()
         self._writer.release()
         self._done.set()
         if isinstance(exc, StemdaqError):
@@ -296,7 +295,7 @@ class Acquisition:
 
     def latency_histogram(self) -> tuple[list[float], list[int], float]:
         """Write-duration histogram: bucket bounds (s), cumulative counts, sum (s)."""
-        return snapshot.cumulative(self._data.latency_counts, self._data.latency_sum)
+        return reporting.cumulative(self._data.latency_counts, self._data.latency_sum)
 
     def counters(self, final: bool | None = None) -> Counters:
         """Frame accounting, merged from receiver and writer; ``missing`` only once final."""
@@ -306,7 +305,7 @@ class Acquisition:
 
     def info(self) -> AcquisitionInfo:
         """A cheap, thread-safe snapshot for the API and the CLI."""
-        return snapshot.take(
+        return reporting.take(
             self.acq_id,
             self.config,
             self._state,
@@ -347,18 +346,8 @@ class Acquisition:
         logger.info("acquisition %s: %s", self.acq_id, state.value)
         self._notify()
 
-    def _notify(self) -> None:
-        """Tell the listener; serialised, so snapshots arrive in the order they were taken."""
-        if self._on_change is None:
-            return
-        with self._notify_lock:
-            try:
-                self._on_change(self.info())
-            except Exception:
-                logger.exception("on_change callback failed")
-
     def _on_series_start(self, start: SeriesStart) -> None:
-        self._times.started_at = snapshot.now_iso()
+        self._times.started_at = reporting.now_iso()
         self._set_state(AcquisitionState.ACQUIRING)
 
     def _elapsed_now(self) -> float:
@@ -415,7 +404,7 @@ class Acquisition:
             self._elapsed = self._elapsed_now()
             with self._lock:
                 self._state = state
-            self._times.finished_at = snapshot.now_iso()
+            self._times.finished_at = reporting.now_iso()
             self._done.set()
             self._flushes.close()  # waiting flush requests: the file is closed, all on disk
             logger.info("acquisition %s %s: %s", self.acq_id, state.value, counters.model_dump())

@@ -6,6 +6,9 @@ Built on request in the caller's thread and once a second in the data thread (th
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +18,8 @@ from stemdaq.models import AcquisitionInfo, AcquisitionState, Counters
 from stemdaq.rank import LATENCY_BUCKETS, DataPath
 from stemdaq.rows import RowCounter
 from stemdaq.writer import NexusWriter
+
+logger = logging.getLogger(__name__)
 
 
 def now_iso() -> str:
@@ -29,6 +34,28 @@ class Times:
     created_at: str = field(default_factory=now_iso)
     started_at: str | None = None
     finished_at: str | None = None
+
+
+class Notifier:
+    """Tells an engine's listener (``on_change``) of a new snapshot; serialised, so snapshots
+    arrive in the order they were taken; a listener's error is logged, never raised."""
+
+    def __init__(
+        self,
+        on_change: Callable[[AcquisitionInfo], None] | None,
+        info: Callable[[], AcquisitionInfo],
+    ) -> None:
+        self._on_change, self._info = on_change, info
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        if self._on_change is None:
+            return
+        with self._lock:
+            try:
+                self._on_change(self._info())
+            except Exception:
+                logger.exception("on_change callback failed")
 
 
 def cumulative(counts: list[int], total_seconds: float) -> tuple[list[float], list[int], float]:

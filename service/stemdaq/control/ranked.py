@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from stemdaq import preflight
+from stemdaq import preflight, reporting
 from stemdaq.config import AcquisitionConfig
 from stemdaq.control.cluster import RankCluster
 from stemdaq.control.links import RankLinks
@@ -46,10 +45,6 @@ logger = logging.getLogger(__name__)
 _POLL = 0.2  # seconds between status polls
 _LOST_AFTER = 3  # failed polls in a row before a rank counts as lost
 _GONE = ("its process ended", "it restarted")  # a lost rank whose writer surely stopped
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class RankedAcquisition:
@@ -70,7 +65,7 @@ class RankedAcquisition:
         self.file_path = Path(file_path)
         self.acq_id = acq_id
         self.cluster = cluster
-        self._on_change = on_change
+        self._notify = reporting.Notifier(on_change, self.info)
         self._overwrite = overwrite
         n = cluster.ranks
         self.master = MasterWriter(
@@ -91,13 +86,10 @@ class RankedAcquisition:
         self._trigger: threading.Thread | None = None
         self._error: str | None = None
         self._warnings: list[str] = []
-        self._created_at = _now_iso()
-        self._started_at: str | None = None
-        self._finished_at: str | None = None
+        self._times = reporting.Times()
         self._final: Counters | None = None
         self._t_start: float | None = None
         self._elapsed: float | None = None
-        self._notify_lock = threading.Lock()
         self.live = RankedLiveEngine(cluster, acq_id, config, self._lost)
 
     @property
@@ -220,9 +212,9 @@ class RankedAcquisition:
             frames_per_second=fps,
             mb_per_second=mbs,
             queue_depth=sum(s.get("queue_depth", 0) for s in live),
-            created_at=self._created_at,
-            started_at=self._started_at,
-            finished_at=self._finished_at,
+            created_at=self._times.created_at,
+            started_at=self._times.started_at,
+            finished_at=self._times.finished_at,
             elapsed_seconds=elapsed,
             eta_seconds=eta,
             error=self._error,
@@ -263,7 +255,7 @@ class RankedAcquisition:
     def _refuse(self, exc: BaseException) -> None:
         self._error = str(exc) if isinstance(exc, StemdaqError) else f"{type(exc).__name__}: {exc}"
         self._state = AcquisitionState.FAILED
-        self._finished_at = _now_iso()
+        self._times.finished_at = reporting.now_iso()
         self.master.release()
         self._done.set()
         if not isinstance(exc, StemdaqError):
@@ -319,7 +311,7 @@ class RankedAcquisition:
         ):
             self._signals.started.set()
         if AcquisitionState.ACQUIRING.value in states and self._state is AcquisitionState.ARMED:
-            self._started_at = _now_iso()
+            self._times.started_at = reporting.now_iso()
             self._t_start = time.monotonic()
             self._set_state(AcquisitionState.ACQUIRING)
 
@@ -437,7 +429,7 @@ class RankedAcquisition:
         self._final = counters
         self._elapsed = self._elapsed_now()
         self._state = state
-        self._finished_at = _now_iso()
+        self._times.finished_at = reporting.now_iso()
         self._done.set()
         logger.info("acquisition %s %s over %d ranks", self.acq_id, state.value, self.cluster.ranks)
         self._notify()
@@ -453,12 +445,3 @@ class RankedAcquisition:
         self._state = state
         logger.info("acquisition %s: %s", self.acq_id, state.value)
         self._notify()
-
-    def _notify(self) -> None:
-        if self._on_change is None:
-            return
-        with self._notify_lock:
-            try:
-                self._on_change(self.info())
-            except Exception:
-                logger.exception("on_change callback failed")
