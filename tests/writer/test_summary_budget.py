@@ -100,9 +100,18 @@ def test_subsampling_is_coarse_to_fine():
 
 def test_everything_is_summed_when_the_budget_allows():
     frames, arrs = _frames()
-    acc = SummaryAccumulator((8, 16), SHAPE, "uint16", cpu_share=0.25)
+    # the first accumulator of a process pays one-time set-up (BLAS, decoders) in its first
+    # batch, which its budget counts; the claim here is the steady state (run alone, this test
+    # otherwise depended on the tests before it)
+    warm = SummaryAccumulator((1, 8), SHAPE, "uint16", cpu_share=1.0)
+    for p in range(8):
+        warm.offer(p, frames[p])
+    warm.finish()
+    acc = SummaryAccumulator((8, 16), SHAPE, "uint16", cpu_share=0.5)
     for p in range(128):
-        time.sleep(0.002)  # a slow scan: < 500 frames/s, ~140 us each (live view) is 0.07 core
+        # a slow scan, 200 frames/s: at the 0.3-0.7 ms a frame costs here (live view, these
+        # dense frames, beside this thread) that is at most 0.14 core, well inside 0.5
+        time.sleep(0.005)
         acc.offer(p, frames[p % len(frames)])
     assert _check_sums(acc, arrs).all()
     assert acc.grid_step == 1
