@@ -18,6 +18,8 @@ import os
 import re
 from pathlib import Path
 
+import h5py
+
 from stemdaq.errors import PathError
 
 logger = logging.getLogger(__name__)
@@ -203,3 +205,16 @@ class Ballast:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def still_open(path: Path) -> bool:
+    """True if HDF5 still holds ``path`` open in this process (a close that failed halfway:
+    opening it again in the same process was seen to crash it)."""
+    target = os.path.realpath(path)
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            if os.path.realpath(fid.name.decode()) == target:
+                return True
+        except (ValueError, RuntimeError):
+            continue
+    return False

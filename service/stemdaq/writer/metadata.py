@@ -174,3 +174,27 @@ def write_detector(
         for name, source in geometry.sources:
             put(src, name, source)
     return d
+
+
+#: the NXnote checksum of a stream input (there is no input file to sum)
+NO_CHECKSUM = "n/a: stream data, no file checksum"
+
+
+def write_process(image: h5py.Group, start: SeriesStart, endpoint: str, channel: str) -> None:
+    """``<image>/process``: the NXprocess that made the data (the stream it came from, stemdaq)."""
+    proc = group(image, "process", "NXprocess")
+    put(proc, "detector_identifier", DETECTOR)
+    note = group(proc, "input", "NXnote")
+    put(note, "type", STREAM_TYPES.get(start.protocol, start.protocol))
+    put(note, "file_name", endpoint)
+    put(note, "context", f"series_id={start.series_id}")
+    put(note, "checksum", NO_CHECKSUM)
+    put(note, "algorithm", "none")
+    put(
+        note,
+        "description",
+        f"channel {channel!r} of series {start.series_id}"
+        + (f" (unique id {start.unique_id})" if start.unique_id else ""),
+    )
+    prog = group(proc, "program1", "NXprogram")
+    put(prog, "program", PROGRAM, version=program_version())

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,11 +56,11 @@ from stemdaq.writer.filesafety import (
     Ballast,
     Reservation,
     describe_write_error,
-    free_bytes,
     rename_no_clobber,
-    sync_fd,
+    still_open,
 )
 from stemdaq.writer.layout import SignalSpec, create_nximage, write_nximage_data
+from stemdaq.writer.storage import StorageWatch
 from stemdaq.writer.summary import SummaryAccumulator
 
 logger = logging.getLogger(__name__)
@@ -72,11 +70,9 @@ logger = logging.getLogger(__name__)
 BALLAST_BASE = 2 << 20
 BALLAST_MAX = 512 << 20
 #: fdatasync + drop the page cache after this many chunk bytes (checked at each flush)
-SYNC_BYTES = 256 << 20
 
 EVENT = "/entry/measurement/event1"
 CODEC_COMPRESSION = {Codec.BSLZ4: "bslz4", Codec.LZ4: "lz4"}
-NO_CHECKSUM = "n/a: stream data, no file checksum"
 #: the detector description of stemdaq's own simulator (is_simulation is then set by itself)
 SIMULATOR_MARK = "stemdaq simulator"
 
@@ -102,10 +98,7 @@ class NexusWriter:
         self.config = config
         self.overwrite = overwrite
         self._reservation = Reservation(self.tmp_path, self.final_path, overwrite)
-        self._min_free = int(config.min_free_mb * 1e6)
-        # free space is looked at every flush and every this many chunk bytes (statvfs: ~2 us)
-        self._space_every = max(1 << 20, min(self._min_free // 4, 64 << 20))
-        self._space_due = self._space_every
+        self._storage = StorageWatch(self.tmp_path, config.min_free_mb)
         #: set when free space fell below ``min_free_mb``: the acquisition must stop
         self.low_space: str | None = None
         #: the detector's SIMPLON config (active mode), the calibration's last resort
@@ -121,8 +114,6 @@ class NexusWriter:
         self._f: h5py.File | None = None
         self._closed = False
         self.flush_errors = 0
-        self._unsynced = 0  # chunk bytes written since the last fdatasync
-        self._syncer: threading.Thread | None = None
         self._result: Path | None = None
         self._direct: Codec | None = None  # codec whose payload goes to the file unchanged
         # walk the block table of pre-compressed payloads written unchanged (~1-2 us a frame):
@@ -312,7 +303,7 @@ class NexusWriter:
         for index, channel in enumerate(self.channels):
             image = create_nximage(event, f"image{index + 1}")
             image.attrs["default"] = "image_4d"
-            self._write_process(image, start, endpoint, channel)
+            md.write_process(image, start, endpoint, channel)
             data = write_nximage_data(
                 image,
                 "image_4d",
@@ -337,26 +328,6 @@ class NexusWriter:
         """Scan positions without a frame, per channel (at close)."""
         n_pos = self._n_pos if self.owned_positions is None else self.owned_positions
         return [n_pos - int(n) for n in self._book.counts]
-
-    def _write_process(
-        self, image: h5py.Group, start: SeriesStart, endpoint: str, channel: str
-    ) -> None:
-        proc = md.group(image, "process", "NXprocess")
-        md.put(proc, "detector_identifier", md.DETECTOR)
-        note = md.group(proc, "input", "NXnote")
-        md.put(note, "type", md.STREAM_TYPES.get(start.protocol, start.protocol))
-        md.put(note, "file_name", endpoint)
-        md.put(note, "context", f"series_id={start.series_id}")
-        md.put(note, "checksum", NO_CHECKSUM)
-        md.put(note, "algorithm", "none")
-        md.put(
-            note,
-            "description",
-            f"channel {channel!r} of series {start.series_id}"
-            + (f" (unique id {start.unique_id})" if start.unique_id else ""),
-        )
-        prog = md.group(proc, "program1", "NXprogram")
-        md.put(prog, "program", md.PROGRAM, version=md.program_version())
 
     # -- hot path ---------------------------------------------------------------------------
 
@@ -419,10 +390,7 @@ class NexusWriter:
 
     def _count_bytes(self, n: int) -> None:
         """Count ``n`` chunk bytes written, for the sync and the free-space check."""
-        self._unsynced += n
-        self._space_due -= n
-        if self._space_due <= 0:
-            self._space_due = self._space_every
+        if self._storage.written(n):
             self.check_space()
 
     def _flush_checked(self) -> None:
@@ -438,18 +406,8 @@ class NexusWriter:
 
     def check_space(self) -> None:
         """Set :attr:`low_space` when the file system has less than ``min_free_mb`` left."""
-        if self._min_free <= 0 or self.low_space is not None:
-            return
-        try:
-            free = free_bytes(self.tmp_path.parent)
-        except OSError:
-            return
-        if free < self._min_free:
-            self.low_space = (
-                f"disk nearly full: {free / 1e6:.1f} MB free on the file's file system, "
-                f"less than min_free_mb ({self._min_free / 1e6:g} MB)"
-            )
-            logger.error("%s: %s; stopping", self.tmp_path.name, self.low_space)
+        if self.low_space is None:
+            self.low_space = self._storage.check()
 
     def maybe_flush(self) -> bool:
         """Flush if there is something new and ``flush_seconds`` passed. True if it flushed."""
@@ -480,29 +438,7 @@ class NexusWriter:
         self._f.flush()
         self._last_flush = time.monotonic()
         self.check_space()
-        if self._unsynced >= SYNC_BYTES:
-            self._sync_and_drop_cache()
-
-    def _sync_and_drop_cache(self) -> None:
-        """Push written data to disk and drop it from the page cache, in a background thread.
-
-        On long scans an ever larger page cache of dirty data made writes stall in memory
-        reclaim (a third of the short-run rate on a 10 GB write); syncing every few hundred MB
-        and telling the kernel we will not read the data back keeps the rate steady. The sync
-        runs beside the writing (one at a time), so the data thread never waits for the disk.
-        """
-        if self._f is None or (self._syncer is not None and self._syncer.is_alive()):
-            return
-        try:
-            fd = self._f.id.get_vfd_handle()
-        except (AttributeError, ValueError) as exc:  # a driver without a file descriptor
-            logger.debug("%s: no file descriptor to sync: %s", self.tmp_path.name, exc)
-            return
-        self._syncer = threading.Thread(
-            target=sync_fd, args=(fd, self.tmp_path.name), name="stemdaq-sync", daemon=True
-        )
-        self._syncer.start()
-        self._unsynced = 0
+        self._storage.maybe_sync(self._f)
 
     # -- close ------------------------------------------------------------------------------
 
@@ -541,12 +477,11 @@ class NexusWriter:
             self.storage_error = self.storage_error or describe_write_error(exc)
             raise
         finally:
-            if self._syncer is not None:  # its file descriptor closes with the file
-                self._syncer.join()
+            self._storage.join()  # its file descriptor closes with the file
             self._f.close()
             self._f = None
         sums = summary.finish() if summary is not None else None
-        if self.storage_error is not None and _still_open(self.tmp_path):
+        if self.storage_error is not None and still_open(self.tmp_path):
             # HDF5 could not write everything: its close may have left the file half-open in
             # the library, and opening it again in this process crashes (seen: SIGSEGV on a
             # full tmpfs). The file stays as the last flush left it: a .partial that SWMR
@@ -576,15 +511,3 @@ class NexusWriter:
             )
         logger.info("closed %s (%s, %d frames)", self._result, state.value, self._book.count)
         return self._result
-
-
-def _still_open(path: Path) -> bool:
-    """True if HDF5 still holds ``path`` open in this process (a close that failed halfway)."""
-    target = os.path.realpath(path)
-    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-        try:
-            if os.path.realpath(fid.name.decode()) == target:
-                return True
-        except (ValueError, RuntimeError):
-            continue
-    return False
