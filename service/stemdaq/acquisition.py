@@ -189,15 +189,12 @@ class Acquisition:
         """Every check that can refuse the acquisition; returns the connected stream."""
         cfg = self.config
         endpoint = cfg.resolved_stream_endpoint()
-        preflight.check_memory(cfg)
-        preflight.check_output(self.file_path)
-        preflight.check_stream(endpoint)
-        frame_bytes = None
+        preflight.check_before_detector(cfg, self.file_path)
         if cfg.detector_url:
             self._detector = DetectorSession(cfg, f"acquisition {self.acq_id}")
-            frame_bytes = preflight.detector_frame_bytes(self._detector.client)
-            self._writer.detector_config = preflight.detector_calibration(self._detector.client)
-        preflight.check_space(cfg, self.file_path.parent, frame_bytes)
+        self._writer.detector_config = preflight.check_with_detector(
+            cfg, self.file_path, self._detector.client if self._detector else None
+        )
         self._writer.reserve()
         try:  # connect before arming: the start message must reach us
             return ZmqSource(endpoint, rcvhwm=self._rcvhwm)

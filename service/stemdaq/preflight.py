@@ -167,3 +167,23 @@ def detector_calibration(detector: object) -> DetectorInfo:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 values[field] = float(value)
     return DetectorInfo(**values)
+
+
+def check_before_detector(config: AcquisitionConfig, file_path: Path) -> None:
+    """The checks that need no detector: memory, the output, the stream endpoint (in order)."""
+    check_memory(config)
+    check_output(file_path)
+    check_stream(config.resolved_stream_endpoint())
+
+
+def check_with_detector(
+    config: AcquisitionConfig, file_path: Path, detector: object | None
+) -> DetectorInfo | None:
+    """Free space for the file (its size from the detector's frame size in active mode);
+    returns the calibration the detector's config gives (None in passive mode)."""
+    frame_bytes, calibration = None, None
+    if detector is not None:
+        frame_bytes = detector_frame_bytes(detector)
+        calibration = detector_calibration(detector)
+    check_space(config, file_path.parent, frame_bytes)
+    return calibration

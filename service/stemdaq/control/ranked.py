@@ -228,15 +228,12 @@ class RankedAcquisition:
 
     def _prepare(self) -> None:
         cfg = self.config
-        preflight.check_memory(cfg)
-        preflight.check_output(self.file_path)
-        preflight.check_stream(cfg.resolved_stream_endpoint())
-        frame_bytes = None
+        preflight.check_before_detector(cfg, self.file_path)
         if cfg.detector_url:
             self._detector = DetectorSession(cfg, f"acquisition {self.acq_id}")
-            frame_bytes = preflight.detector_frame_bytes(self._detector.client)
-            self.master.detector_config = preflight.detector_calibration(self._detector.client)
-        preflight.check_space(cfg, self.file_path.parent, frame_bytes)
+        self.master.detector_config = preflight.check_with_detector(
+            cfg, self.file_path, self._detector.client if self._detector else None
+        )
         self.master.reserve()
 
     def _arm_rank(self, index: int) -> None:
