@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 import h5py
 import httpx
 import pytest
+from polling import free_port
 from rich.console import Console
 from stemdaq.commands.progress import follow
 from stemdaq.config import Settings
@@ -42,12 +43,6 @@ def stemdaq(
         timeout=timeout,
         env={**os.environ, "COLUMNS": "80", **(env or {})},
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- GET /acquisitions?state= --------------------------------------------------------------------

@@ -27,10 +27,8 @@ import os
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ import hdf5plugin  # noqa: F401  (registers the filters for reading)
 import httpx
 import numpy as np
 import pytest
+from polling import free_port, wait_for
 from stemdaq.sim.frames import FrameGenerator, default_scan_shape
 
 STEMDAQ = [sys.executable, "-m", "stemdaq.cli"]
@@ -80,25 +79,6 @@ def kill9(proc: subprocess.Popen[Any]) -> None:
     """``kill -9`` the process and reap it."""
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on (now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, period: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(period)
 
 
 def run_cli(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import numpy as np
@@ -97,3 +99,10 @@ def expected_shift(gen: FrameGenerator) -> tuple[np.ndarray, np.ndarray]:
     cx = 31.5 + DEFLECTION[0] * (k - n_k / 2)
     cy = 31.5 + DEFLECTION[1] * (m - n_m / 2)
     return np.floor(cx * 4) / 4 - 31.5, np.floor(cy * 4) / 4 - 31.5
+
+
+def live_npy(url: str, name: str) -> np.ndarray[Any, Any]:
+    """``GET <url>/api/v1/live/<name>.npy`` as an array."""
+    r = httpx.get(f"{url}/api/v1/live/{name}.npy", timeout=10)
+    r.raise_for_status()
+    return np.load(io.BytesIO(r.content))

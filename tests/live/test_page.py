@@ -4,18 +4,16 @@ values as the API's .npy, the annulus is changed from the page; a screenshot for
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from api.conftest import ServerThread
-from conftest import SCAN, Sim
+from conftest import SCAN, Sim, live_npy
 from stemdaq.acquisition import Acquisition
 from stemdaq.api.app import create_app
 from stemdaq.config import Settings
@@ -41,12 +39,6 @@ def server(lattice_sim: Sim, tmp_path: Path) -> Iterator[ServerThread]:
     settings = Settings(data_dir=tmp_path, api={"token": TOKEN}, acquisition=config)
     with ServerThread(create_app(settings, factory=Acquisition)) as srv:
         yield srv
-
-
-def _npy(url: str, name: str) -> np.ndarray[Any, Any]:
-    r = httpx.get(f"{url}/api/v1/live/{name}.npy", timeout=10)
-    r.raise_for_status()
-    return np.load(io.BytesIO(r.content))
 
 
 def _finished(page: Any) -> None:
@@ -76,7 +68,7 @@ def test_page_runs_a_scan_and_draws_the_maps(server: ServerThread, tmp_path: Pat
             page.select_option("#map-select", "adf")
 
             # the canvas holds the .npy's values, coloured with the page's limits
-            adf = _npy(url, "adf")
+            adf = live_npy(url, "adf")
             got = np.array(page.evaluate("Array.from(window.stemdaqLive.maps.adf)"), np.float32)
             np.testing.assert_array_equal(got.reshape(SCAN), adf)
             drawn = page.evaluate("window.stemdaqLive.drawn")
@@ -105,7 +97,7 @@ def test_page_runs_a_scan_and_draws_the_maps(server: ServerThread, tmp_path: Pat
                 "() => window.stemdaqLive.header.detectors.adf_outer === 27", timeout=30_000
             )
             got = np.array(page.evaluate("Array.from(window.stemdaqLive.maps.adf)"), np.float32)
-            np.testing.assert_array_equal(got.reshape(SCAN), _npy(url, "adf"))
+            np.testing.assert_array_equal(got.reshape(SCAN), live_npy(url, "adf"))
             assert not np.array_equal(got.reshape(SCAN), adf)
             page.wait_for_function("() => document.querySelectorAll('#history tr').length >= 1")
             page.select_option("#map-select", "bf")  # the lattice shows best in bright field

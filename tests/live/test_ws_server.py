@@ -3,7 +3,6 @@ WebSocket clients (one that never reads) follow the scan; what they assemble is 
 
 from __future__ import annotations
 
-import io
 import socket
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from api.conftest import ServerThread
-from conftest import SCAN, Sim
+from conftest import SCAN, Sim, live_npy
 from stemdaq.acquisition import Acquisition
 from stemdaq.api.app import create_app
 from stemdaq.config import Settings
@@ -49,12 +48,6 @@ def _silent_client(url: str) -> socket.socket:
     return sock
 
 
-def _npy(url: str, name: str) -> np.ndarray[Any, Any]:
-    r = httpx.get(f"{url}/api/v1/live/{name}.npy", timeout=10)
-    r.raise_for_status()
-    return np.load(io.BytesIO(r.content))
-
-
 def test_websocket_follows_a_real_scan(server: ServerThread) -> None:
     url = server.url
     silent = _silent_client(url)
@@ -75,7 +68,7 @@ def test_websocket_follows_a_real_scan(server: ServerThread) -> None:
             for i, name in enumerate(header["maps"]):
                 maps[name][header["rows"]] = data[i]
         for name in ("bf", "adf", "total", "com_x", "com_y"):
-            np.testing.assert_array_equal(maps[name], _npy(url, name))
+            np.testing.assert_array_equal(maps[name], live_npy(url, name))
         assert np.isfinite(maps["adf"]).all()
 
         # a new annulus: the page's client gets every row again, recomputed
@@ -90,6 +83,6 @@ def test_websocket_follows_a_real_scan(server: ServerThread) -> None:
         header, data = decode(ws.recv(timeout=30))  # type: ignore[arg-type]
         assert header["rows"] == list(range(SCAN[0])) and header["detectors"]["adf_outer"] == 28
         adf = data[header["maps"].index("adf")]
-        np.testing.assert_array_equal(adf, _npy(url, "adf"))
+        np.testing.assert_array_equal(adf, live_npy(url, "adf"))
         assert not np.allclose(adf, before)
     silent.close()

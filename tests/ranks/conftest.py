@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from polling import free_ports, wait_for
 
 STEMDAQ = [sys.executable, "-m", "stemdaq.cli"]
 API = "/api/v1"
@@ -26,38 +26,6 @@ EVENT = "/entry/measurement/event1"
 DATA = f"{EVENT}/image1/image_4d/intensity"
 MASK = f"{EVENT}/image1/frames/written"
 FINAL = {"completed", "completed_with_gaps", "aborted", "failed"}
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(n: int) -> int:
-    """The first of ``n`` consecutive free TCP ports on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            first = int(s.getsockname()[1])
-        if first + n < 65000 and all(_free(first + i) for i in range(n)):
-            return first
-    raise RuntimeError(f"no {n} consecutive free ports")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, period: float = 0.05) -> Any:
-    """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` s (bounds hangs)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(period)
 
 
 @dataclass

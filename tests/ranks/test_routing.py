@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 import zmq
 from hypothesis import given
 from hypothesis import strategies as st
+from polling import free_ports
 from stemdaq.models import Frame, SeriesEnd, SeriesStart
 from stemdaq.rank.ownership import Ownership, hyperslabs
 from stemdaq.receiver import StreamDecoder
@@ -80,30 +79,13 @@ def test_header_read_of_garbage_is_not_an_image() -> None:
         assert v1_image_id(junk) == NOT_IMAGE
 
 
-def _free_ports(n: int) -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            first = int(s.getsockname()[1])
-        ok = True
-        for i in range(n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", first + i))
-                except OSError:
-                    ok = False
-        if ok:
-            return first
-    raise RuntimeError("no free ports")
-
-
 def test_fan_routes_blocks_in_order_and_starts_and_ends_to_every_rank() -> None:
     ranks, block_rows, n_k, n = 3, 2, 5, 70  # 14 rows: blocks of 10 frames
     messages = encode_series(n, fmt="cbor", frame_shape=(8, 8), dtype="uint16")
     ctx = zmq.Context()
     src = ctx.socket(zmq.PUSH)
     src_port = src.bind_to_random_port("tcp://127.0.0.1")
-    port = _free_ports(ranks)
+    port = free_ports(ranks)
     fan = Fan(ranks, port=port, send_timeout=5)
     pulls = []
     try:
@@ -145,7 +127,7 @@ def test_fan_counts_a_rank_that_takes_nothing_as_lost() -> None:
     ctx = zmq.Context()
     src = ctx.socket(zmq.PUSH)
     src_port = src.bind_to_random_port("tcp://127.0.0.1")
-    port = _free_ports(2)
+    port = free_ports(2)
     fan = Fan(2, port=port, send_timeout=0.3, sndhwm=4)
     pull = ctx.socket(zmq.PULL)  # rank 0 only: rank 1 never connects
     try:
@@ -183,7 +165,7 @@ def test_fan_told_the_series_passes_a_stale_series_and_routes_the_right_one() ->
     ctx = zmq.Context()
     src = ctx.socket(zmq.PUSH)
     src_port = src.bind_to_random_port("tcp://127.0.0.1")
-    port = _free_ports(1)
+    port = free_ports(1)
     fan = Fan(1, port=port, send_timeout=5)
     pull = ctx.socket(zmq.PULL)
     try:
