@@ -292,7 +292,8 @@ class Acquisition:
 
     def latency_histogram(self) -> tuple[list[float], list[int], float]:
         """Write-duration histogram: bucket bounds (s), cumulative counts, sum (s)."""
-        return reporting.cumulative(self._data.latency_counts, self._data.latency_sum)
+        acc = self._data.accounts
+        return reporting.cumulative(acc.latency_counts, acc.latency_sum)
 
     def counters(self, final: bool | None = None) -> Counters:
         """Frame accounting, merged from receiver and writer; ``missing`` only once final."""

@@ -85,7 +85,7 @@ def take(
 ) -> AcquisitionInfo:
     """One acquisition's ``AcquisitionInfo`` (see the models for what each field means)."""
     final = state.is_final
-    fps, mbs = data.rate if not final else (0.0, 0.0)
+    fps, mbs = data.accounts.rate if not final else (0.0, 0.0)
     eta = None
     if state == AcquisitionState.ACQUIRING and fps > 0:
         eta = max(0.0, (counters.frames_expected - counters.frames_written) / fps)

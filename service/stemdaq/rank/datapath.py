@@ -15,12 +15,11 @@ I/O error) ends the acquisition at once, so the file only ever claims frames it 
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import zmq
@@ -29,7 +28,6 @@ from stemdaq.compression import CompressionWindow
 from stemdaq.config import AcquisitionConfig
 from stemdaq.errors import DecodeError
 from stemdaq.models import (
-    EXTRA_DROPS,
     AcquisitionState,
     Codec,
     Counters,
@@ -39,23 +37,16 @@ from stemdaq.models import (
     SeriesStart,
 )
 from stemdaq.preflight import estimated_bytes
+from stemdaq.rank.accounting import Accounts, drop_line, drop_reason, merge_counters
 from stemdaq.receiver import Placement, SeriesTracker, StreamDecoder, ZmqSource
 from stemdaq.writer import NexusWriter, SummaryAccumulator
 from stemdaq.writer.filesafety import describe_write_error, free_bytes
 
 logger = logging.getLogger(__name__)
 
-_REASONS = {r.value for r in DropReason}
-#: write-latency histogram bucket upper bounds, seconds
-LATENCY_BUCKETS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1, 1.0)
 _POLL_MS = 50  # idle poll period: bounds the latency of stop/abort/timeouts
 _COMPRESS_BATCH = 16  # raw frames per compression task
 NO_END = "no end-of-series message"
-
-
-def _reason(exc: DecodeError) -> DropReason:
-    """The drop reason a codec error names (``corrupt`` when it names none we know)."""
-    return DropReason(exc.reason) if exc.reason in _REASONS else DropReason.CORRUPT
 
 
 @dataclass
@@ -129,46 +120,28 @@ class DataPath:
         self.warnings: list[str] = []
         self._held: list[SeriesStart] = []
         self._fatal: str | None = None  # a write error that ends the acquisition
-        # counters owned by the data thread (plain ints: reads from other threads are atomic)
-        self.written = 0
-        self.bytes_written = 0
-        self.write_dropped: dict[str, int] = {}
-        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
+        #: what happened to each placed frame (written, dropped, latency, rate)
+        self.accounts = Accounts(name)
         self.frame_nbytes = 0
         self.t_start: float | None = None
-        self.rate = (0.0, 0.0)  # frames/s, MB/s (uncompressed)
-        self._rate_mark = (time.monotonic(), 0)
-        self._drop_logged: set[str] = set()
 
     # -- accounting -----------------------------------------------------------------------------
 
     def counters(self, final: bool) -> Counters:
         """Frame accounting, merged from receiver and writer; ``missing`` only once final."""
-        c = self.tracker.counters()
-        dropped: dict[str, int] = dict(cast("dict[str, int]", c.get("dropped", {})))
-        for reason, n in self.write_dropped.items():
-            dropped[reason] = dropped.get(reason, 0) + n
-        expected = self.expected_positions * (max(1, len(self.channels)) if self.channels else 1)
-        written = self.writer.frames_written if self.opened else 0
-        gaps = max(0, expected - written) if final else 0
-        for_scan = sum(n for reason, n in dropped.items() if reason not in EXTRA_DROPS)
-        return Counters(
-            frames_expected=expected,
-            frames_received=cast(int, c.get("frames_received", 0)),
-            # frames in the file: with K frames per chunk, a frame counts once its chunk is
+        n_channels = max(1, len(self.channels)) if self.channels else 1
+        return merge_counters(
+            self.tracker.counters(),
+            self.accounts,
+            expected=self.expected_positions * n_channels,
             frames_written=self.writer.frames_written if self.opened else 0,
-            frames_dropped=sum(dropped.values()),
-            dropped=dropped,
-            messages_ignored=cast(int, c.get("messages_ignored", 0)),
-            bytes_received=cast(int, c.get("bytes_received", 0)),
-            bytes_written=self.bytes_written,
-            frames_missing=max(0, gaps - for_scan),
-            gaps=gaps,
-            summary_frames=self.summary.included if self.summary is not None else 0,
-            summary_cpu_seconds=self.summary.cpu_seconds if self.summary is not None else 0.0,
-            summary_grid_step=self.summary.grid_step if self.summary is not None else 1,
+            summary=self.summary,
+            final=final,
         )
+
+    def drop_summary(self) -> str | None:
+        """One line with every drop reason and its count, None if nothing was dropped."""
+        return drop_line(self.counters(final=True))
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -291,24 +264,8 @@ class DataPath:
         return opened
 
     def _abort_state(self, sock: zmq.Socket) -> tuple[AcquisitionState, str | None]:
-        self._count_unread(sock)
+        self.accounts.count_unread(sock, self.decoder.decode, self.tracker.series_id)
         return AcquisitionState.ABORTED, "aborted"
-
-    def _count_unread(self, sock: zmq.Socket, budget: float = 0.5) -> None:
-        """Frames of this series already queued when the abort came are not written: count
-        them as dropped (``aborted``) rather than lose them silently (reads for ``budget`` s)."""
-        deadline, series, n = time.monotonic() + budget, self.tracker.series_id, 0
-        while time.monotonic() < deadline:
-            try:
-                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            n += sum(
-                1 for e in self.decoder.decode(parts) if type(e) is Frame and e.series_id == series
-            )
-        if n:
-            self.write_dropped[DropReason.ABORTED.value] = n
-            logger.warning("%s: %d received frames not written (aborted)", self.name, n)
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -392,7 +349,7 @@ class DataPath:
         """Write the compressed frames that are ready, oldest first; ``block``: wait for all."""
         for position, channel_index, frame, chunk in self.compression.ready(block):
             if isinstance(chunk, DecodeError):
-                self._drop(_reason(chunk), frame, str(chunk))
+                self._drop(drop_reason(chunk), frame, str(chunk))
             elif isinstance(chunk, Exception):
                 self._drop(DropReason.CORRUPT, frame, f"{type(chunk).__name__}: {chunk}")
             elif self._fatal is not None:
@@ -410,9 +367,9 @@ class DataPath:
     def _store(self, position: int, channel_index: int, chunk: Any, frame: Frame) -> None:
         t0 = time.perf_counter()
         try:
-            self.bytes_written += self.writer.write(position, channel_index, chunk, frame)
+            n = self.writer.write(position, channel_index, chunk, frame)
         except DecodeError as exc:  # this frame's own fault: drop it, go on
-            self._drop(_reason(exc), frame, str(exc))
+            self._drop(drop_reason(exc), frame, str(exc))
             return
         except Exception as exc:  # the file's fault (disk full, I/O error): stop writing
             self._fatal = f"write error at frame {frame.frame_id}: {describe_write_error(exc)}"
@@ -420,44 +377,18 @@ class DataPath:
             logger.error("%s: %s; stopping the acquisition", self.name, self._fatal)
             self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
             return
-        dt = time.perf_counter() - t0
-        self.written += 1
-        self.latency_sum += dt
-        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, dt)] += 1
+        self.accounts.wrote(n, time.perf_counter() - t0)
         if self.summary is not None:
             self.summary.offer(position, frame)
 
     def _drop(self, reason: DropReason, frame: Frame, detail: str) -> None:
-        """Count a frame that does not reach the file; log the first of each reason only."""
-        key = reason.value
-        self.write_dropped[key] = self.write_dropped.get(key, 0) + 1
-        if key not in self._drop_logged:
-            self._drop_logged.add(key)
-            logger.warning(
-                "%s: frame %d (%s) dropped: %s: %s (further %s drops are counted, not logged)",
-                self.name,
-                frame.frame_id,
-                frame.channel,
-                key,
-                detail,
-                key,
-            )
+        self.accounts.drop(reason, frame, detail)
 
     def _tick(self, now: float) -> float:
         """Once a second: update the rates and tell the control side."""
-        t0, n0 = self._rate_mark
-        fps = (self.written - n0) / (now - t0) if now > t0 else 0.0
-        self.rate = (fps, fps * self.frame_nbytes / 1e6)
-        self._rate_mark = (now, self.written)
+        self.accounts.update_rate(now, self.frame_nbytes)
         if self.opened:
             self.writer.check_space()
         if self._on_tick is not None:
             self._on_tick()
         return now + 1.0
-
-    def drop_summary(self) -> str | None:
-        """One line with every drop reason and its count, None if nothing was dropped."""
-        dropped = {k: v for k, v in self.counters(final=True).dropped.items() if v}
-        if not dropped:
-            return None
-        return "frames dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
