@@ -72,7 +72,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("decode: header + Frame", ("FastImageDecoder", "StreamDecoder", "decode_cbor", "fast1")),
     ("place (series, position)", ("SeriesTracker",)),
     ("summary offer", ("SummaryAccumulator.offer",)),
-    ("write call + counters", ("NexusWriter.write", "DataPath._store", "DataPath._write", "Accounts.wrote")),
+    (
+        "write call + counters",
+        ("NexusWriter.write", "DataPath._store", "DataPath._write", "Accounts.wrote"),
+    ),
     ("receive (zmq recv, loop)", ("DataPath.run",)),
 ]
 
