@@ -7,12 +7,19 @@ to a stage of the per-frame path by the stemdaq function it was taken in::
     python bench/perframe.py                          # 192x192 u16 bslz4, 200,000 frames
     python bench/perframe.py --case '512x512 u16 bslz4' --frames 40000
     python bench/perframe.py --raw /tmp/acquire.txt   # keep py-spy's raw samples
+    python bench/perframe.py --threads                # no py-spy: the kernel's CPU per thread
 
 Each stage's share of the samples times the process CPU per frame (``/proc`` before the first
 frame, ``wait4`` at exit: as :mod:`procstat`) approximates its microseconds per frame. py-spy
 samples only threads that run Python (and, with ``--nonblocking``, counts a thread waiting for
 the GIL as running), so the shares are approximate; ZeroMQ's I/O thread is not sampled.
 py-spy itself slows the run a little; ``throughput.py`` gives the frames/s.
+
+``--threads`` runs without py-spy and reads each thread's CPU from the kernel instead
+(``/proc/<pid>/task/*/stat`` every 20 ms; stemdaq's threads carry their names to the kernel,
+:mod:`stemdaq.threadnames`): exact per thread, ZeroMQ's I/O thread included, but not by stage.
+Threads that ended before the last sample (the page-cache syncs) and the last 20 ms show as
+"ended threads and the last samples" (the process total from ``wait4`` less the rest).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 import procstat
-from cases import CASES, by_name
+from cases import CASES, Case, by_name
 from runs import acquire_command, child_env, free_endpoint
 from sender import Sender
 
@@ -93,8 +100,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=200_000)
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--raw", type=Path, help="keep py-spy's raw (collapsed) samples here")
+    ap.add_argument("--threads", action="store_true", help="kernel CPU per thread, no py-spy")
     args = ap.parse_args()
     case, n = by_name(args.case), args.frames
+    if args.threads:
+        by_thread(case, n)
+        return
     with tempfile.TemporaryDirectory(prefix="stemdaq-profile-") as tmp:
         raw = args.raw or Path(tmp) / "samples.txt"
         out = Path(tmp) / "profile.nxs"
@@ -149,6 +160,63 @@ def main() -> None:
             row(name, count)
     print("(~us/frame: share of the samples x process CPU; ZeroMQ's I/O thread is not sampled,")
     print(" so every row is a little high, by its share of the transport's ~6 us/frame)")
+
+
+def _tasks(pid: int) -> dict[int, tuple[str, float]]:
+    """Kernel name and user + system CPU seconds of each thread of ``pid`` now."""
+    out: dict[int, tuple[str, float]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        name = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / procstat.TICK)
+    return out
+
+
+def by_thread(case: Case, n: int) -> None:
+    """One ``stemdaq acquire`` run; its CPU per frame by thread, from the kernel."""
+    with tempfile.TemporaryDirectory(prefix="stemdaq-threads-") as tmp:
+        endpoint = free_endpoint()
+        sender = Sender(endpoint, case, n)
+        sender.start()
+        proc = subprocess.Popen(
+            acquire_command(endpoint, case, n, Path(tmp) / "threads.nxs", k=8),
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        sender.wait_connected(lambda: proc.poll() is None)
+        first = _tasks(proc.pid)
+        cpu0 = procstat.cpu_seconds(proc.pid)
+        sender.release()
+        last = dict(first)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            last.update(_tasks(proc.pid))
+            time.sleep(0.02)
+        sender.finish()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"stemdaq acquire exited {os.waitstatus_to_exitcode(status)}")
+    total = usage.ru_utime + usage.ru_stime - cpu0
+    per: Counter[str] = Counter()
+    for tid, (name, cpu) in last.items():
+        group = re.sub(r"-[0-9a-f]{1,8}$", "", name) if name.startswith("stemdaq-") else name
+        per[group] += cpu - first.get(tid, (name, 0.0))[1]
+    rest = total - sum(per.values())
+    print(f"{case.name}: {n} frames; process CPU {total / n * 1e6:.1f} us/frame (no profiler)")
+    print(f"{'thread (kernel name)':40} {'CPU s':>7} {'us/frame':>9}")
+    for name, cpu in [*per.most_common(), ("ended threads and the last samples", rest)]:
+        print(f"{name:40} {cpu:7.2f} {cpu / n * 1e6:9.1f}")
 
 
 if __name__ == "__main__":

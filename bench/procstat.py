@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-_TICK = os.sysconf("SC_CLK_TCK")
+TICK = os.sysconf("SC_CLK_TCK")  # clock ticks per second
 
 
 def cpu_seconds(pid: int) -> float:
@@ -33,7 +33,7 @@ def cpu_seconds(pid: int) -> float:
     # the command name (field 2) may hold spaces: split after its closing parenthesis
     fields = stat[stat.rindex(b")") + 2 :].split()
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return (utime + stime + cutime + cstime) / _TICK
+    return (utime + stime + cutime + cstime) / TICK
 
 
 def rss_mb(pid: int, key: str = "VmRSS") -> float:

@@ -36,6 +36,7 @@ from stemdaq.outcome import end_state, verify_after_failure
 from stemdaq.rank import LATENCY_BUCKETS, DataPath, Signals
 from stemdaq.receiver import ZmqSource
 from stemdaq.rows import FlushRequests, RowCounter
+from stemdaq.threadnames import named
 from stemdaq.writer import NexusWriter, SummaryAccumulator
 from stemdaq.writer.filesafety import describe_write_error
 
@@ -166,9 +167,7 @@ class Acquisition:
         except Exception as exc:
             self._refuse(exc)
             raise
-        data = threading.Thread(
-            target=self._run, args=(source,), name=f"stemdaq-data-{self.acq_id}", daemon=True
-        )
+        data = named(self._run, args=(source,), name=f"stemdaq-data-{self.acq_id}")
         self._threads = [data]
         if self.config.detector_url or self._hold_starts:
             self._signals.hold_starts = True  # the series id is known once armed

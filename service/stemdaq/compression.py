@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from stemdaq.models import Frame
+from stemdaq.threadnames import set_os_name
 
 Item = tuple[int, int, Frame]  # (scan position, channel index, frame)
 
@@ -53,7 +54,12 @@ class CompressionWindow:
         name: str = "stemdaq-compress",
     ) -> None:
         self._prepare = prepare
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        self._pool = ThreadPoolExecutor(
+            workers,
+            thread_name_prefix=name,
+            initializer=set_os_name,
+            initargs=("stemdaq-compress",),
+        )
         self._max_bytes = max_bytes
         self._batch = batch
         self._gathering: list[Item] = []

@@ -17,6 +17,7 @@ import logging
 import threading
 from pathlib import Path
 
+from stemdaq.threadnames import named
 from stemdaq.writer.filesafety import free_bytes, sync_fd
 
 logger = logging.getLogger(__name__)
@@ -81,9 +82,7 @@ class StorageWatch:
         except (AttributeError, ValueError) as exc:  # a driver without a file descriptor
             logger.debug("%s: no file descriptor to sync: %s", self.path.name, exc)
             return
-        self._syncer = threading.Thread(
-            target=sync_fd, args=(fd, self.path.name), name="stemdaq-sync", daemon=True
-        )
+        self._syncer = named(sync_fd, args=(fd, self.path.name), name="stemdaq-sync")
         self._syncer.start()
         self.unsynced = 0
 
