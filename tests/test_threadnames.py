@@ -41,6 +41,6 @@ def test_compression_workers_are_named() -> None:
     window = CompressionWindow(prepare, 1, 1 << 20, 1, name="scan-0042-compress")
     try:
         future = window._pool.submit(prepare, None)
-        assert future.result(5) == b"stemdaq-compress"  # the kernel name says what it is
+        assert future.result(5) == b"stemdaq-encode"  # the kernel name says what it does
     finally:
         window.shutdown()

@@ -58,7 +58,7 @@ class CompressionWindow:
             workers,
             thread_name_prefix=name,
             initializer=set_os_name,
-            initargs=("stemdaq-compress",),
+            initargs=("stemdaq-encode",),
         )
         self._max_bytes = max_bytes
         self._batch = batch

@@ -3,9 +3,9 @@
 Python 3.11 names threads for itself only: the kernel sees every thread of ``stemdaq serve`` as
 ``stemdaq``. :func:`named` makes a thread set its kernel name (``/proc/thread-self/comm``,
 15 bytes at most) to its Python name when it starts, so that a facility engineer watching
-``top -H`` (and ``bench/perframe.py --threads``) sees ``stemdaq-data``, ``stemdaq-summary`` or
-``stemdaq-sync`` and how much CPU each takes. Where ``/proc`` cannot be written the thread
-runs unchanged.
+``top -H`` (and ``bench/perframe.py --threads``) sees ``stemdaq-data``, ``stemdaq-summary``,
+``stemdaq-sync`` or ``stemdaq-encode`` and how much CPU each takes. Where ``/proc`` cannot be
+written the thread runs unchanged.
 """
 
 from __future__ import annotations
