@@ -12,28 +12,22 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import procstat
-from cases import STEMDAQ_DATASET, Case, scan_shape
+from cases import STEMDAQ_DATASET, Case
 from results import RunResult
 from runs import (
-    END_TIMEOUT,
-    MIN_FREE_MB,
     RUN_TIMEOUT,
-    SETTLE,
     child_env,
     exact,
     free_endpoint,
     stemdaq_command,
 )
-from sender import Sender
-from serve import FINAL, _free_port, _wait_healthy
+from serve import FINAL, _free_port, acquisition_body, armed_service
 
 
 def _free_ports(n: int) -> int:
@@ -89,56 +83,23 @@ def measure_ranked(case: Case, n: int, tmp: Path, *, ranks: int, k: int = 1) -> 
     env["STEMDAQ_RANK_PORT"] = str(_free_ports(ranks))
     env["STEMDAQ_FAN_PORT"] = str(_free_ports(ranks))
     env["STEMDAQ_FAN_CONTROL_PORT"] = str(_free_port())
-    rows, cols = scan_shape(n, k)
-    endpoint = free_endpoint()
-    body: dict[str, Any] = {
-        "stream_endpoint": endpoint,
-        "scan_shape": [rows, cols],
-        "end_timeout": END_TIMEOUT,
-        "min_free_mb": MIN_FREE_MB,
-        "file_template": f"ranks{ranks}-{case.slug}.nxs",
-    }
-    if k > 1:
-        body["frames_per_chunk"] = k
+    body = acquisition_body(free_endpoint(), n, k, f"ranks{ranks}-{case.slug}.nxs")
     fan: dict[str, Any] = {}
-    with open(log, "wb") as log_fh:
-        proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env)
-        sender = Sender(endpoint, case, n)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-                _wait_healthy(http, proc, 90)
-                sender.start()
-                armed = http.post("/api/v1/acquisitions", json=body)
-                if armed.status_code != 201:
-                    raise RuntimeError(f"POST /api/v1/acquisitions: {armed.text}")
-                acq_id = armed.json()["id"]
-                sender.wait_connected(lambda: proc.poll() is None)
-                time.sleep(SETTLE)
-                pids = _tree(proc.pid)
-                cpu0 = _cpu(pids)
-                sender.release()
-                deadline = time.monotonic() + RUN_TIMEOUT
-                final: dict[str, Any] = {}
-                while time.monotonic() < deadline:
-                    final = http.get(f"/api/v1/acquisitions/{acq_id}").json()
-                    if final["state"] in FINAL:
-                        break
-                    time.sleep(0.1)
-                cpu1 = _cpu(pids)
-                if ranks > 1:
-                    fan_url = f"http://127.0.0.1:{env['STEMDAQ_FAN_CONTROL_PORT']}"
-                    fan = httpx.get(f"{fan_url}/fan", timeout=10).json()
-        except BaseException:
-            print("\n".join(log.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
-            raise
-        finally:
-            sender.finish(timeout=5)
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with armed_service(cmd, env, log, case, n, body, port, 90) as run:
+        pids = _tree(run.proc.pid)
+        cpu0 = _cpu(pids)
+        run.sender.release()
+        deadline = time.monotonic() + RUN_TIMEOUT
+        final: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            final = run.http.get(f"/api/v1/acquisitions/{run.acq_id}").json()
+            if final["state"] in FINAL:
+                break
+            time.sleep(0.1)
+        cpu1 = _cpu(pids)
+        if ranks > 1:
+            fan_url = f"http://127.0.0.1:{env['STEMDAQ_FAN_CONTROL_PORT']}"
+            fan = httpx.get(f"{fan_url}/fan", timeout=10).json()
     path = Path(final["file_path"])
     frames = int(final["frames_written"])
     result = RunResult(
@@ -156,10 +117,9 @@ def measure_ranked(case: Case, n: int, tmp: Path, *, ranks: int, k: int = 1) -> 
         },
     )
     if path.exists():
-        result.seconds = path.stat().st_mtime_ns / 1e9 - sender.t_first
+        result.seconds = path.stat().st_mtime_ns / 1e9 - run.sender.t_first
         result.exact, result.chunks = exact(path, STEMDAQ_DATASET, case, n)
         for f in data_dir.glob("*.h5"):
             f.unlink()
         path.unlink()
-    log.unlink(missing_ok=True)
     return result

@@ -16,6 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,53 +74,57 @@ def _latency(latencies: list[float]) -> dict[str, float]:
     }
 
 
-def measure_serve(case: Case, n: int, tmp: Path, *, k: int = 1) -> RunResult:
-    """``stemdaq serve``, one acquisition of ``n`` frames through the REST API."""
-    port = _free_port()
-    data_dir = tmp / "serve"
-    log = tmp / f"serve-{case.slug}.log"
-    cmd = [*stemdaq_command(), "serve", "--port", str(port), "--data-dir", str(data_dir)]
-    env = {**child_env(), "STEMDAQ_LOG_LEVEL": "WARNING"}
+@dataclass
+class Armed:
+    """A running ``stemdaq serve`` with one acquisition armed and the sender connected."""
+
+    http: httpx.Client
+    proc: subprocess.Popen[bytes]
+    sender: Sender
+    acq_id: str
+
+
+def acquisition_body(endpoint: str, n: int, k: int, file_name: str) -> dict[str, Any]:
+    """The POST body of one benchmark acquisition of exactly ``n`` frames."""
     rows, cols = scan_shape(n, k)
-    endpoint = free_endpoint()
     body: dict[str, Any] = {
         "stream_endpoint": endpoint,
         "scan_shape": [rows, cols],
         "end_timeout": END_TIMEOUT,
         "min_free_mb": MIN_FREE_MB,
-        "file_template": f"serve-{case.slug}.nxs",
+        "file_template": file_name,
     }
     if k > 1:
         body["frames_per_chunk"] = k
-    latencies: list[float] = []
+    return body
+
+
+@contextmanager
+def armed_service(
+    cmd: list[str],
+    env: dict[str, str],
+    log: Path,
+    case: Case,
+    n: int,
+    body: dict[str, Any],
+    port: int,
+    start_timeout: float,
+) -> Iterator[Armed]:
+    """Start the service, arm one acquisition (``body``) with the sender connected; on the way
+    out stop the sender and the service (its last log lines on stderr if something failed)."""
     with open(log, "wb") as log_fh:
         proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env)
-        sender = Sender(endpoint, case, n)
+        sender = Sender(body["stream_endpoint"], case, n)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-                _wait_healthy(http, proc, 60)
+                _wait_healthy(http, proc, start_timeout)
                 sender.start()
                 armed = http.post("/api/v1/acquisitions", json=body)
                 if armed.status_code != 201:
                     raise RuntimeError(f"POST /api/v1/acquisitions: {armed.text}")
-                acq_id = armed.json()["id"]
                 sender.wait_connected(lambda: proc.poll() is None)
                 time.sleep(SETTLE)
-                cpu0 = procstat.cpu_seconds(proc.pid)
-                sender.release()
-                deadline = time.monotonic() + RUN_TIMEOUT
-                while time.monotonic() < deadline:
-                    t0 = time.perf_counter()
-                    status = http.get("/api/v1/status").json()
-                    dt = time.perf_counter() - t0
-                    if status.get("state") == "acquiring":
-                        latencies.append(dt)
-                    if (status.get("acquisition") or {}).get("state") in FINAL:
-                        break
-                    time.sleep(POLL)
-                cpu1 = procstat.cpu_seconds(proc.pid)
-                rss = procstat.rss_mb(proc.pid, "VmHWM")
-                final = http.get(f"/api/v1/acquisitions/{acq_id}").json()
+                yield Armed(http, proc, sender, armed.json()["id"])
         except BaseException:
             print("\n".join(log.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
             raise
@@ -129,6 +136,35 @@ def measure_serve(case: Case, n: int, tmp: Path, *, k: int = 1) -> RunResult:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    log.unlink(missing_ok=True)
+
+
+def measure_serve(case: Case, n: int, tmp: Path, *, k: int = 1) -> RunResult:
+    """``stemdaq serve``, one acquisition of ``n`` frames through the REST API."""
+    port = _free_port()
+    data_dir = tmp / "serve"
+    log = tmp / f"serve-{case.slug}.log"
+    cmd = [*stemdaq_command(), "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    env = {**child_env(), "STEMDAQ_LOG_LEVEL": "WARNING"}
+    body = acquisition_body(free_endpoint(), n, k, f"serve-{case.slug}.nxs")
+    latencies: list[float] = []
+    with armed_service(cmd, env, log, case, n, body, port, 60) as run:
+        http, proc = run.http, run.proc
+        cpu0 = procstat.cpu_seconds(proc.pid)
+        run.sender.release()
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            status = http.get("/api/v1/status").json()
+            dt = time.perf_counter() - t0
+            if status.get("state") == "acquiring":
+                latencies.append(dt)
+            if (status.get("acquisition") or {}).get("state") in FINAL:
+                break
+            time.sleep(POLL)
+        cpu1 = procstat.cpu_seconds(proc.pid)
+        rss = procstat.rss_mb(proc.pid, "VmHWM")
+        final = http.get(f"/api/v1/acquisitions/{run.acq_id}").json()
     path = Path(final["file_path"])
     if not path.is_absolute():
         path = data_dir / path
@@ -144,9 +180,8 @@ def measure_serve(case: Case, n: int, tmp: Path, *, k: int = 1) -> RunResult:
         extra={"status": _latency(latencies)},
     )
     if path.exists():
-        result.seconds = path.stat().st_mtime_ns / 1e9 - sender.t_first
+        result.seconds = path.stat().st_mtime_ns / 1e9 - run.sender.t_first
         result.file_bytes = path.stat().st_size
         result.exact, result.chunks = exact(path, STEMDAQ_DATASET, case, n)
         path.unlink()
-    log.unlink(missing_ok=True)
     return result
