@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from stemdaq.config import AcquisitionConfig, Settings, merge_config
+from stemdaq.config import AcquisitionConfig, merge_config
 from stemdaq.errors import BusyError, ConfigError, NotFoundError, PathError, StemdaqError
 from stemdaq.eventbus import Event, Totals
 from stemdaq.models import AcquisitionInfo, AcquisitionState
 from stemdaq.offloop import Closers, call_in_thread
 from stemdaq.paths import render_template, resolve_in_data_dir
 from stemdaq.records import Records
+from stemdaq.settings import Settings
 
 logger = logging.getLogger(__name__)
 

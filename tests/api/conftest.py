@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import uvicorn
 from stemdaq.api.app import create_app
-from stemdaq.config import Settings
+from stemdaq.settings import Settings
 from stemdaq_client import Client
 
 from .fakes import FakeAcquisition

@@ -23,8 +23,8 @@ import pytest
 from polling import free_port
 from rich.console import Console
 from stemdaq.commands.progress import follow
-from stemdaq.config import Settings
 from stemdaq.models import AcquisitionState
+from stemdaq.settings import Settings
 from stemdaq_client import Client
 
 from .conftest import ServerThread

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from stemdaq.config import Settings
 from stemdaq.models import DropReason
+from stemdaq.settings import Settings
 from stemdaq_client import (
     AcquisitionState,
     Client,

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from stemdaq.config import Settings
+from stemdaq.settings import Settings
 from stemdaq_client import AcquisitionState, Client, Conflict
 
 from .conftest import ServerThread

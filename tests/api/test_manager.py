@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from stemdaq import manager as manager_module
-from stemdaq.config import Settings
 from stemdaq.errors import BusyError, ConfigError, DetectorError, NotFoundError, PathError
 from stemdaq.history import HistoryStore
 from stemdaq.manager import AcquisitionManager
 from stemdaq.models import AcquisitionState
+from stemdaq.settings import Settings
 
 from .fakes import FakeAcquisition
 

@@ -22,11 +22,11 @@ from stemdaq.config import (
     AcquisitionConfig,
     SampleMetadata,
     UserMetadata,
-    load_settings,
     merge_config,
 )
 from stemdaq.eln import config_changes, detect_format, load_metadata_file
 from stemdaq.errors import ConfigError
+from stemdaq.settings import load_settings
 from typer.testing import CliRunner
 
 #: the report's file: YAML reads the date as a date and atom_types as one string

@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from stemdaq.config import Settings
+from stemdaq.settings import Settings
 
 from .conftest import TOKEN, ServerThread
 

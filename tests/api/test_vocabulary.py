@@ -12,7 +12,8 @@ import typer.main
 import yaml
 from stemdaq.cli import app
 from stemdaq.commands.options import FLAGS, NOT_FLAGS, to_settings
-from stemdaq.config import AcquisitionConfig, Calibration, load_settings
+from stemdaq.config import AcquisitionConfig, Calibration
+from stemdaq.settings import load_settings
 
 #: a valid value other than the default for every setting: (CLI text, expected config value)
 SAMPLES: dict[str, tuple[str, Any]] = {

@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 from stemdaq.api.app import create_app
-from stemdaq.config import AcquisitionConfig, Settings
+from stemdaq.config import AcquisitionConfig
 from stemdaq.live.stream import decode
 from stemdaq.models import Codec, Frame
+from stemdaq.settings import Settings
 from stemdaq.sim.frames import FrameGenerator
 from stemdaq.writer.summary import SummaryAccumulator
 

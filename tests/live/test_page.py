@@ -16,8 +16,8 @@ from api.conftest import ServerThread
 from conftest import SCAN, Sim, live_npy
 from stemdaq.acquisition import Acquisition
 from stemdaq.api.app import create_app
-from stemdaq.config import Settings
 from stemdaq.live.render import viridis_lut
+from stemdaq.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "page-token"

@@ -16,8 +16,8 @@ from api.conftest import ServerThread
 from conftest import SCAN, Sim, live_npy
 from stemdaq.acquisition import Acquisition
 from stemdaq.api.app import create_app
-from stemdaq.config import Settings
 from stemdaq.live.stream import decode
+from stemdaq.settings import Settings
 from stemdaq_client import AcquisitionState, Client
 from websockets.sync.client import connect
 

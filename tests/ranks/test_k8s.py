@@ -13,9 +13,9 @@ import typer.main
 import yaml
 from stemdaq.api.app import create_app
 from stemdaq.cli import app as cli_app
-from stemdaq.config import Settings
 from stemdaq.rank.server import RANK_ROUTES, create_rank_app
 from stemdaq.routing.server import FAN_ROUTES
+from stemdaq.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

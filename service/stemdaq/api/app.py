@@ -26,10 +26,10 @@ from stemdaq import __version__
 from stemdaq.api import errors
 from stemdaq.api.routes import acquisitions, config, events, live, status
 from stemdaq.api.schemas import Health
-from stemdaq.config import Settings
 from stemdaq.live.hub import LiveHub
 from stemdaq.manager import AcquisitionFactory, AcquisitionManager
 from stemdaq.metrics import build_registry
+from stemdaq.settings import Settings
 
 logger = logging.getLogger(__name__)
 

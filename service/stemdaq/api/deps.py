@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from stemdaq.config import Settings
 from stemdaq.manager import AcquisitionManager
+from stemdaq.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="Token from STEMDAQ_API_TOKEN")
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 if TYPE_CHECKING:
-    from stemdaq.writer.probe import FileProbe, ImageProbe, Verify
+    from stemdaq.writer.probe import FileProbe, Verify
+    from stemdaq.writer.probe_reader import ImageProbe
 
 WIDTH = 80
 

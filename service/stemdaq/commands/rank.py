@@ -21,8 +21,8 @@ Host = Annotated[str, typer.Option(help="Bind address of the control port (HTTP)
 
 
 def _settings(config: Path | None, **overrides: object):  # noqa: ANN202 - Settings
-    from stemdaq.config import load_settings
     from stemdaq.errors import ConfigError
+    from stemdaq.settings import load_settings
 
     try:
         settings = load_settings(config, **overrides)

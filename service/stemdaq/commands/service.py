@@ -55,8 +55,8 @@ def serve(
     import uvicorn
 
     from stemdaq.api.app import create_app
-    from stemdaq.config import load_settings
     from stemdaq.errors import ConfigError
+    from stemdaq.settings import load_settings
 
     # a flag left at its default must not hide the env or the YAML file: pass only given ones
     given = {name for name in ("host", "port", "data_dir") if _on_command_line(ctx, name)}

@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
-from stemdaq.config import Settings
 from stemdaq.control.cluster import RankCluster, cluster_from_settings
 from stemdaq.control.ranked import RankedAcquisition
+from stemdaq.settings import Settings
 
 __all__ = [
     "RankCluster",

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from stemdaq.config import Settings
 from stemdaq.errors import ConfigError
+from stemdaq.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -33,11 +33,12 @@ from pydantic import BaseModel, Field
 
 from stemdaq import __version__
 from stemdaq.api.errors import status_of
-from stemdaq.config import AcquisitionConfig, Settings
+from stemdaq.config import AcquisitionConfig
 from stemdaq.errors import BusyError, ConfigError, PathError, StemdaqError
 from stemdaq.models import AcquisitionInfo, SeriesStart
 from stemdaq.rank.live import LIVE_ROUTES, add_live_routes
 from stemdaq.rank.ownership import Ownership
+from stemdaq.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from stemdaq.writer.codecs import decode_chunk, encode_chunk
 from stemdaq.writer.inspect import InspectReport, inspect_file
 from stemdaq.writer.layout import Axis, SignalSpec, write_nximage, write_nximage_data
 from stemdaq.writer.nexus import NexusWriter
-from stemdaq.writer.probe import FileProbe, ImageProbe, probe_file
+from stemdaq.writer.probe import FileProbe, probe_file
+from stemdaq.writer.probe_reader import ImageProbe
 from stemdaq.writer.recover import clear_status_flags
 from stemdaq.writer.summary import SummaryAccumulator
 
