@@ -72,7 +72,9 @@ def _cpu(pids: list[int]) -> float:
     return total
 
 
-def measure_ranked(case: Case, n: int, tmp: Path, *, ranks: int, k: int = 1) -> RunResult:
+def measure_ranked(
+    case: Case, n: int, tmp: Path, *, ranks: int, k: int = 1, live: bool = True
+) -> RunResult:
     """``stemdaq serve --ranks ranks``, one acquisition of ``n`` frames."""
     port = _free_port()
     data_dir = tmp / f"ranks{ranks}"
@@ -83,7 +85,7 @@ def measure_ranked(case: Case, n: int, tmp: Path, *, ranks: int, k: int = 1) -> 
     env["STEMDAQ_RANK_PORT"] = str(_free_ports(ranks))
     env["STEMDAQ_FAN_PORT"] = str(_free_ports(ranks))
     env["STEMDAQ_FAN_CONTROL_PORT"] = str(_free_port())
-    body = acquisition_body(free_endpoint(), n, k, f"ranks{ranks}-{case.slug}.nxs")
+    body = acquisition_body(free_endpoint(), n, k, f"ranks{ranks}-{case.slug}.nxs", live)
     fan: dict[str, Any] = {}
     with armed_service(cmd, env, log, case, n, body, port, 90) as run:
         pids = _tree(run.proc.pid)

@@ -84,8 +84,11 @@ class Armed:
     acq_id: str
 
 
-def acquisition_body(endpoint: str, n: int, k: int, file_name: str) -> dict[str, Any]:
-    """The POST body of one benchmark acquisition of exactly ``n`` frames."""
+def acquisition_body(
+    endpoint: str, n: int, k: int, file_name: str, live: bool = True
+) -> dict[str, Any]:
+    """The POST body of one benchmark acquisition of exactly ``n`` frames (``live``: the live
+    view and summaries on, stemdaq's default)."""
     rows, cols = scan_shape(n, k)
     body: dict[str, Any] = {
         "stream_endpoint": endpoint,
@@ -96,6 +99,8 @@ def acquisition_body(endpoint: str, n: int, k: int, file_name: str) -> dict[str,
     }
     if k > 1:
         body["frames_per_chunk"] = k
+    if not live:
+        body["summary"] = False
     return body
 
 
@@ -139,14 +144,14 @@ def armed_service(
     log.unlink(missing_ok=True)
 
 
-def measure_serve(case: Case, n: int, tmp: Path, *, k: int = 1) -> RunResult:
+def measure_serve(case: Case, n: int, tmp: Path, *, k: int = 1, live: bool = True) -> RunResult:
     """``stemdaq serve``, one acquisition of ``n`` frames through the REST API."""
     port = _free_port()
     data_dir = tmp / "serve"
     log = tmp / f"serve-{case.slug}.log"
     cmd = [*stemdaq_command(), "serve", "--port", str(port), "--data-dir", str(data_dir)]
     env = {**child_env(), "STEMDAQ_LOG_LEVEL": "WARNING"}
-    body = acquisition_body(free_endpoint(), n, k, f"serve-{case.slug}.nxs")
+    body = acquisition_body(free_endpoint(), n, k, f"serve-{case.slug}.nxs", live)
     latencies: list[float] = []
     with armed_service(cmd, env, log, case, n, body, port, 60) as run:
         http, proc = run.http, run.proc

@@ -49,7 +49,11 @@ Usage::
 view off (``acquire-live-off``), same case, same run, interleaved. With the live view on the
 post-scan completion from the file is off (``--live-completion-seconds 0``), so frames/s is
 the data path's rate; the live view's coverage during the scan (positions in its maps when the
-scan ended, ``image_bf/live/frames_during_scan`` in the file) is printed per run.
+scan ended, ``image_bf/live/frames_during_scan`` in the file) is printed per run. ``off``
+applies to ``serve`` and ``--ranks`` too (``"summary": false`` in the POST body): the
+scale-out runs then show what routing costs without each rank's live view and its completion
+from the file at close, which with N ranks does up to N times the completion work in the same
+wall time (``live_completion_seconds`` and the tenth of the scan are per rank).
 """
 
 from __future__ import annotations
@@ -119,9 +123,9 @@ def run_one(
     """One measurement; None (and the reason on stderr) if it could not be made."""
     try:
         if writer.startswith("ranks="):
-            return measure_ranked(case, n, tmp, ranks=int(writer[6:]), k=k)
+            return measure_ranked(case, n, tmp, ranks=int(writer[6:]), k=k, live=live != "off")
         if writer == "serve":
-            return measure_serve(case, n, tmp, k=k)
+            return measure_serve(case, n, tmp, k=k, live=live != "off")
         if writer == LIVE_OFF or (writer == STEMDAQ and live != "on"):
             on = writer == STEMDAQ and live == "both"
             folder = tmp / ("live-on" if on else "live-off")
@@ -175,8 +179,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--live",
         choices=("on", "off", "both"),
         default="on",
-        help="stemdaq's live view: on (its default), off (--no-summary), or both: every "
-        f"acquire run followed by one with it off ({LIVE_OFF})",
+        help="stemdaq's live view: on (its default), off (--no-summary; serve and --ranks: "
+        '"summary": false), or both: every acquire run followed by one with it off '
+        f"({LIVE_OFF})",
     )
     parser.add_argument("--dir", type=Path, default=None, help="folder for the files (a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="write every run to this file")
