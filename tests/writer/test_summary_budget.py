@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from stemdaq.models import Codec, Frame
 from stemdaq.writer import summary as summary_mod
-from stemdaq.writer.summary import GRID_STEPS, SLACK_S, SummaryAccumulator, _grid_classes
+from stemdaq.writer.summary import SummaryAccumulator
+from stemdaq.writer.summary_budget import GRID_STEPS, SLACK_S, grid_classes
 from writer_helpers import frame_data, make_frame
 
 SHAPE = (192, 192)
@@ -87,7 +88,7 @@ def test_subsampling_is_coarse_to_fine():
         _busy(100e-6)
         acc.offer(p, frames[p % len(frames)])
     included = _check_sums(acc, arrs)
-    grid = np.frombuffer(_grid_classes(scan)[0], np.uint8).reshape(scan)
+    grid = np.frombuffer(grid_classes(scan)[0], np.uint8).reshape(scan)
     later = included[16:]  # past the first rows, where the rate and cost are being measured
     grid = grid[16:]
     cls = grid[later]
@@ -142,7 +143,7 @@ def test_offer_never_blocks_on_a_stalled_summary_thread(monkeypatch):
     cpu_per_offer = (time.thread_time() - cpu0) / 9_999
     # one in the decoder, 16 queued, then only the overview grid's frames (every 16th row and
     # column), 16 more at most; the rest skipped
-    grid = np.frombuffer(_grid_classes((100, 100))[0], np.uint8)
+    grid = np.frombuffer(grid_classes((100, 100))[0], np.uint8)
     overview_later = int((grid[17:] == len(GRID_STEPS) - 1).sum())
     assert taken == 17 + min(16, overview_later) == 33
     assert acc.skipped == 10_000 - taken
@@ -156,7 +157,7 @@ def test_offer_never_blocks_on_a_stalled_summary_thread(monkeypatch):
 
 
 def test_grid_classes_and_fractions():
-    grid, fraction = _grid_classes((32, 48))
+    grid, fraction = grid_classes((32, 48))
     cls = np.frombuffer(grid, np.uint8).reshape(32, 48)
     assert cls[0, 0] == 4 and cls[16, 32] == 4 and cls[8, 16] == 3 and cls[4, 4] == 2
     assert cls[2, 6] == 1 and cls[1, 0] == 0 and cls[0, 3] == 0

@@ -37,7 +37,7 @@ from stemdaq.errors import ConfigError, StemdaqError
 from stemdaq.live.geometry import Detectors, DetectorsRequest
 from stemdaq.live.maps import LiveMaps
 from stemdaq.models import AcquisitionState
-from stemdaq.writer.summary import AUTO_FRAMES
+from stemdaq.writer.summary_reduce import AUTO_FRAMES
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,9 @@ It talks to the ranks and the fan over HTTP + JSON::
 
 A rank that dies (its process ended, or it stops answering, or it comes back with another
 acquisition) is *lost*: its blocks stay gaps (zeros, written = 0 in the master), the others
-complete, and the acquisition ends ``failed`` with the rank and the reason in ``error``.
+complete, and the acquisition ends ``failed`` with the rank and the reason in ``error``. The
+ranks' and the fan's last reports, and which ranks are lost, are kept by
+:class:`~stemdaq.control.roster.RankRoster` (``control/roster.py``).
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from stemdaq import preflight, reporting
 from stemdaq.config import AcquisitionConfig
 from stemdaq.control.cluster import RankCluster
 from stemdaq.control.links import RankLinks
 from stemdaq.control.live import RankedLiveEngine
 from stemdaq.control.merge import merge_counters, merge_state
+from stemdaq.control.roster import RankRoster
 from stemdaq.control.snapshot import rank_infos, series_start
 from stemdaq.detector_session import DetectorSession
 from stemdaq.errors import ConfigError, StemdaqError
@@ -43,8 +44,6 @@ from stemdaq.writer.master import MasterWriter
 logger = logging.getLogger(__name__)
 
 _POLL = 0.2  # seconds between status polls
-_LOST_AFTER = 3  # failed polls in a row before a rank counts as lost
-_GONE = ("its process ended", "it restarted")  # a lost rank whose writer surely stopped
 
 
 class RankedAcquisition:
@@ -72,13 +71,9 @@ class RankedAcquisition:
             self.file_path, config, ranks=n, block_rows=cluster.block_rows, overwrite=overwrite
         )
         self._links = RankLinks(cluster, acq_id)
+        self._ranks = RankRoster(cluster, acq_id, self._links)
         self._state = AcquisitionState.ARMED
-        self._status: list[dict[str, Any] | None] = [None] * n  # last /rank answer's acquisition
-        self._start: list[dict[str, Any] | None] = [None] * n
-        self._lost: dict[int, str] = {}
         self._series_sent = False  # the detector's series id told to the ranks
-        self._failures = [0] * n
-        self._fan: dict[str, Any] = {}
         self._signals = Signals()
         self._detector: DetectorSession | None = None
         self._done = threading.Event()
@@ -90,7 +85,7 @@ class RankedAcquisition:
         self._final: Counters | None = None
         self._t_start: float | None = None
         self._elapsed: float | None = None
-        self.live = RankedLiveEngine(cluster, acq_id, config, self._lost)
+        self.live = RankedLiveEngine(cluster, acq_id, config, self._ranks.lost)
 
     @property
     def summary(self) -> RankedLiveEngine | None:
@@ -141,13 +136,13 @@ class RankedAcquisition:
         self._signals.stop.set()
         if self._detector is not None:
             self._detector.command_in_background("disarm")
-        self._links.to_ranks("stop", skip=self._lost)
+        self._links.to_ranks("stop", skip=self._ranks.lost)
 
     def abort(self) -> None:
         """Close now: the fan stops routing, every rank aborts."""
         self._signals.abort.set()
         self._links.abort_fan()
-        self._links.to_ranks("abort", skip=self._lost)
+        self._links.to_ranks("abort", skip=self._ranks.lost)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the master is closed; True if it is."""
@@ -178,13 +173,13 @@ class RankedAcquisition:
         """The ranks' counters added up (final: the master's written mask says what is in)."""
         if self._final is not None:
             return self._final
-        return merge_counters(self.config, self._status, self._fan, final=False)
+        return merge_counters(self.config, self._ranks.status, self._ranks.fan, final=False)
 
     def info(self) -> AcquisitionInfo:
         """A snapshot for the API: totals and one :class:`RankInfo` per rank."""
         counters = self.counters()
         final = self._state.is_final
-        live = [s for s in self._status if s is not None]
+        live = self._ranks.reported()
         first = next((s for s in live if s.get("dtype")), None)
         fps = 0.0 if final else sum(s.get("frames_per_second", 0.0) for s in live)
         mbs = 0.0 if final else sum(s.get("mb_per_second", 0.0) for s in live)
@@ -221,7 +216,7 @@ class RankedAcquisition:
             warnings=list(self._warnings),
             detector_protocol="; ".join(self._detector.notes) if self._detector else None,
             config=self.config.model_dump(mode="json"),
-            ranks=rank_infos(self.cluster.rank_urls, self._status, self._lost),
+            ranks=rank_infos(self.cluster.rank_urls, self._ranks.status, self._ranks.lost),
         )
 
     # -- start ----------------------------------------------------------------------------------
@@ -271,7 +266,7 @@ class RankedAcquisition:
                 self._poll()
                 if not self.master.is_open and self.master.frame_shape is None:
                     self._maybe_open_master()
-                if self._all_final():
+                if self._ranks.all_final():
                     break
                 now = time.monotonic()
                 if now >= next_note:
@@ -285,82 +280,42 @@ class RankedAcquisition:
         self._finish()
 
     def _poll(self) -> None:
-        try:
-            self._fan = self._links.get(self.cluster.fan_url + "/fan")
-        except (httpx.HTTPError, ValueError) as exc:
-            self._fan = {}
-            if not self._error:
-                self._fail(f"the fan at {self.cluster.fan_url} does not answer: {exc}")
+        fan_error = self._ranks.poll_fan()
+        if fan_error is not None and not self._error:
+            self._fail(fan_error)
         series = self._signals.expected_series  # set once the detector is armed
         if series is not None and not self._series_sent:
             self._series_sent = True
             self._links.fan_series(series)
-            self._links.expect_series(series, skip=self._lost)
-        for i, url in enumerate(self.cluster.rank_urls):
-            if i in self._lost:
-                continue
-            why = self._poll_rank(i, url)
-            if why is not None:
-                self._lose(i, why)
-        states = [s.get("state") for s in self._status if s is not None]
-        if len(states) == self.cluster.ranks and all(  # every rank opened the series: trigger
-            AcquisitionState(state) is not AcquisitionState.ARMED for state in states
-        ):
+            self._links.expect_series(series, skip=self._ranks.lost)
+        self._ranks.poll_ranks(self._lose)
+        if self._ranks.opened():  # every rank opened the series: trigger
             self._signals.started.set()
-        if AcquisitionState.ACQUIRING.value in states and self._state is AcquisitionState.ARMED:
+        if self._ranks.acquiring() and self._state is AcquisitionState.ARMED:
             self._times.started_at = reporting.now_iso()
             self._t_start = time.monotonic()
             self._set_state(AcquisitionState.ACQUIRING)
 
-    def _poll_rank(self, index: int, url: str) -> str | None:
-        """Read rank ``index``'s status; the reason it is lost, or None."""
-        note = self.cluster.exit_note(f"rank {index}")
-        if note is not None:
-            return f"its process ended ({note})"
-        try:
-            body = self._links.get(url + "/rank")
-        except (httpx.HTTPError, ValueError) as exc:
-            self._failures[index] += 1
-            if self._failures[index] >= _LOST_AFTER:
-                return f"it does not answer at {url}: {exc}"
-            return None
-        self._failures[index] = 0
-        acq = body.get("acquisition") or {}
-        if acq.get("id") != f"{self.acq_id}/r{index:02d}":
-            return f"it restarted (it now holds {acq.get('id') or 'no acquisition'})"
-        self._status[index] = acq
-        self._start[index] = body.get("series_start")
-        return None
-
     def _lose(self, index: int, why: str) -> None:
+        """Rank ``index`` is lost (the roster has it): warn, and fail the acquisition."""
         message = f"rank {index} lost mid-scan: {why}; its blocks are gaps in the master"
         logger.error("acquisition %s: %s", self.acq_id, message)
-        self._lost[index] = why
         self._warnings.append(message)
         self._error = self._error or message
         self._notify()
-
-    def _all_final(self) -> bool:
-        for i in range(self.cluster.ranks):
-            if i in self._lost:
-                continue
-            s = self._status[i]
-            if s is None or not AcquisitionState(s["state"]).is_final:
-                return False
-        return True
 
     def _maybe_open_master(self, *, final: bool = False) -> None:
         """Make the master once every rank that owns frames made its file (a VDS source that
         is still the empty reservation would make reads fail); a lost rank is left out, and
         at the end (``final``) every rank without a file."""
         for i in range(self.cluster.ranks):
-            status = self._status[i]
+            status = self._ranks.status[i]
             has_file = bool(status and status.get("dtype"))
-            if i in self._lost or (final and not has_file):
+            if i in self._ranks.lost or (final and not has_file):
                 self.master.exclude(i)
             elif self.master.owns_rows(i) and not has_file:
                 return
-        for status, start in zip(self._status, self._start, strict=True):
+        for status, start in zip(self._ranks.status, self._ranks.start, strict=True):
             if status is None or not status.get("dtype") or not status.get("shape"):
                 continue
             shape = status["shape"]
@@ -380,42 +335,26 @@ class RankedAcquisition:
 
     def _finish(self) -> None:
         self._set_state(AcquisitionState.FINISHING)
-        if self._fan.get("busy"):
+        if self._ranks.fan.get("busy"):
             self._links.abort_fan()
             self._poll()
         if self._detector is not None:
-            completed = all(
-                s is not None and s["state"] == AcquisitionState.COMPLETED.value
-                for s in self._status
-            )
-            self._detector.command("disarm" if completed else "abort")
+            self._detector.command("disarm" if self._ranks.all_completed() else "abort")
         if not self.master.is_open and self.master.frame_shape is None:
             self._maybe_open_master(final=True)  # a short scan can end between two polls
-        for i, why in self._lost.items():
-            if why.startswith(_GONE):  # never one that merely does not answer: it may write
-                note = self.master.release_dead_rank(i)
-                if note:
-                    self._warnings.append(note)
+        ranks = self._ranks
+        for i in ranks.gone():
+            note = self.master.release_dead_rank(i)
+            if note:
+                self._warnings.append(note)
         per_rank = self.master.merge_ranks() if self.master.is_open else None
         counters = merge_counters(
-            self.config, self._status, self._fan, final=True, per_rank=per_rank
+            self.config, ranks.status, ranks.fan, final=True, per_rank=per_rank
         )
-        state = merge_state(self._status, self._lost, self._signals.abort.is_set(), self._error)
-        for i, s in enumerate(self._status):
-            if s is not None and s.get("error") and i not in self._lost:
-                self._warnings.append(f"rank {i}: {s['error']}")
-            for w in (s or {}).get("warnings", []):
-                if f"rank {i}: {w}" not in self._warnings:
-                    self._warnings.append(f"rank {i}: {w}")
+        state = merge_state(ranks.status, ranks.lost, self._signals.abort.is_set(), self._error)
+        ranks.add_warnings(self._warnings)
         if state is AcquisitionState.FAILED and self._error is None:
-            self._error = next(
-                (
-                    f"rank {i}: {s['error']}"
-                    for i, s in enumerate(self._status)
-                    if s and s.get("error")
-                ),
-                "a rank failed",
-            )
+            self._error = ranks.first_error()
         self.live.close()  # the ranks' final maps, as the master takes them
         try:
             self.master.close(state, counters, None, warnings=self._warnings, error=self._error)

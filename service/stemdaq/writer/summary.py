@@ -14,11 +14,9 @@ still runs ahead of its budget by more than ``SLACK_S`` CPU seconds it takes no 
 is back within. :meth:`SummaryAccumulator.offer` only reads that decision: no clock, no lock.
 The ``included`` mask says which positions are in the sums.
 
-The same frames feed the live view (:class:`stemdaq.live.maps.LiveMaps`): virtual bright
-field, annular dark field, total intensity and centre of mass per scan position, reduced in
-batches of up to :data:`BATCH` frames by one matrix product. The geometry comes from the
-config (``live_*``), else is found in the summed pattern once :data:`AUTO_FRAMES` frames are in;
-:meth:`SummaryAccumulator.set_detectors` changes it while the scan runs.
+The same frames feed the live view, in batches of up to :data:`BATCH` frames: the sums, the
+maps and their geometry are :class:`~stemdaq.writer.summary_reduce.SummaryReduction`'s
+(``writer/summary_reduce.py``); this module decides which frames reach it, and when.
 """
 
 from __future__ import annotations
@@ -29,43 +27,32 @@ import time
 from collections import deque
 
 import numpy as np
-from pydantic import ValidationError
 
 from stemdaq.config import AcquisitionConfig
-from stemdaq.errors import ConfigError
-from stemdaq.live.geometry import (
-    Detectors,
-    DetectorsRequest,
-    check_in_frame,
-    given_by_config,
-    resolve,
-)
-from stemdaq.live.kernels import single_thread_blas
-from stemdaq.live.maps import LiveMaps
+from stemdaq.live.geometry import Detectors, DetectorsRequest
 from stemdaq.models import Codec, Frame
 from stemdaq.writer.summary_budget import (
     COARSEST,
     GRID_STEPS,
     PAUSED,
-    SLACK_S,
     WINDOW_S,
     Plan,
     choose_grid,
     grid_classes,
+    log_grid_change,
 )
 from stemdaq.writer.summary_decode import (
     BatchDecoder,
     Decoder,
-    Sums,
     available_decoder,
     batch_decoder,
     make_decoder,
 )
+from stemdaq.writer.summary_reduce import SummaryReduction
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BATCH", "GRID_STEPS", "SLACK_S", "SummaryAccumulator", "grid_classes"]
-_grid_classes = grid_classes  # the name the budget tests know
+__all__ = ["BATCH", "SummaryAccumulator"]
 
 _IDLE_WAIT_S = 0.05  # longest sleep without an offer
 #: frames reduced together by the live view's matrix product
@@ -80,8 +67,6 @@ def batch_frames(frame_shape: tuple[int, int], dtype: np.dtype) -> int:
     return max(1, min(BATCH, BATCH_BYTES // max(1, per_frame)))
 
 
-#: frames summed before the geometry not given is found in the summed pattern
-AUTO_FRAMES = 8
 #: longest wait for a batch to fill (small batches cost more per frame: numpy call overheads)
 _BATCH_WAIT_S = 0.02
 
@@ -126,9 +111,7 @@ class SummaryAccumulator:
         self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
         self.dtype = np.dtype(dtype)
         self._n_pos = self.scan_shape[0] * self.scan_shape[1]
-        self._sums = Sums(self._n_pos, self.frame_shape, self.dtype)
         self._grid, self._fraction = grid_classes(self.scan_shape)
-        self._mask = bytearray(self._n_pos)  # 1 where the position is in the sums
         self._channel = channel
         self._share = float(cpu_share)
         self._decoder_name = available_decoder(decoder)
@@ -144,27 +127,20 @@ class SummaryAccumulator:
         self.offered = 0
         self.skipped = 0
         self.failed = 0
-        self._included = 0
         self._cpu = 0.0
         self._t0 = time.monotonic()
         self._t_end: float | None = None
         self._result: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._given = given_by_config(config)
-        self._beam_center = config.calibration.beam_center if config is not None else None
-        self._auto_pending = any(
-            getattr(self._given, k) is None
-            for k in ("center", "bf_radius", "adf_inner", "adf_outer")
-        )
-        det = resolve(self.frame_shape, self._given, self._beam_center)
-        single_thread_blas()
-        self.maps = LiveMaps(self.scan_shape, self.frame_shape, det)
         self.batch_n = batch_frames(self.frame_shape, self.dtype)
+        self._reduction = SummaryReduction(
+            self.scan_shape, self.frame_shape, self.dtype, self.batch_n, config
+        )
+        self._mask = self._reduction.mask  # 1 where the position is in the sums
+        self.maps = self._reduction.maps
         # queued frames are summed at finish() even when the budget is spent: at most two
         # batches (1024x1024 uint32: 4 frames, not 64 that took 0.6 s to drain at close)
         self._max_queue = max(1, min(int(max_queue), 2 * self.batch_n))
         self._frames = np.empty((self.batch_n, *self.frame_shape), dtype=self.dtype)
-        self._batch = np.empty((self.batch_n, *self.frame_shape), dtype=np.float32)
-        self._geometry_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="stemdaq-summary", daemon=True)
         self._thread.start()
 
@@ -173,7 +149,7 @@ class SummaryAccumulator:
     @property
     def included(self) -> int:
         """Frames summed so far."""
-        return self._included
+        return self._reduction.included
 
     @property
     def channel(self) -> str | None:
@@ -212,8 +188,7 @@ class SummaryAccumulator:
 
     def sum_pattern(self) -> np.ndarray:
         """A copy of the summed pattern so far, float64 [ny, nx]."""
-        with self.maps.lock:
-            return self._sums.snapshot()
+        return self._reduction.sum_pattern()
 
     def set_detectors(self, change: DetectorsRequest) -> Detectors:
         """Change the geometry (values not given stay); recompute the maps.
@@ -223,19 +198,7 @@ class SummaryAccumulator:
         ConfigError
             The geometry does not fit the frame, or the annulus is empty.
         """
-        with self._geometry_lock:
-            merged = self._given.model_copy(update=change.model_dump(exclude_unset=True))
-            check_in_frame(merged, self.frame_shape)
-            try:
-                merged = DetectorsRequest.model_validate(merged.model_dump())
-            except ValidationError as exc:  # e.g. the annulus empty with the values kept
-                msg = "; ".join(str(e.get("msg", e)) for e in exc.errors())
-                raise ConfigError(f"geometry refused: {msg}") from None
-            det = resolve(self.frame_shape, merged, self._beam_center, self.sum_pattern())
-            self._given = merged
-            self.maps.set_detectors(det)
-            logger.info("live view: detectors %s", det.as_dict())
-            return det
+        return self._reduction.set_detectors(change)
 
     # -- the data thread --------------------------------------------------------------------
 
@@ -276,20 +239,12 @@ class SummaryAccumulator:
             self._wake.set()
             self._thread.join()
             self._t_end = time.monotonic()
-            self._result = self._sums_now()
+            self._result = self._reduction.result()
         return self._result
-
-    def _sums_now(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        mask = np.frombuffer(bytes(self._mask), dtype=np.uint8).astype(bool)
-        return (
-            self._sums.finish(),
-            self._sums.image.reshape(self.scan_shape),
-            mask.reshape(self.scan_shape),
-        )
 
     def missing(self) -> np.ndarray:
         """Positions not in the sums, row-major (after :meth:`finish`: for a completion)."""
-        return np.flatnonzero(np.frombuffer(bytes(self._mask), dtype=np.uint8) == 0)
+        return self._reduction.missing()
 
     def complete(
         self, positions: np.ndarray, frames: np.ndarray
@@ -300,15 +255,8 @@ class SummaryAccumulator:
         """
         if self._result is None:
             raise RuntimeError("complete() is for after finish()")
-        positions = np.asarray(positions, dtype=np.int64)
-        keep = np.asarray([i for i, p in enumerate(positions) if not self._mask[int(p)]], int)
-        for start in range(0, keep.size, self.batch_n):
-            part = keep[start : start + self.batch_n]
-            pos = positions[part]
-            self._reduce(pos, np.asarray(frames)[part])
-            for p in pos:
-                self._mask[int(p)] = 1
-        self._result = self._sums_now()
+        self._reduction.complete(positions, frames)
+        self._result = self._reduction.result()
         return self._result
 
     # -- the summary thread -----------------------------------------------------------------
@@ -335,7 +283,7 @@ class SummaryAccumulator:
                     self._cpu = time.thread_time() - cpu0
                     self._choose_grid(plan, now)
         except Exception:  # never let finish() wait on a dead thread's frames
-            logger.exception("summary thread failed; the sums stop at %d frames", self._included)
+            logger.exception("summary thread failed; the sums stop at %d frames", self.included)
         finally:
             self._cpu = time.thread_time() - cpu0
 
@@ -387,7 +335,7 @@ class SummaryAccumulator:
             frames = frames[: len(positions)]
         for p in positions:
             self._mask[p] = 1
-        self._reduce(np.asarray(positions, dtype=np.int64), frames)
+        self._reduction.add(np.asarray(positions, dtype=np.int64), frames)
         cost = (time.thread_time() - t0) / len(positions)
         for _ in positions:
             plan.frame_cost(cost)
@@ -409,19 +357,6 @@ class SummaryAccumulator:
         except Exception:  # find the bad frame(s) one by one
             return None
 
-    def _reduce(self, positions: np.ndarray, frames: np.ndarray) -> None:
-        """Add decoded frames to the exact sums and the live maps."""
-        n = positions.size
-        with self.maps.lock:  # readers of the pattern see whole batches
-            self._sums.add_batch(positions, frames)
-        if self._auto_pending and self._included + n >= AUTO_FRAMES:
-            self._auto_pending = False  # before the batch is reduced: it is reduced exactly
-            self._auto_detectors()
-        buf = self._batch[:n]
-        np.copyto(buf, frames)
-        self.maps.add(positions, buf)
-        self._included += n
-
     def _decode(self, frame: Frame) -> np.ndarray | None:
         try:
             decode = self._decoders.get(frame.codec)
@@ -435,14 +370,6 @@ class SummaryAccumulator:
             return None
         return arr
 
-    def _auto_detectors(self) -> None:
-        """Find what the config did not give (centre, disk, annulus) in the summed pattern."""
-        with self._geometry_lock:
-            det = resolve(self.frame_shape, self._given, self._beam_center, self.sum_pattern())
-            if det != self.maps.detectors:
-                self.maps.set_detectors(det)
-                logger.info("live view: detectors found in the summed pattern: %s", det.as_dict())
-
     def _choose_grid(self, plan: Plan, now: float) -> None:
         """Measure rate and cost over the last window; take the finest grid the budget allows."""
         plan.update(now, self._cpu, self.offered)
@@ -454,20 +381,4 @@ class SummaryAccumulator:
         )
         if chosen != current:
             self._min_class = chosen
-            level = logging.INFO if current == 0 and not plan.logged else logging.DEBUG
-            plan.logged = True
-            if chosen == PAUSED:
-                what = "over budget, taking no frames"
-            elif chosen == 0:
-                what = "taking every frame"
-            else:
-                what = f"taking every {GRID_STEPS[chosen]}th row and column"
-            logger.log(
-                level,
-                "summary: %s (%.3f of %.3f CPU s in %.1f s; %.0f frames/s offered)",
-                what,
-                self._cpu,
-                self._share * (now - self._t0),
-                now - self._t0,
-                plan.rate or 0.0,
-            )
+            log_grid_change(plan, current, chosen, self._cpu, self._share, now - self._t0)

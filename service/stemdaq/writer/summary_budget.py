@@ -8,7 +8,11 @@ budget, or none at all while it runs more than :data:`SLACK_S` ahead of it.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 #: grid classes: a position of class c lies on the grid of every 2**c-th row and column
 GRID_STEPS = (1, 2, 4, 8, 16)
@@ -36,6 +40,30 @@ def choose_grid(plan: Plan, share: float, debt: float, current: int, fraction: l
         if need * fraction[c] <= limit:
             return c
     return COARSEST
+
+
+def log_grid_change(
+    plan: Plan, current: int, chosen: int, cpu: float, share: float, elapsed: float
+) -> None:
+    """Log a new grid class: INFO the first time the budget leaves every frame, else DEBUG
+    (``cpu``: CPU seconds used in ``elapsed`` wall seconds)."""
+    level = logging.INFO if current == 0 and not plan.logged else logging.DEBUG
+    plan.logged = True
+    if chosen == PAUSED:
+        what = "over budget, taking no frames"
+    elif chosen == 0:
+        what = "taking every frame"
+    else:
+        what = f"taking every {GRID_STEPS[chosen]}th row and column"
+    logger.log(
+        level,
+        "summary: %s (%.3f of %.3f CPU s in %.1f s; %.0f frames/s offered)",
+        what,
+        cpu,
+        share * elapsed,
+        elapsed,
+        plan.rate or 0.0,
+    )
 
 
 class Plan:
