@@ -37,6 +37,7 @@ from stemdaq.errors import ConfigError, StemdaqError
 from stemdaq.live.geometry import Detectors, DetectorsRequest
 from stemdaq.live.maps import LiveMaps
 from stemdaq.models import AcquisitionState
+from stemdaq.threadnames import named
 from stemdaq.writer.summary_reduce import AUTO_FRAMES
 
 logger = logging.getLogger(__name__)
@@ -125,9 +126,7 @@ class RankedLiveEngine:
 
     def start(self) -> None:
         """Start fetching, at most ``live_update_hz`` rounds a second."""
-        self._thread = threading.Thread(
-            target=self._run, name=f"stemdaq-live-{self._acq_id}", daemon=True
-        )
+        self._thread = named(self._run, name=f"stemdaq-live-{self._acq_id}")
         self._thread.start()
 
     def close(self) -> None:

@@ -39,6 +39,7 @@ from stemdaq.detector_session import DetectorSession
 from stemdaq.errors import ConfigError, StemdaqError
 from stemdaq.models import AcquisitionInfo, AcquisitionState, Codec, Counters
 from stemdaq.rank import LATENCY_BUCKETS, Signals
+from stemdaq.threadnames import named
 from stemdaq.writer.master import MasterWriter
 
 logger = logging.getLogger(__name__)
@@ -113,9 +114,7 @@ class RankedAcquisition:
             self._links.to_ranks("abort", skip=set(range(self.cluster.ranks)) - set(armed))
             self._refuse(exc)
             raise
-        self._monitor = threading.Thread(
-            target=self._follow, name=f"stemdaq-ranks-{self.acq_id}", daemon=True
-        )
+        self._monitor = named(self._follow, name=f"stemdaq-ranks-{self.acq_id}")
         self._monitor.start()
         if self.config.summary:
             self.live.start()

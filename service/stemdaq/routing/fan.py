@@ -29,6 +29,7 @@ from stemdaq.routing.headers import (
     v1_image_id,
     v2_image_id,
 )
+from stemdaq.threadnames import named
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +106,7 @@ class Fan:
         pull.setsockopt(zmq.RCVHWM, rcvhwm)
         pull.setsockopt(zmq.LINGER, 0)
         pull.connect(endpoint)
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(pull, n_k * block_rows),
-            name="stemdaq-fan",
-            daemon=True,
-        )
+        self._thread = named(self._run, args=(pull, n_k * block_rows), name="stemdaq-fan")
         self._thread.start()
 
     def abort(self) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from stemdaq.config import AcquisitionConfig
 from stemdaq.live.geometry import Detectors, DetectorsRequest
 from stemdaq.models import Codec, Frame
+from stemdaq.threadnames import named
 from stemdaq.writer.summary_budget import (
     COARSEST,
     GRID_STEPS,
@@ -141,7 +142,7 @@ class SummaryAccumulator:
         # batches (1024x1024 uint32: 4 frames, not 64 that took 0.6 s to drain at close)
         self._max_queue = max(1, min(int(max_queue), 2 * self.batch_n))
         self._frames = np.empty((self.batch_n, *self.frame_shape), dtype=self.dtype)
-        self._thread = threading.Thread(target=self._run, name="stemdaq-summary", daemon=True)
+        self._thread = named(self._run, name="stemdaq-summary")
         self._thread.start()
 
     # -- what the control side reads --------------------------------------------------------
