@@ -5,7 +5,8 @@ sender plays the detector. frames/s runs from the first image sent to the master
 mtime); CPU is summed over the whole process tree (serve, fan, ranks: ``/proc/<pid>/stat``
 before the first frame and once the state is final) and divided by the frames, so it includes
 the routing. The fan's own routing thread CPU (``GET /fan``'s ``cpu_seconds``) is reported per
-frame as ``route_us``. With N = 1 this is plain ``serve`` (no fan, no routing, one file).
+frame as ``route_us``, and each process's CPU per frame (serve, fan, rank i) as ``by_process``.
+With N = 1 this is plain ``serve`` (no fan, no routing, one file).
 """
 
 from __future__ import annotations
@@ -62,14 +63,30 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _cpu(pids: list[int]) -> float:
-    total = 0.0
+def _cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each of ``pids`` still running."""
+    out: dict[int, float] = {}
     for pid in pids:
         try:
-            total += procstat.cpu_seconds(pid)
+            out[pid] = procstat.cpu_seconds(pid)
         except OSError:
             continue
-    return total
+    return out
+
+
+def _role(pid: int) -> str:
+    """``serve``, ``fan``, ``rank 0``, ...: what a process of the tree is, from its command."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            args = fh.read().decode(errors="replace").split("\0")
+    except OSError:
+        return "gone"
+    for role in ("rank", "fan", "serve"):
+        if role in args:
+            if role == "rank" and "--rank-index" in args:
+                return f"rank {args[args.index('--rank-index') + 1]}"
+            return role
+    return "other"
 
 
 def measure_ranked(
@@ -89,6 +106,7 @@ def measure_ranked(
     fan: dict[str, Any] = {}
     with armed_service(cmd, env, log, case, n, body, port, 90) as run:
         pids = _tree(run.proc.pid)
+        roles = {pid: _role(pid) for pid in pids}
         cpu0 = _cpu(pids)
         run.sender.release()
         deadline = time.monotonic() + RUN_TIMEOUT
@@ -110,12 +128,17 @@ def measure_ranked(
         frames_sent=n,
         frames=frames,
         seconds=0.0,
-        cpu_seconds=cpu1 - cpu0,
+        cpu_seconds=sum(cpu1.values()) - sum(cpu0.values()),
         rss_mb=0.0,
         state=str(final["state"]),
         extra={
             "processes": len(pids),
             "route_us": 1e6 * fan.get("cpu_seconds", 0.0) / max(1, frames) if fan else 0.0,
+            # CPU us/frame of each process of the tree (rank processes end with the service)
+            "by_process": {
+                roles[pid]: 1e6 * (cpu1.get(pid, t0) - t0) / max(1, frames)
+                for pid, t0 in cpu0.items()
+            },
         },
     )
     if path.exists():

@@ -250,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
+                    if "by_process" in result.extra:
+                        split = ", ".join(
+                            f"{role} {us:.1f}" for role, us in result.extra["by_process"].items()
+                        )
+                        print(f"  {'':22s} CPU us/frame by process: {split}", file=sys.stderr)
             table[case.name] = rows
     launcher.close()
     print_table(table)
