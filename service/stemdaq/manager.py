@@ -1,9 +1,10 @@
-"""The service's control plane: the current config and at most one running acquisition.
+"""The service's control plane: the current config, arming, stopping and looking up acquisitions.
 
 :class:`AcquisitionManager` lives on the event loop. Everything that blocks (SIMPLON calls, file
-creation, thread joins, history writes) runs in worker threads. What is remembered and told
-(history, state order, events, totals) is :class:`stemdaq.records.Records`; the engine reports
-to it through ``on_change`` from its own threads.
+creation, thread joins, history writes) runs in worker threads. The one running acquisition,
+waiting for it to end and filing it, is :class:`stemdaq.slot.AcquisitionSlot`; what is remembered
+and told (history, state order, events, totals) is :class:`stemdaq.records.Records`; the engine
+reports to it through ``on_change`` from its own threads.
 """
 
 from __future__ import annotations
@@ -14,40 +15,21 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from stemdaq.config import AcquisitionConfig, merge_config
 from stemdaq.errors import BusyError, ConfigError, NotFoundError, PathError, StemdaqError
 from stemdaq.eventbus import Event, Totals
 from stemdaq.models import AcquisitionInfo, AcquisitionState
-from stemdaq.offloop import Closers, call_in_thread
+from stemdaq.offloop import call_in_thread
 from stemdaq.paths import render_template, resolve_in_data_dir
 from stemdaq.records import Records
 from stemdaq.settings import Settings
+from stemdaq.slot import AcquisitionLike, AcquisitionSlot
 
 logger = logging.getLogger(__name__)
 
-_WATCH_PERIOD = 0.1  # seconds between checks for the end of the running acquisition
-#: seconds an arm waits for a finished acquisition to be filed (history, slot) before 409
-FILING_WAIT = 10.0
-_FAIL_WAIT = 2.0  # seconds a failed start waits for the engine's threads before closing
-_CLOSE_WAIT = 5.0  # seconds to wait for an engine's close() on the failure/shutdown paths
 _CANCELLED_ARM = "arm cancelled (the client went away or the service is shutting down)"
-
-
-class AcquisitionLike(Protocol):
-    """What the manager needs from one acquisition (``stemdaq.acquisition.Acquisition``)."""
-
-    @property
-    def state(self) -> AcquisitionState: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def abort(self) -> None: ...
-    def wait(self, timeout: float | None = None) -> bool: ...
-    def close(self) -> bool | None: ...  # the engine returns whether its threads ended
-    def info(self) -> AcquisitionInfo: ...
-    def latency_histogram(self) -> tuple[list[float], list[int], float]: ...
-
 
 AcquisitionFactory = Callable[..., AcquisitionLike]
 
@@ -61,7 +43,7 @@ def _default_factory() -> AcquisitionFactory:
 
 
 class AcquisitionManager:
-    """Arms, follows and records acquisitions; one at a time.
+    """Arms, stops and looks up acquisitions; one at a time (the slot follows and files it).
 
     Parameters
     ----------
@@ -78,11 +60,8 @@ class AcquisitionManager:
         self._config = settings.acquisition
         self._state_dir = Path(settings.resolved_state_dir).resolve()
         self._records = Records(self._state_dir)
-        self._current: AcquisitionLike | None = None
-        self._current_id: str | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._slot = AcquisitionSlot(self._records)
         self._arm_lock = asyncio.Lock()
-        self._closers = Closers()
         self._seq = itertools.count(1)
 
     @property
@@ -105,27 +84,7 @@ class AcquisitionManager:
         watcher), then a few seconds for the engine's ``close()``; whatever is still running then
         is logged and left behind (daemon threads).
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        acq = self._current
-        if acq is not None and not acq.state.is_final:
-            logger.warning("shutting down: aborting acquisition %s", self._current_id)
-            await asyncio.to_thread(acq.abort)
-            await asyncio.to_thread(acq.wait, timeout)
-        watcher = self._watcher
-        if watcher is not None and not watcher.done():
-            remaining = max(2.0, deadline - loop.time())
-            done, _ = await asyncio.wait({watcher}, timeout=remaining)
-            if not done:
-                logger.error(
-                    "shutting down: acquisition %s not filed within %.0f s; giving up on it",
-                    self._current_id,
-                    timeout,
-                )
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
-        if self._current is not None:  # the watcher did not get there (timeout)
-            await self._finalize(self._current, close_timeout=_CLOSE_WAIT, shutting_down=True)
+        await self._slot.close(timeout)
         await self._records.close()
 
     # -- config ---------------------------------------------------------------------------------
@@ -160,7 +119,7 @@ class AcquisitionManager:
     @property
     def current(self) -> AcquisitionLike | None:
         """The acquisition being recorded (or just finished and not yet filed), if any."""
-        return self._current
+        return self._slot.current
 
     async def arm(self, overrides: dict[str, Any] | None = None) -> AcquisitionInfo:
         """Start one acquisition with the current config plus ``overrides``.
@@ -175,10 +134,10 @@ class AcquisitionManager:
             The detector refused (active mode).
         """
         async with self._arm_lock:
-            await self._await_filing()
-            if self._current is not None:
+            await self._slot.await_filing()
+            if self._slot.current is not None:
                 raise BusyError(
-                    f"acquisition {self._current_id} is running; stop or abort it first"
+                    f"acquisition {self._slot.current_id} is running; stop or abort it first"
                 )
             config = merge_config(self._config, overrides or {})
             config.resolved_stream_endpoint()  # ConfigError if there is no stream at all
@@ -201,7 +160,7 @@ class AcquisitionManager:
                 raise
             # from here the slot is taken: every way out either starts the watcher or hands the
             # acquisition to a clean-up task (set as the watcher) that always frees the slot
-            self._current, self._current_id = acq, acq_id
+            self._slot.take(acq, acq_id)
             start: asyncio.Future[None] | None = None
             try:
                 await asyncio.to_thread(self._records.history.save, acq.info())
@@ -211,33 +170,17 @@ class AcquisitionManager:
                 await asyncio.shield(start)
             except Exception as exc:
                 logger.error("acquisition %s could not start: %s", acq_id, exc)
-                cleanup = self._start_cleanup(acq, acq_id, f"start failed: {exc}", None)
+                cleanup = self._slot.fail_start(acq, acq_id, f"start failed: {exc}", None)
                 await asyncio.shield(cleanup)  # the FAILED record is filed before we answer
                 raise _as_stemdaq_error(exc) from exc
             except BaseException:  # cancelled (client gone, shutdown) or interrupted mid-start
                 logger.warning("acquisition %s: %s", acq_id, _CANCELLED_ARM)
-                self._start_cleanup(acq, acq_id, _CANCELLED_ARM, start)
+                self._slot.fail_start(acq, acq_id, _CANCELLED_ARM, start)
                 raise
-            self._watcher = asyncio.create_task(self._watch(acq), name=f"stemdaq-watch-{acq_id}")
+            self._slot.watch(acq, acq_id)
             info = acq.info()
             logger.info("armed acquisition %s -> %s", acq_id, info.file_path)
             return info
-
-    async def _await_filing(self) -> None:
-        """If the current acquisition already reported its final state, wait (bounded) until
-        it is filed and its slot free: a client that saw "completed" may arm the next one at
-        once, and must not get 409 for the moment filing takes."""
-        acq, watcher = self._current, self._watcher
-        if acq is None or watcher is None or not acq.state.is_final:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(watcher), timeout=FILING_WAIT)
-        except TimeoutError:
-            logger.warning(
-                "acquisition %s: still being filed after %g s", self._current_id, FILING_WAIT
-            )
-        except Exception:  # the watcher's own error is logged where it happens
-            logger.debug("watcher ended with an error", exc_info=True)
 
     def _build(self, config: AcquisitionConfig, file_path: Path, acq_id: str) -> AcquisitionLike:
         factory = self._factory or _default_factory()
@@ -253,69 +196,11 @@ class AcquisitionManager:
         except Exception as exc:
             raise _as_stemdaq_error(exc) from exc
 
-    def _start_cleanup(
-        self,
-        acq: AcquisitionLike,
-        acq_id: str,
-        error: str,
-        start: asyncio.Future[None] | None,
-    ) -> asyncio.Task[None]:
-        """Run :meth:`_fail_start` as the slot's watcher task (survives cancelling the arm)."""
-        # from now on the engine's own snapshots (e.g. a late "aborted") are ignored
-        self._records.forget(acq_id)
-        task = asyncio.create_task(
-            self._fail_start(acq, acq_id, error, start), name=f"stemdaq-fail-{acq_id}"
-        )
-        self._watcher = task
-        return task
-
-    async def _fail_start(
-        self,
-        acq: AcquisitionLike,
-        acq_id: str,
-        error: str,
-        start: asyncio.Future[None] | None,
-    ) -> None:
-        """File the acquisition as FAILED with ``error``, release the engine, free the slot."""
-        try:
-            if start is not None:  # a cancelled arm: let the start call in its thread return
-                try:
-                    await start
-                except Exception as exc:
-                    error = f"{error}; start failed: {exc}"
-            await asyncio.to_thread(acq.abort)
-            finished = await asyncio.to_thread(acq.wait, _FAIL_WAIT)
-            if not finished:
-                logger.warning(
-                    "acquisition %s: threads still running %.0f s after a failed start; "
-                    "closing it in the background",
-                    acq_id,
-                    _FAIL_WAIT,
-                )
-            # close() waits for the threads: in its own thread, so the pool and threads are
-            # released whenever they end, without holding up the loop or the slot
-            await self._close_engine(acq_id, acq, _CLOSE_WAIT if finished else 0.0)
-            info = acq.info()
-            info = info.model_copy(
-                update={
-                    "state": AcquisitionState.FAILED,
-                    "error": error,
-                    "finished_at": info.finished_at
-                    or datetime.now(UTC).isoformat(timespec="milliseconds"),
-                }
-            )
-            await asyncio.to_thread(self._records.history.save, info, replace_final=True)
-            self._records.publish(Event("state", info))
-        except Exception:
-            logger.exception("acquisition %s: clean-up after a failed start failed", acq_id)
-        finally:
-            if self._current is acq:
-                self._current, self._current_id = None, None
-
     def get(self, acq_id: str) -> AcquisitionInfo:
         """Live info for the running acquisition, the stored record otherwise."""
-        if self._current is not None and acq_id == self._current_id:
-            return self._current.info()
+        current = self._slot.current
+        if current is not None and acq_id == self._slot.current_id:
+            return current.info()
         info = self._records.history.get(acq_id)
         if info is None:
             raise NotFoundError(f"no acquisition {acq_id!r}")
@@ -334,16 +219,18 @@ class AcquisitionManager:
 
     def latest(self) -> AcquisitionInfo | None:
         """The running acquisition, else the most recent one."""
-        if self._current is not None and self._current_id is not None:
-            return self._current.info()
+        current = self._slot.current
+        if current is not None and self._slot.current_id is not None:
+            return current.info()
         ids = self._records.history.ids()
         return self._records.history.get(ids[0]) if ids else None
 
     def stop(self, acq_id: str) -> AcquisitionInfo:
         """Ask the acquisition to finish on end-of-series (or timeout). Idempotent."""
         info = self.get(acq_id)
-        if self._current is not None and acq_id == self._current_id and not info.state.is_final:
-            call_in_thread(self._current.stop, f"stop {acq_id}")
+        current = self._slot.current
+        if current is not None and acq_id == self._slot.current_id and not info.state.is_final:
+            call_in_thread(current.stop, f"stop {acq_id}")
         return info
 
     def abort(self, acq_id: str) -> AcquisitionInfo:
@@ -352,8 +239,9 @@ class AcquisitionManager:
         The engine's ``abort()`` runs in a worker thread, never on the event loop.
         """
         info = self.get(acq_id)
-        if self._current is not None and acq_id == self._current_id and not info.state.is_final:
-            call_in_thread(self._current.abort, f"abort {acq_id}")
+        current = self._slot.current
+        if current is not None and acq_id == self._slot.current_id and not info.state.is_final:
+            call_in_thread(current.abort, f"abort {acq_id}")
         return info
 
     # -- events ---------------------------------------------------------------------------------
@@ -369,54 +257,6 @@ class AcquisitionManager:
     def end_streams(self) -> None:
         """End every event stream now (thread- and signal-safe): the server is going down."""
         self._records.end_streams()
-
-    async def _close_engine(self, acq_id: str, acq: AcquisitionLike, timeout: float | None) -> bool:
-        """``acq.close()`` in its own thread; True if it finished within ``timeout`` s."""
-        return await self._closers.close(acq_id, acq.close, timeout)
-
-    async def _watch(self, acq: AcquisitionLike) -> None:
-        while not await asyncio.to_thread(acq.wait, _WATCH_PERIOD):
-            pass
-        await self._finalize(acq)
-
-    async def _finalize(
-        self,
-        acq: AcquisitionLike,
-        *,
-        close_timeout: float | None = None,
-        shutting_down: bool = False,
-    ) -> None:
-        """File the finished acquisition: history, lifetime totals, free the slot (always)."""
-        if self._current is not acq:
-            return
-        acq_id = self._current_id or acq.info().id
-        try:
-            if not await self._close_engine(acq_id, acq, close_timeout):
-                logger.error(
-                    "acquisition %s: engine did not close within %s s; left to its threads",
-                    acq_id,
-                    close_timeout,
-                )
-            info = acq.info()
-            if shutting_down and not info.state.is_final:
-                info = info.model_copy(
-                    update={
-                        "state": AcquisitionState.FAILED,
-                        "error": info.error or "service shut down before the acquisition ended",
-                        "finished_at": info.finished_at
-                        or datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    }
-                )
-            # refused if the manager filed it FAILED already (a failed start)
-            await asyncio.to_thread(self._records.history.save, info)
-            self.totals.add(info.counters, acq.latency_histogram())
-            previous = self._records.forget(info.id)
-            if previous is not None and previous != info.state:
-                self._records.publish(Event("state", info))
-            logger.info("acquisition %s %s", info.id, info.state.value)
-        finally:
-            if self._current is acq:
-                self._current, self._current_id = None, None
 
 
 def _as_stemdaq_error(exc: BaseException) -> StemdaqError:

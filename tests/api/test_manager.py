@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stemdaq import manager as manager_module
+from stemdaq import slot as slot_module
 from stemdaq.errors import BusyError, ConfigError, DetectorError, NotFoundError, PathError
 from stemdaq.history import HistoryStore
 from stemdaq.manager import AcquisitionManager
@@ -195,7 +195,7 @@ async def test_failed_start_stays_failed_on_disk(make_settings: Callable[..., Se
 async def test_failed_start_with_stuck_threads_closes_in_background(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(manager_module, "_FAIL_WAIT", 0.1)
+    monkeypatch.setattr(slot_module, "_FAIL_WAIT", 0.1)
     gate, close_called = threading.Event(), threading.Event()
     loop_thread = threading.get_ident()
     close_threads: list[int] = []
@@ -267,7 +267,7 @@ async def test_stale_snapshots_are_dropped(make_settings: Callable[..., Settings
 async def test_shutdown_is_bounded_when_the_engine_hangs(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(manager_module, "_CLOSE_WAIT", 0.2)
+    monkeypatch.setattr(slot_module, "_CLOSE_WAIT", 0.2)
 
     class DeafToAbort(FakeAcquisition):
         def abort(self) -> None:  # the engine never ends

@@ -34,7 +34,8 @@ from stemdaq.rank.ownership import hyperslabs
 from stemdaq.writer.chunking import _FIELDS, BOOKKEEPING
 from stemdaq.writer.closing import write_sum_images
 from stemdaq.writer.live_groups import LiveGeometry, read_map_groups, write_map_groups
-from stemdaq.writer.nexus import EVENT, NexusWriter, image_path
+from stemdaq.writer.nexus import NexusWriter
+from stemdaq.writer.opening import EVENT, image_path
 from stemdaq.writer.recover import clear_status_flags
 
 logger = logging.getLogger(__name__)

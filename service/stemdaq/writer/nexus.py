@@ -13,27 +13,14 @@ Life cycle::
     w.close(state, counters, summary)        # end times, counters, summaries; rename
                                              # (never over an existing file unless overwrite)
 
-Storage: chunks ``(1, K, ny, nx)`` along the scan row, fixed dimensions, fill value 0 (a
-position never written reads as zeros: the ``written`` mask tells gaps from dark frames). The
-filter is chosen at open from the first frame's codec: BSLZ4 -> bitshuffle/LZ4, LZ4 -> LZ4,
-RAW -> ``config.compression``. Frames in the dataset's framing are written unchanged
-(``write_direct_chunk``); others are converted by :meth:`NexusWriter.prepare`. K is
-``config.frames_per_chunk`` for detector bitshuffle-LZ4 frames of whole 8 KiB blocks (their
-blocks are joined, see :mod:`stemdaq.writer.chunking`), else 1 (one chunk, one call per frame);
-the dataset's chunk shape says which (an attribute would make the file invalid NXem).
-
-Bookkeeping, per NXimage in ``<image>/frames`` (NXcollection), kept in memory and written at
-each flush: ``written`` [n_m, n_k] uint8, ``frame_id`` int64 (-1: none), ``start_time``,
-``stop_time``, ``real_time`` float64 s (NaN: not given / not written), ``frames_written``
-(scalar, what a SWMR reader polls).
-
-SWMR allows no new objects or attributes, so close() ends SWMR, reopens the file and adds
-``end_time``, the counters and the summaries before renaming ``.partial`` to the final name.
+What the file gets at open (layout, chunks of K frames, filter, bookkeeping datasets) is
+:mod:`stemdaq.writer.opening`; what close adds after SWMR ends, :mod:`stemdaq.writer.closing`.
+Frames in the dataset's framing are written unchanged (``write_direct_chunk``); others are
+converted by :meth:`NexusWriter.prepare`. The bookkeeping is kept in memory, written at flushes.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Sequence
@@ -44,42 +31,20 @@ import h5py
 import numpy as np
 
 from stemdaq.config import AcquisitionConfig
-from stemdaq.errors import DecodeError, PathError
+from stemdaq.errors import DecodeError
 from stemdaq.models import AcquisitionState, Codec, Counters, DetectorInfo, Frame, SeriesStart
 from stemdaq.writer import metadata as md
-from stemdaq.writer.axes import detector_axes, resolve_geometry, scan_axes
+from stemdaq.writer.axes import resolve_geometry
 from stemdaq.writer.chunking import HOLD_SECONDS, Bookkeeping, RowChunker, frames_per_chunk
-from stemdaq.writer.closing import write_outcome, write_summaries
-from stemdaq.writer.codecs import check_framing, decode_chunk, encode_chunk, filter_kwargs
+from stemdaq.writer.closing import ballast_bytes, finish_file
+from stemdaq.writer.codecs import check_framing, decode_chunk, encode_chunk
 from stemdaq.writer.eln import write_eln_sidecar
-from stemdaq.writer.filesafety import (
-    Ballast,
-    Reservation,
-    describe_write_error,
-    rename_no_clobber,
-    still_open,
-)
-from stemdaq.writer.layout import SignalSpec, create_nximage, write_nximage_data
+from stemdaq.writer.filesafety import Ballast, Reservation, describe_write_error
+from stemdaq.writer.opening import create_file, file_config, image_path, storage_codecs
 from stemdaq.writer.storage import StorageWatch
 from stemdaq.writer.summary import SummaryAccumulator
 
 logger = logging.getLogger(__name__)
-
-#: bytes held back on the file system (an unlinked, fallocated file) for finishing the file
-#: after the disk filled up: this plus the size of what close() writes, at most BALLAST_MAX
-BALLAST_BASE = 2 << 20
-BALLAST_MAX = 512 << 20
-#: fdatasync + drop the page cache after this many chunk bytes (checked at each flush)
-
-EVENT = "/entry/measurement/event1"
-CODEC_COMPRESSION = {Codec.BSLZ4: "bslz4", Codec.LZ4: "lz4"}
-#: the detector description of stemdaq's own simulator (is_simulation is then set by itself)
-SIMULATOR_MARK = "stemdaq simulator"
-
-
-def image_path(channel_index: int) -> str:
-    """HDF5 path of the NXimage group of a recorded channel (image1, image2, ...)."""
-    return f"{EVENT}/image{channel_index + 1}"
 
 
 class NexusWriter:
@@ -213,17 +178,7 @@ class NexusWriter:
         self.dtype = np.dtype(dtype)
         self._itemsize = self.dtype.itemsize
         self._frame_nbytes = self.frame_shape[0] * self.frame_shape[1] * self._itemsize
-        self.compression = CODEC_COMPRESSION.get(codec, cfg.compression)
-        self.filter_codec = {"bslz4": Codec.BSLZ4, "lz4": Codec.LZ4}.get(
-            self.compression, Codec.RAW
-        )
-        self._direct = (
-            self.filter_codec
-            if self.filter_codec is not Codec.RAW
-            else Codec.RAW
-            if self.compression == "none"
-            else None
-        )
+        self.compression, self.filter_codec, self._direct = storage_codecs(codec, cfg.compression)
         self._book = Bookkeeping(len(self.channels), cfg.scan_shape)
         payload = first.payload if first is not None and first.codec is codec else None
         self._k, why = frames_per_chunk(
@@ -236,27 +191,11 @@ class NexusWriter:
         self.geometry = resolve_geometry(
             cfg, start.detector, self.frame_shape, self.detector_config
         )
-        if not cfg.is_simulation and SIMULATOR_MARK in (start.detector.description or ""):
-            self.config = cfg = cfg.model_copy(update={"is_simulation": True})
-
-        if self._reservation.held:
-            self._reservation.check()  # ours and still empty: "w" only truncates our own file
-            mode = "w"
-        else:  # not reserved: create exclusively (O_EXCL); an existing file is never touched
-            self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
-            mode = "x"
-        try:
-            f = h5py.File(self.tmp_path, mode, libver="latest")
-        except FileExistsError:
-            raise PathError(f"{self.tmp_path} exists; not writing over it") from None
-        try:
-            self._create_layout(f, start, endpoint)
-            f.swmr_mode = True
-        except BaseException:
-            f.close()
-            self.tmp_path.unlink(missing_ok=True)  # no half-made file left behind
-            raise
-        self._f = f
+        self.config = cfg = file_config(cfg, start.detector)
+        self._f, self._dsets = create_file(
+            self._reservation, self, endpoint, self._book, self._layout_done
+        )
+        self._dsids: list[Any] = [ds.id for ds in self._dsets]
         self._last_flush = time.monotonic()
         if self._k > 1:
             self._rows = RowChunker(
@@ -269,54 +208,9 @@ class NexusWriter:
                 count_bytes=self._count_bytes,
                 hold=min(HOLD_SECONDS, self._flush_seconds),
             )
-        # space to finish the file if the disk fills up: the close-time metadata (counters,
-        # summed pattern, total-intensity image, masks; the live view's five images and their
-        # masks: 25 bytes a position) plus a margin for HDF5's own
-        ny, nx = self.frame_shape
-        need = BALLAST_BASE + 2 * ny * nx * 8 + self._n_pos * (16 * len(self.channels) + 25)
-        self._ballast = Ballast(self.tmp_path.parent, min(need, BALLAST_MAX))
+        need = ballast_bytes(self.frame_shape, self._n_pos, len(self.channels))
+        self._ballast = Ballast(self.tmp_path.parent, need)  # space to finish the file
         self._ballast.take()
-
-    def _create_layout(self, f: h5py.File, start: SeriesStart, endpoint: str) -> None:
-        cfg = self.config
-        if self.frame_shape is None or self.dtype is None:  # pragma: no cover - set by open
-            raise RuntimeError("layout before open()")
-        entry = md.write_entry(f, cfg, start, self.start_time)
-        md.write_instrument(entry, cfg, start, self.geometry, self.frame_shape, self.dtype.str)
-        measurement = entry["measurement"]
-        event = md.group(measurement, "event1", "NXem_event_data")
-        md.put(event, "start_time", self.start_time)
-        entry.attrs["default"] = "measurement"
-        measurement.attrs["default"] = "event1"
-        event.attrs["default"] = "image1"
-
-        n_m, n_k = cfg.scan_shape
-        ny, nx = self.frame_shape
-        axes = {**scan_axes(cfg), **detector_axes(self.geometry, self.frame_shape)}
-        create = {
-            "chunks": (1, self._k, ny, nx),
-            "fillvalue": 0,
-            **filter_kwargs(self.compression, cfg.compression_level),
-        }
-        self._dsets: list[h5py.Dataset] = []
-        self._dsids: list[Any] = []
-        for index, channel in enumerate(self.channels):
-            image = create_nximage(event, f"image{index + 1}")
-            image.attrs["default"] = "image_4d"
-            md.write_process(image, start, endpoint, channel)
-            data = write_nximage_data(
-                image,
-                "image_4d",
-                axes=axes,
-                intensity=SignalSpec((n_m, n_k, ny, nx), self.dtype, create),
-                signal_long_name="intensity (detector counts)",
-                title=f"4D-STEM, channel {channel}" if channel else "4D-STEM",
-            )
-            ds = data["intensity"]
-            self._dsets.append(ds)
-            self._dsids.append(ds.id)
-            self._book.create(image, channel)
-        self._layout_done(f)
 
     def _layout_done(self, f: h5py.File) -> None:
         """Hook: the layout is made, SWMR not started yet (the VDS master replaces datasets)."""
@@ -480,30 +374,18 @@ class NexusWriter:
             self._storage.join()  # its file descriptor closes with the file
             self._f.close()
             self._f = None
-        sums = summary.finish() if summary is not None else None
-        if self.storage_error is not None and still_open(self.tmp_path):
-            # HDF5 could not write everything: its close may have left the file half-open in
-            # the library, and opening it again in this process crashes (seen: SIGSEGV on a
-            # full tmpfs). The file stays as the last flush left it: a .partial that SWMR
-            # readers open, whose written mask claims only frames flushed with their chunks.
-            raise OSError(
-                errno.EIO,
-                f"not finished after a storage error ({self.storage_error}); "
-                f"{self.tmp_path.name} holds every frame flushed before it",
-            )
-        end_time = md.now_iso()
-        # locking=False: a reader's refresh() of a VDS over this file (the scale-out master)
-        # holds HDF5's lock on it; the reservation, not that lock, keeps other writers out
-        with h5py.File(self.tmp_path, "r+", libver="latest", locking=False) as f:
-            f["/entry"].create_dataset("end_time", data=end_time)
-            event = f[EVENT]
-            event.create_dataset("end_time", data=end_time)
-            write_outcome(event, state, counters, self._gaps_per_image(), warnings, error)
-            if sums is not None and summary is not None and self.frame_shape is not None:
-                write_summaries(event, self.config, self.geometry, self.frame_shape, summary)
-            self._before_rename(f)
-        self._result = rename_no_clobber(self.tmp_path, self.final_path, self.overwrite)
-        self._reservation.drop(remove=False)
+        self._result = finish_file(
+            self._reservation,
+            self,
+            summary,
+            storage_error=self.storage_error,
+            state=state,
+            counters=counters,
+            gaps_per_image=self._gaps_per_image(),
+            warnings=warnings,
+            error=error,
+            last=self._before_rename,
+        )
         if self._result == self.final_path and self.owned_positions is None:
             # for NOMAD / pynxtools-em: never over another file
             write_eln_sidecar(
