@@ -58,7 +58,9 @@ class LiveMaps:
         self.version = 0
         self._row_version = np.zeros(self.scan_shape[0], dtype=np.int64)
         self.detectors = detectors
-        self._weights = kernels.weight_matrix(self.frame_shape, detectors)
+        # made on first use, by the thread that sums frames: not at file open, in the data
+        # thread, while the first frames wait (1024x1024 frames: ~0.1 s)
+        self._weights: np.ndarray | None = None
         self._binner: kernels.Binner | None = None
         self._low: np.ndarray | None = None
         for bins in LOWRES_BINS:
@@ -87,11 +89,19 @@ class LiveMaps:
         if b == 0:
             return
         weights = self._weights
+        if weights is None:
+            made = kernels.weight_matrix(self.frame_shape, self.detectors)
+            with self.lock:  # a geometry set meanwhile wins
+                if self._weights is None:
+                    self._weights = made
+                weights = self._weights
         raw = kernels.reduce(batch.reshape(b, -1), weights)
         low = self._binner.bin(batch) if self._binner is not None else None
         with self.lock:
-            if weights is not self._weights and low is not None:  # the geometry changed meanwhile
-                raw = low @ self._binner.weights(self._weights)  # type: ignore[union-attr]
+            current = self._weights
+            if current is not weights and current is not None and low is not None:
+                # the geometry changed meanwhile
+                raw = low @ self._binner.weights(current)  # type: ignore[union-attr]
             self._raw[positions] = raw
             self._filled[positions] = True
             if low is not None and self._low is not None:

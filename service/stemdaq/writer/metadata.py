@@ -6,6 +6,7 @@ User metadata that is missing is left out (never invented): the file is still wr
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +26,10 @@ STREAM_TYPES = {
 }
 
 
+@functools.cache
 def program_version() -> str:
-    """Version of the installed stemdaq distribution."""
+    """Version of the installed stemdaq distribution (looked up once per process: the first
+    look scans the installed distributions, at file open, in the data thread)."""
     try:
         from importlib.metadata import version
 
