@@ -23,7 +23,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stemdaq import __version__
-from stemdaq.api import errors
+from stemdaq.api import errors, redact
 from stemdaq.api.routes import acquisitions, config, events, live, status
 from stemdaq.api.schemas import Health
 from stemdaq.live.hub import LiveHub
@@ -64,6 +64,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redact.install()  # uvicorn has configured its loggers by now
         await manager.start()
         logger.info("stemdaq %s serving data from %s", __version__, manager.data_dir)
         try:
