@@ -29,6 +29,7 @@ from stemdaq.api.schemas import Health
 from stemdaq.live.hub import LiveHub
 from stemdaq.manager import AcquisitionFactory, AcquisitionManager
 from stemdaq.metrics import build_registry
+from stemdaq.receiver import blockwalk
 from stemdaq.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def create_app(
         redact.install()  # uvicorn has configured its loggers by now
         await manager.start()
         logger.info("stemdaq %s serving data from %s", __version__, manager.data_dir)
+        if not blockwalk.COMPILED:
+            logger.info(blockwalk.BUILT_WITHOUT_C)
         try:
             yield
         finally:

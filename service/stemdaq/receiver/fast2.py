@@ -25,6 +25,7 @@ from typing import Any
 
 from stemdaq.errors import DecodeError
 from stemdaq.models import Codec, Frame, StreamEvent
+from stemdaq.receiver.blockwalk import walk as walk_blocks
 from stemdaq.receiver.framing import check_bslz4, check_lz4_hdf5
 from stemdaq.receiver.v2layout import (
     BYTES_LEN,
@@ -38,7 +39,6 @@ from stemdaq.receiver.v2layout import (
     read_sections,
 )
 
-_U32 = struct.Struct(">I")
 _HEADER = struct.Struct(">QI")
 _BSLZ4, _LZ4, _RAW = Codec.BSLZ4, Codec.LZ4, Codec.RAW
 _MAX_UINT_TOKENS = 3 * 9 + 5  # image id, start and stop numerators, payload length
@@ -197,18 +197,9 @@ class FastImageDecoder:
         first = sec.first
         payload = buf[start:pos]
         if usual and walk:
-            n_iter, bound, leftover = t.plan  # the usual header: check_bslz4's walk, unrolled
-            unpack = _U32.unpack_from
-            at = start + 12
-            try:
-                for _ in range(n_iter):
-                    (block_size,) = unpack(buf, at)
-                    if not 0 < block_size <= bound:
-                        return None
-                    at += 4 + block_size
-            except struct.error:
-                return None
-            if at + leftover != pos:
+            n_iter, bound, leftover = t.plan  # the usual header: check_bslz4's walk, planned
+            at = walk_blocks(buf, start + 12, n_iter, bound)
+            if at < 0 or at + leftover != pos:
                 return None
         elif not _check(payload, first, walk):
             return None

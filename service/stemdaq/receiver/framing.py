@@ -11,8 +11,9 @@ HDF5 filters 32008 and 32004):
   ``u32 BE compressed_size`` + block; a block with ``compressed_size == block length`` is
   stored raw.
 
-The checks never decompress: they read the headers and walk the block sizes (a few hundred ns per
-block), which catches truncation, wrong sizes and garbage, not bit flips inside a block.
+The checks never decompress: they read the headers and walk the block sizes
+(:mod:`stemdaq.receiver.blockwalk`: ~0.01 us a block compiled, ~0.1 us in Python), which
+catches truncation, wrong sizes and garbage, not bit flips inside a block.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import struct
 import lz4.block
 
 from stemdaq.errors import DecodeError
+from stemdaq.receiver.blockwalk import walk as walk_blocks
 
 _HEADER = struct.Struct(">QI")
 _U32 = struct.Struct(">I")
@@ -69,18 +71,26 @@ def check_bslz4(
     n_full, rest = divmod(orig, block)
     leftover = orig % mult
     bound = block + block // 255 + 16  # lz4_bound(block), inlined: this runs once per frame
-    unpack = _U32.unpack_from
-    pos = 12
-    try:  # unpack_from raises struct.error past the end: no bounds check per block
-        for _ in range(n_full if rest <= leftover else n_full + 1):
+    n_blocks = n_full if rest <= leftover else n_full + 1
+    pos = walk_blocks(buf, 12, n_blocks, bound)
+    if pos < 0:  # say where: the walk again, in Python (a corrupt frame, not the usual case)
+        _bslz4_fault(buf, n_blocks, bound)
+    if pos + leftover != n:
+        raise DecodeError(_CORRUPT, f"bslz4 blocks end at byte {pos + leftover}, payload has {n}")
+
+
+def _bslz4_fault(buf: bytes | memoryview, n_blocks: int, bound: int) -> None:
+    """Raise the DecodeError that says where the block walk of a bslz4 payload failed."""
+    unpack, n, pos = _U32.unpack_from, len(buf), 12
+    try:
+        for _ in range(n_blocks):
             (size,) = unpack(buf, pos)
             if not 0 < size <= bound:
                 raise DecodeError(_CORRUPT, f"bslz4 block at byte {pos} has invalid size {size}")
             pos += 4 + size
     except struct.error:
         raise DecodeError(_CORRUPT, f"bslz4 payload truncated at byte {pos} of {n}") from None
-    if pos + leftover != n:
-        raise DecodeError(_CORRUPT, f"bslz4 blocks end at byte {pos + leftover}, payload has {n}")
+    raise DecodeError(_CORRUPT, f"bslz4 block table unreadable ({n} bytes)")  # pragma: no cover
 
 
 def check_lz4_hdf5(buf: bytes | memoryview, expected_nbytes: int, walk: bool = True) -> None:
