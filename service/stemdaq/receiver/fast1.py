@@ -26,7 +26,8 @@ from stemdaq.errors import DecodeError
 from stemdaq.models import Codec, Frame, StreamEvent
 from stemdaq.receiver.framing import check_bslz4, lz4_hdf5_frame
 from stemdaq.receiver.metadata import DTYPE_SIZES
-from stemdaq.receiver.stream1 import V1_CHANNEL, check_md5
+from stemdaq.receiver.stream1 import V1_CHANNEL
+from stemdaq.receiver.v1payload import check_md5
 
 # Every piece is bounded, so a matching part is far below the full decoder's JSON size limit.
 _WS = rb"[ \t\n\r]{0,64}"  # JSON whitespace
