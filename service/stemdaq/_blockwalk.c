@@ -45,6 +45,9 @@ static PyObject *walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (size == 0 || (long long)size > bound) {
                 break;
             }
+            if ((uint64_t)size > (uint64_t)(PY_SSIZE_T_MAX - 4 - at)) {
+                break; /* past any buffer (only reachable where Py_ssize_t is 32 bits) */
+            }
             at += 4 + (Py_ssize_t)size;
         }
         if (i == n) {
