@@ -19,6 +19,7 @@ catches truncation, wrong sizes and garbage, not bit flips inside a block.
 from __future__ import annotations
 
 import struct
+from typing import NoReturn
 
 import lz4.block
 
@@ -79,7 +80,7 @@ def check_bslz4(
         raise DecodeError(_CORRUPT, f"bslz4 blocks end at byte {pos + leftover}, payload has {n}")
 
 
-def _bslz4_fault(buf: bytes | memoryview, n_blocks: int, bound: int) -> None:
+def _bslz4_fault(buf: bytes | memoryview, n_blocks: int, bound: int) -> NoReturn:
     """Raise the DecodeError that says where the block walk of a bslz4 payload failed."""
     unpack, n, pos = _U32.unpack_from, len(buf), 12
     try:
