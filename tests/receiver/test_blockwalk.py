@@ -14,7 +14,7 @@ from stemdaq.errors import DecodeError
 from stemdaq.models import Frame
 from stemdaq.receiver import blockwalk
 from stemdaq.receiver.blockwalk import walk, walk_python
-from stemdaq.receiver.framing import check_bslz4
+from stemdaq.receiver.framing import check_bslz4, check_lz4_hdf5
 from stemdaq.sim.replay import encode_series
 
 BUFFER_KINDS = (bytes, bytearray, memoryview)
@@ -113,8 +113,28 @@ def test_framing_errors_say_the_same_with_either_walk(wire, monkeypatch) -> None
             out.append(str(info.value))
         return out
 
-    compiled = messages()
+    raw = wire.frame_array((128, 100)).tobytes()  # lz4: 6 blocks of 4096 bytes and a rest
+    lz4 = wire.lz4_hdf5(raw, block=4096)
+    lz4_cases = [
+        lz4[:-1],
+        lz4[: len(lz4) // 2],
+        lz4[:12] + struct.pack(">I", 0) + lz4[16:],
+        lz4 + b"\0",
+    ]
+
+    def lz4_messages() -> list[str]:
+        out = []
+        for bad in lz4_cases:
+            with pytest.raises(DecodeError) as info:
+                check_lz4_hdf5(bad, len(raw))
+            out.append(str(info.value))
+        return out
+
+    compiled, compiled_lz4 = messages(), lz4_messages()
     monkeypatch.setattr(framing_module, "walk_blocks", walk_python)
     assert messages() == compiled
-    assert any("truncated" in m for m in compiled)
-    assert any("invalid size" in m for m in compiled)
+    assert lz4_messages() == compiled_lz4
+    for said in (compiled, compiled_lz4):
+        assert any("truncated" in m for m in said), said
+        assert any("invalid size" in m for m in said), said
+    check_lz4_hdf5(lz4, len(raw))  # the whole payload passes with either walk

@@ -75,23 +75,9 @@ def check_bslz4(
     n_blocks = n_full if rest <= leftover else n_full + 1
     pos = walk_blocks(buf, 12, n_blocks, bound)
     if pos < 0:  # say where: the walk again, in Python (a corrupt frame, not the usual case)
-        _bslz4_fault(buf, n_blocks, bound)
+        _walk_fault(buf, "bslz4", [(n_blocks, bound)])
     if pos + leftover != n:
         raise DecodeError(_CORRUPT, f"bslz4 blocks end at byte {pos + leftover}, payload has {n}")
-
-
-def _bslz4_fault(buf: bytes | memoryview, n_blocks: int, bound: int) -> NoReturn:
-    """Raise the DecodeError that says where the block walk of a bslz4 payload failed."""
-    unpack, n, pos = _U32.unpack_from, len(buf), 12
-    try:
-        for _ in range(n_blocks):
-            (size,) = unpack(buf, pos)
-            if not 0 < size <= bound:
-                raise DecodeError(_CORRUPT, f"bslz4 block at byte {pos} has invalid size {size}")
-            pos += 4 + size
-    except struct.error:
-        raise DecodeError(_CORRUPT, f"bslz4 payload truncated at byte {pos} of {n}") from None
-    raise DecodeError(_CORRUPT, f"bslz4 block table unreadable ({n} bytes)")  # pragma: no cover
 
 
 def check_lz4_hdf5(buf: bytes | memoryview, expected_nbytes: int, walk: bool = True) -> None:
@@ -112,25 +98,35 @@ def check_lz4_hdf5(buf: bytes | memoryview, expected_nbytes: int, walk: bool = T
         raise DecodeError(_CORRUPT, f"lz4 block size {block} is invalid")
     if not walk:
         return
-    unpack = _U32.unpack_from
-    pos = 12
     n_full, rest = divmod(orig, block)
-    bound = block + block // 255 + 16
-    try:
-        for _ in range(n_full):
-            (size,) = unpack(buf, pos)
-            if not 0 < size <= bound:
-                raise DecodeError(_CORRUPT, f"lz4 block at byte {pos} has invalid size {size}")
-            pos += 4 + size
-        if rest:
-            (size,) = unpack(buf, pos)
-            if not 0 < size <= lz4_bound(rest):
-                raise DecodeError(_CORRUPT, f"lz4 block at byte {pos} has invalid size {size}")
-            pos += 4 + size
-    except struct.error:
-        raise DecodeError(_CORRUPT, f"lz4 payload truncated at byte {pos} of {n}") from None
+    plan = [(n_full, block + block // 255 + 16)]
+    if rest:
+        plan.append((1, lz4_bound(rest)))
+    pos = 12
+    for blocks, bound in plan:
+        pos = walk_blocks(buf, pos, blocks, bound)
+        if pos < 0:
+            _walk_fault(buf, "lz4", plan)
     if pos != n:
         raise DecodeError(_CORRUPT, f"lz4 blocks end at byte {pos}, payload has {n}")
+
+
+def _walk_fault(buf: bytes | memoryview, codec: str, plan: list[tuple[int, int]]) -> NoReturn:
+    """Raise the DecodeError that says where the block walk failed: the walk again, in Python,
+    from byte 12, per ``(blocks, bound)`` of ``plan`` that many blocks of at most ``bound``."""
+    unpack, n, pos = _U32.unpack_from, len(buf), 12
+    try:
+        for blocks, bound in plan:
+            for _ in range(blocks):
+                (size,) = unpack(buf, pos)
+                if not 0 < size <= bound:
+                    raise DecodeError(
+                        _CORRUPT, f"{codec} block at byte {pos} has invalid size {size}"
+                    )
+                pos += 4 + size
+    except struct.error:
+        raise DecodeError(_CORRUPT, f"{codec} payload truncated at byte {pos} of {n}") from None
+    raise DecodeError(_CORRUPT, f"{codec} block table unreadable ({n} bytes)")  # pragma: no cover
 
 
 def lz4_hdf5_frame(block: bytes | memoryview, orig_size: int) -> bytes:
