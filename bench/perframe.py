@@ -162,25 +162,6 @@ def main() -> None:
     print(" so every row is a little high, by its share of the transport's ~6 us/frame)")
 
 
-def _tasks(pid: int) -> dict[int, tuple[str, float]]:
-    """Kernel name and user + system CPU seconds of each thread of ``pid`` now."""
-    out: dict[int, tuple[str, float]] = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        name = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / procstat.TICK)
-    return out
-
-
 def by_thread(case: Case, n: int) -> None:
     """One ``stemdaq acquire`` run; its CPU per frame by thread, from the kernel."""
     with tempfile.TemporaryDirectory(prefix="stemdaq-threads-") as tmp:
@@ -194,7 +175,7 @@ def by_thread(case: Case, n: int) -> None:
             stderr=subprocess.DEVNULL,
         )
         sender.wait_connected(lambda: proc.poll() is None)
-        first = _tasks(proc.pid)
+        first = procstat.thread_cpu(proc.pid)
         cpu0 = procstat.cpu_seconds(proc.pid)
         sender.release()
         last = dict(first)
@@ -202,7 +183,7 @@ def by_thread(case: Case, n: int) -> None:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            last.update(_tasks(proc.pid))
+            last.update(procstat.thread_cpu(proc.pid))
             time.sleep(0.02)
         sender.finish()
     if os.waitstatus_to_exitcode(status) != 0:

@@ -28,12 +28,35 @@ def cpu_seconds(pid: int) -> float:
 
     Resolution: one clock tick (``SC_CLK_TCK``, usually 10 ms).
     """
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        stat = fh.read()
-    # the command name (field 2) may hold spaces: split after its closing parenthesis
-    fields = stat[stat.rindex(b")") + 2 :].split()
+    _, fields = _stat(f"/proc/{pid}/stat")
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
     return (utime + stime + cutime + cstime) / TICK
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """Kernel name and user + system CPU seconds of each thread of ``pid`` now
+    (``/proc/<pid>/task/<tid>/stat``); empty if the process is gone."""
+    out: dict[int, tuple[str, float]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            name, fields = _stat(f"/proc/{pid}/task/{tid}/stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+    return out
+
+
+def _stat(path: str) -> tuple[str, list[bytes]]:
+    """The command name and the fields after it of a ``/proc`` ``stat`` file."""
+    with open(path, "rb") as fh:
+        stat = fh.read()
+    # the command name (field 2) may hold spaces: split after its closing parenthesis
+    name = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
+    return name, stat[stat.rindex(b")") + 2 :].split()
 
 
 def rss_mb(pid: int, key: str = "VmRSS") -> float:
