@@ -6,6 +6,11 @@ for large frames, as frames arriving from ZeroMQ are) and each payload's blocks 
 the stream v2 fast path does per frame. CPU microseconds per frame (``time.process_time``)::
 
     python bench/walk.py
+    python bench/walk.py --cold     # a ring of 256 MB: every walk starts from memory
+
+A frame that comes from the network is not in the walking core's caches: ``--cold`` measures
+that case (each size read is one memory latency unless the walk prefetches ahead, as the
+compiled one does).
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ BOUND = BLOCK + BLOCK // 255 + 16
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ring", type=int, default=64, help="distinct messages cycled through")
+    ap.add_argument(
+        "--cold", action="store_true", help="a ring of 256 MB (past the caches): cold walks"
+    )
     ap.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     args = ap.parse_args()
-    print(f"compiled walk built: {COMPILED}")
+    print(f"compiled walk built: {COMPILED}; {'cold (256 MB ring)' if args.cold else 'warm'}")
     print(f"{'case':22} {'blocks':>6} {'python us':>10} {'compiled us':>12} {'ratio':>6}")
     for case in CASES:
         if case.codec != "bslz4" or case.protocol != "stream2":
@@ -37,7 +45,8 @@ def main() -> None:
         _, templates, _, _ = v2_messages(case, 10)
         header = struct.pack(">QI", nbytes, BLOCK)
         ring = []
-        for i in range(args.ring):
+        size = len(templates[0])
+        for i in range(max(args.ring, (256 << 20) // size if args.cold else 0)):
             msg = bytes(templates[i % len(templates)])
             ring.append((memoryview(bytearray(msg)), msg.index(header) + 12))
         n = -(-nbytes // BLOCK)

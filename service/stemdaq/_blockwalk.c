@@ -5,10 +5,24 @@
  * detector-compressed frame walks those sizes; in Python that costs ~0.1 us a block (77 us for
  * a 1024x1024 uint32 frame of 512 blocks), here ~0.01 us. The Python loop in blockwalk.py is the
  * reference and the fallback where this module was not built; tests compare both.
+ *
+ * A frame fresh from the network is not in this core's caches, and each size says where the next
+ * one is: a chain of dependent loads, one memory latency (~160 ns here) per block: 10 us for a
+ * 512x512 frame, 61 us for a 1024x1024 uint32 one (bench/walk.py --cold). So the walk asks for
+ * the lines up to PREFETCH_AHEAD bytes ahead of where it is: they arrive while it walks
+ * (512x512 10.6 -> 2.1 us, 1024x1024 uint32 69 -> 6.8 us), and the copy of the frame into its
+ * chunk that follows finds them in the cache. Measured 512 to 4096 bytes ahead: 1024 is best.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+
+#define PREFETCH_AHEAD 1024
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(addr) __builtin_prefetch((addr), 0, 3)
+#else
+#define PREFETCH(addr) ((void)0)
+#endif
 
 /* walk(buffer, start, n_blocks, bound) -> int: the offset after n_blocks blocks starting at
  * start, or -1 when a size is 0 or above bound, or a size field lies past the buffer's end.
@@ -36,7 +50,12 @@ static PyObject *walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t result = -1;
     if (at >= 0 && n >= 0) {
         Py_ssize_t i = 0;
+        Py_ssize_t ahead = at - at % 64; /* the next line not yet asked for */
         for (; i < n; i++) {
+            const Py_ssize_t until = at < end - PREFETCH_AHEAD ? at + PREFETCH_AHEAD : end;
+            for (; ahead < until; ahead += 64) {
+                PREFETCH(p + ahead);
+            }
             if (at > end - 4) {
                 break;
             }
