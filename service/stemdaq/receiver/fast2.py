@@ -8,6 +8,11 @@ bytes every time. :class:`FastImageDecoder` therefore reads the first image of a
 reads every later image by comparing those sections (``bytes.startswith``, a memcmp) and decoding
 the three integers in between. Payloads are zero-copy slices of the message.
 
+Where stemdaq was built with its C extension, the usual image (sections as the template, the
+usual bitshuffle-LZ4 payload header, blocks that walk to the payload's end) is read by one C
+call, ``stemdaq._hotpath.image``; it returns None for anything else, and the Python lines below
+it, the reference, read the message as they always did (tests run the decoders both ways).
+
 Every check of the full decoder (:func:`stemdaq.receiver.stream2.decode_cbor`) is kept: dims,
 typed-array tag, element size, payload size, and the walk over the compressed block table (for
 the usual payload header its parameters are worked out once per series). Anything else (other
@@ -25,6 +30,7 @@ from typing import Any
 
 from stemdaq.errors import DecodeError
 from stemdaq.models import Codec, Frame, StreamEvent
+from stemdaq.receiver.blockwalk import image as read_image
 from stemdaq.receiver.blockwalk import walk as walk_blocks
 from stemdaq.receiver.framing import check_bslz4, check_lz4_hdf5
 from stemdaq.receiver.v2layout import (
@@ -69,6 +75,7 @@ class _Template:
         "fixed",
         "channels",
         "_layouts",
+        "payload",
     )
 
     def __init__(self, s1: bytes, s2: bytes, s3: bytes, s4: bytes, sections: Sections) -> None:
@@ -86,6 +93,7 @@ class _Template:
         self.head = len(s1) + len(s2) + len(s3) + len(s4) + _MAX_UINT_TOKENS + 12
         self.payload_header = _NO_HEADER  # the usual bslz4 header of the first channel ...
         self.plan = (0, 0, 0)  # ... and its walk: blocks, largest block size, leftover bytes
+        self.payload: tuple[bytes, int, int, int] | None = None  # both, for the C read
         self.fixed: _Fixed | None = None  # the layout of the last image read
         self._layouts: dict[tuple[int, int, int], _Fixed] = {}
         self.channels: dict[bytes, Channel | None] = {}  # further channels, by token
@@ -111,6 +119,7 @@ class _Template:
         n_blocks = n_full if rest <= leftover else n_full + 1
         self.plan = (n_blocks, block + block // 255 + 16, leftover)
         self.payload_header = bytes(payload[:12])
+        self.payload = (self.payload_header, *self.plan)
 
 
 class _Fixed:
@@ -120,7 +129,19 @@ class _Fixed:
     three integers are unpacked by one ``struct`` call.
     """
 
-    __slots__ = ("c1", "c2", "c3", "c4", "o2", "o3", "o4", "length_at", "size", "unpack")
+    __slots__ = (
+        "c1",
+        "c2",
+        "c3",
+        "c4",
+        "o2",
+        "o3",
+        "o4",
+        "length_at",
+        "size",
+        "unpack",
+        "layout",
+    )
 
     def __init__(self, t: _Template, lengths: tuple[int, int, int]) -> None:
         headers = [bytes([_UINT_HEADER[n]]) for n in lengths]
@@ -141,6 +162,37 @@ class _Fixed:
             f"{skip}x{_UINT_CODE[n]}" for skip, n in zip(skips, lengths, strict=True)
         )
         self.unpack = struct.Struct(fmt).unpack_from
+        # the same, for the C read (stemdaq._hotpath.image)
+        self.layout = (
+            self.c1,
+            self.o2,
+            self.c2,
+            self.o3,
+            self.c3,
+            self.o4,
+            self.c4,
+            self.length_at,
+            self.size,
+        )
+
+
+def _frame(
+    sec: Sections, image_id: int, start_num: int, stop_num: int, payload: memoryview
+) -> Frame:
+    """The first channel's frame of an image read with the template's sections."""
+    first = sec.first
+    return Frame(
+        sec.series_id,
+        image_id,
+        first.name,
+        first.shape,
+        first.dtype,
+        first.codec,
+        payload,
+        start_num / sec.start_den if sec.start_den else None,
+        stop_num / sec.stop_den if sec.stop_den else None,
+        sec.real_time,
+    )
 
 
 class FastImageDecoder:
@@ -156,6 +208,8 @@ class FastImageDecoder:
 
     def __init__(self, walk_blocks: bool = True, quirks: dict[str, int] | None = None) -> None:
         self.walk_blocks = walk_blocks
+        #: read the usual image in C (where built; it checks the walk, so only with it)
+        self.read_in_c = walk_blocks and read_image is not None
         self.quirks: dict[str, int] = quirks if quirks is not None else {}
         self._template: _Template | None = None
 
@@ -165,6 +219,14 @@ class FastImageDecoder:
         got: _Read | None = None
         if t is not None and t.fixed is not None:  # the usual case: four memcmp, one unpack
             fx = t.fixed
+            if t.payload is not None and self.read_in_c:
+                r = read_image(buf, fx.layout, t.payload)  # type: ignore[misc]  # not None
+                if r is not None:  # the usual image: sections, header and walk checked in C
+                    image_id, start_num, stop_num, start, pos = r
+                    frame = _frame(t.sections, image_id, start_num, stop_num, buf[start:pos])
+                    if pos == len(buf) and t.simple:
+                        return [frame]
+                    return self._rest(buf, t, frame, pos)
             h = buf[: fx.size].tobytes()
             p = fx.length_at
             if (
@@ -205,20 +267,7 @@ class FastImageDecoder:
             return None
         elif first.codec is _BSLZ4 and walk:
             t.learn_payload(payload)
-        start_time = start_num / sec.start_den if sec.start_den else None
-        stop_time = stop_num / sec.stop_den if sec.stop_den else None
-        frame = Frame(
-            sec.series_id,
-            image_id,
-            first.name,
-            first.shape,
-            first.dtype,
-            first.codec,
-            payload,
-            start_time,
-            stop_time,
-            sec.real_time,
-        )
+        frame = _frame(sec, image_id, start_num, stop_num, payload)
         if pos == end and t.simple:
             return [frame]  # the usual message ends here
         return self._rest(buf, t, frame, pos)

@@ -1,5 +1,6 @@
-"""The block walk: the compiled one (``stemdaq._blockwalk``) against the Python reference, and
-the decoders and framing checks with the Python walk (what runs where no compiler built it)."""
+"""The per-frame work in C (``stemdaq._hotpath``) against its Python reference: the block walk,
+the stream v2 fast path's read of a usual image, and the decoders and framing checks with the
+Python walk and read (what runs where no compiler built the extension)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stemdaq.errors import DecodeError
 from stemdaq.models import Frame
-from stemdaq.receiver import blockwalk
+from stemdaq.receiver import StreamDecoder, blockwalk
 from stemdaq.receiver.blockwalk import walk, walk_python
 from stemdaq.receiver.framing import check_bslz4, check_lz4_hdf5
 from stemdaq.sim.replay import encode_series
@@ -80,6 +81,7 @@ def test_which_walk_runs_is_said() -> None:
 @pytest.fixture
 def python_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Decoders and checks as they run where the extension was not built."""
+    monkeypatch.setattr(fast2_module, "read_image", None)  # it walks in C
     monkeypatch.setattr(fast2_module, "walk_blocks", walk_python)
     monkeypatch.setattr(framing_module, "walk_blocks", walk_python)
 
@@ -138,3 +140,76 @@ def test_framing_errors_say_the_same_with_either_walk(wire, monkeypatch) -> None
         assert any("truncated" in m for m in said), said
         assert any("invalid size" in m for m in said), said
     check_lz4_hdf5(lz4, len(raw))  # the whole payload passes with either walk
+
+
+@pytest.fixture
+def python_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream v2 fast path reads every image in Python (as without the extension)."""
+    monkeypatch.setattr(fast2_module, "read_image", None)
+
+
+@pytest.mark.parametrize("fmt", ["cbor", "json"])
+def test_decoders_with_the_python_read(python_read, fmt) -> None:
+    from test_fast_paths import FAULTS, compare
+
+    decoder = fast2_module.FastImageDecoder()
+    assert not decoder.read_in_c
+    msgs = encode_series(40, fmt=fmt, frame_shape=(48, 40), dtype="uint16", faults=FAULTS)
+    events = compare(msgs)
+    assert sum(isinstance(e, Frame) for ev in events for e in ev) >= 30
+
+
+@pytest.mark.parametrize("index", [0, 3])  # the bitshuffle-LZ4 layouts
+def test_every_single_byte_change_and_cut_with_the_python_read(python_read, wire, index):
+    from test_fast_paths import test_every_single_byte_change_and_cut
+
+    test_every_single_byte_change_and_cut(wire, index)
+
+
+@pytest.mark.skipif(not blockwalk.COMPILED, reason="the extension was not built")
+@pytest.mark.parametrize("compression", ["bslz4", "lz4", "none"])
+def test_the_usual_image_is_read_in_c(monkeypatch: pytest.MonkeyPatch, compression) -> None:
+    """Every bitshuffle-LZ4 image after the first few takes the C read; other codecs never do,
+    and each image's frame equals the full decoder's."""
+    from test_fast_paths import compare
+
+    read = fast2_module.read_image
+    assert read is not None
+    hits: list[bool] = []
+
+    def spy(*args):
+        r = read(*args)
+        hits.append(r is not None)
+        return r
+
+    monkeypatch.setattr(fast2_module, "read_image", spy)
+    msgs = encode_series(100, frame_shape=(48, 40), dtype="uint16", compression=compression)
+    decoder = StreamDecoder()
+    for msg in msgs:
+        decoder.decode(msg)
+    if compression == "bslz4":
+        # ids from 24 on have a fixed layout (one-byte integers before); the first image of the
+        # layout is read in Python, the others in C; the end message is tried and refused
+        assert hits == [True] * (100 - 25) + [False]
+    else:
+        assert not any(hits)
+    compare(msgs)  # and the frames are the full decoder's
+
+
+def test_the_c_read_refuses_wrong_arguments() -> None:
+    read = fast2_module.read_image
+    if read is None:
+        pytest.skip("the extension was not built")
+    layout = (b"a", 2, b"b", 4, b"c", 6, b"d", 8, 25)
+    payload = (bytes(12), 1, 8300, 0)
+    assert read(b"short", layout, payload) is None
+    with pytest.raises(TypeError):
+        read(b"x", layout[:8], payload)
+    with pytest.raises(TypeError):
+        read(b"x", layout, payload[:3])
+    with pytest.raises(TypeError):
+        read(b"x", (b"", *layout[1:]), payload)
+    with pytest.raises(TypeError):
+        read(12, layout, payload)
+    with pytest.raises(TypeError):
+        read(b"x", layout, ("not bytes", 1, 2, 3))
