@@ -1,4 +1,4 @@
-"""The framing check's block walk: compiled (``stemdaq._blockwalk``) against Python.
+"""The framing check's block walk: compiled (``stemdaq._hotpath``) against Python.
 
 For each benchmark case with detector bitshuffle-LZ4 frames, the sender's messages (the DECTRIS
 layout, :mod:`sender`) are put in a ring of ``--ring`` messages (64: more than the caches hold
