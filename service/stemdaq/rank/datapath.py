@@ -39,6 +39,7 @@ from stemdaq.models import (
 from stemdaq.preflight import estimated_bytes
 from stemdaq.rank.accounting import Accounts, drop_line, drop_reason, merge_counters
 from stemdaq.receiver import Placement, SeriesTracker, StreamDecoder, ZmqSource
+from stemdaq.receiver.zmq_source import with_rest
 from stemdaq.writer import NexusWriter, SummaryAccumulator
 from stemdaq.writer.filesafety import describe_write_error, free_bytes
 
@@ -163,7 +164,7 @@ class DataPath:
             try:  # drain what is there without a poll per message; poll only when idle
                 part = recv(flags, copy=False)  # zero-copy: one part (stream v2) ...
                 # ... or a multipart stream v1 message, whose parts arrive together
-                parts = [part, *sock.recv_multipart(flags, copy=False)] if part.more else part
+                parts = with_rest(recv, part, flags) if part.more else part
             except zmq.Again:
                 parts = None
             now = time.monotonic()

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import zmq
+from stemdaq.receiver.zmq_source import with_rest
 from stemdaq.routing.headers import (
     NOT_IMAGE,
     is_end,
@@ -166,7 +167,7 @@ class Fan:
                     break
                 c.messages += 1
                 if part.more:  # stream v1: the other parts arrive with it
-                    parts = [part, *pull.recv_multipart(zmq.NOBLOCK, copy=False)]
+                    parts = with_rest(recv, part, zmq.NOBLOCK)
                     image_id = v1_image_id(part.buffer)
                 else:
                     parts = None
