@@ -186,7 +186,7 @@ static PyObject *image(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         start = length_at + n;
-        if (n && has_at(p, limit, start, header) && bytes <= end - start) {
+        if (n && bytes >= 0 && has_at(p, limit, start, header) && bytes <= end - start) {
             stop = start + bytes;
             const Py_ssize_t at = walk_blocks(p, end, start + 12, n_blocks, bound);
             if (at < 0 || at + leftover != stop) {
