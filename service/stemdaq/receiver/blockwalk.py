@@ -11,7 +11,9 @@ It runs once per detector-compressed frame, so it is compiled where it can be
 (``bench/walk.py``), a 192x192 uint16 frame (9 blocks) 0.81 -> 0.08 us, 512x512 (64 blocks)
 4.9 -> 0.36 us, 1024x1024 uint32 (512 blocks) 79 -> 5.6 us. :func:`walk_python` is the same walk
 in Python: the reference in tests, and the fallback where the extension was not built
-(:data:`COMPILED` says which one runs).
+(:data:`COMPILED` says which one runs). :data:`image` is the extension's other function, the
+stream v2 fast path's read of a usual image (:mod:`stemdaq.receiver.fast2`), None where it was
+not built; it is handed out here so that one import decides whether the extension is there.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ try:
 except ImportError:  # built without a C compiler: the Python walk, same results
     _compiled = _image = None
 
-#: True when the compiled walk runs
+#: True when the extension was built: the compiled walk (and image read) run
 COMPILED = _compiled is not None
 #: what the service says at start when it runs the Python walk
 BUILT_WITHOUT_C = (
