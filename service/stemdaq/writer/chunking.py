@@ -30,11 +30,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import bitshuffle  # type: ignore[import-untyped]
-import h5py
 import numpy as np
 
 from stemdaq.models import Codec, Frame
-from stemdaq.writer import metadata as md
+from stemdaq.writer.bookkeeping import Bookkeeping
 from stemdaq.writer.codecs import BSLZ4_BLOCK_BYTES, decode_chunk, encode_chunk
 
 logger = logging.getLogger(__name__)
@@ -45,7 +44,6 @@ _U32 = struct.Struct(">I")
 HOLD_SECONDS = 0.1
 #: at most this many chunks wait per channel; beyond it the oldest is written with its gaps
 MAX_PENDING = 16
-BOOKKEEPING = "frames"  # NXcollection inside each NXimage
 
 
 #: uncompressed bytes of one chunk, at most, when frames share chunks (fits HDF5 2.0's default
@@ -113,96 +111,6 @@ def split_frames(chunk: bytes, k: int, blocks_per_frame: int) -> list[memoryview
     if off != len(view):
         raise ValueError(f"stored chunk is {len(view)} bytes, its block table says {off}")
     return out
-
-
-#: bookkeeping datasets: name, dtype, fill value, units, long_name
-_FIELDS: tuple[tuple[str, Any, Any, str, str], ...] = (
-    ("written", np.uint8, 0, "", "1 where the frame of this scan position is in the file"),
-    ("frame_id", np.int64, -1, "", "detector image number written here (-1: none)"),
-    ("start_time", np.float64, np.nan, "s", "exposure start since the series arm (NaN: unknown)"),
-    ("stop_time", np.float64, np.nan, "s", "exposure stop since the series arm (NaN: unknown)"),
-    ("real_time", np.float64, np.nan, "s", "exposure duration (NaN: unknown)"),
-)
-
-
-class Bookkeeping:
-    """Which frames are in the file, per channel and scan position: kept in RAM, marked when a
-    frame's chunk is written, written to ``<image>/frames`` at each flush."""
-
-    def __init__(self, n_channels: int, scan_shape: tuple[int, int]) -> None:
-        n_m, n_k = scan_shape
-        self._n_m, self._n_k = n_m, n_k
-        n_pos = n_m * n_k
-        self._n_pos = n_pos
-        self.written = np.zeros((n_channels, n_pos), dtype=np.uint8)
-        self.frame_id = np.full((n_channels, n_pos), -1, dtype=np.int64)
-        self.t_start = np.full((n_channels, n_pos), np.nan)
-        self.t_stop = np.full((n_channels, n_pos), np.nan)
-        self.t_real = np.full((n_channels, n_pos), np.nan)
-        #: frames in the file, per channel and in all
-        self.counts = np.zeros(n_channels, dtype=np.int64)
-        self.count = 0
-        #: frames marked since the last :meth:`store`
-        self.since_store = 0
-        self._lo, self._hi = n_pos, -1  # positions marked since the last store
-        self._dsets: list[dict[str, h5py.Dataset]] = []
-
-    def create(self, image: h5py.Group, channel: str) -> None:
-        """Create the bookkeeping datasets of the next channel in ``image`` (before SWMR)."""
-        coll = md.group(image, BOOKKEEPING, "NXcollection")
-        md.put(coll, "channel", channel)
-        out: dict[str, h5py.Dataset] = {}
-        n_m, n_k = self._n_m, self._n_k
-        chunks = (max(1, min(n_m, (1 << 16) // max(1, n_k))), n_k)
-        for name, dtype, fill, units, doc in _FIELDS:
-            ds = coll.create_dataset(
-                name, shape=(n_m, n_k), dtype=dtype, chunks=chunks, fillvalue=fill
-            )
-            ds.attrs["units"] = units
-            ds.attrs["long_name"] = doc
-            out[name] = ds
-        ds = coll.create_dataset("frames_written", data=np.int64(0))
-        ds.attrs["long_name"] = "frames of this channel in the file (updated at each flush)"
-        out["frames_written"] = ds
-        self._dsets.append(out)
-
-    def mark(self, channel: int, position: int, frame: Frame) -> None:
-        """Record a frame now in the file."""
-        if not self.written[channel, position]:
-            self.written[channel, position] = 1
-            self.counts[channel] += 1
-            self.count += 1
-        self.frame_id[channel, position] = frame.frame_id
-        if frame.start_time is not None:
-            self.t_start[channel, position] = frame.start_time
-        if frame.stop_time is not None:
-            self.t_stop[channel, position] = frame.stop_time
-        if frame.real_time is not None:
-            self.t_real[channel, position] = frame.real_time
-        if position < self._lo:
-            self._lo = position
-        if position > self._hi:
-            self._hi = position
-        self.since_store += 1
-
-    def store(self) -> None:
-        """Write the scan rows that changed since the last store, and ``frames_written``."""
-        if self._hi >= 0:
-            n_k = self._n_k
-            r0, r1 = self._lo // n_k, self._hi // n_k + 1
-            a, b = r0 * n_k, r1 * n_k
-            for ch, book in enumerate(self._dsets):
-                for name, arr in (
-                    ("written", self.written),
-                    ("frame_id", self.frame_id),
-                    ("start_time", self.t_start),
-                    ("stop_time", self.t_stop),
-                    ("real_time", self.t_real),
-                ):
-                    book[name][r0:r1] = arr[ch, a:b].reshape(r1 - r0, n_k)
-                book["frames_written"][()] = self.counts[ch]
-        self._lo, self._hi = self._n_pos, -1
-        self.since_store = 0
 
 
 class _Pending:
@@ -375,8 +283,4 @@ class RowChunker:
         self._dsids[channel].write_direct_chunk((m, k0, 0, 0), data)
         self._in_file[channel][key] = 1
         self._count_bytes(len(data))
-        pos0 = m * self._n_k + k0
-        mark = self._book.mark
-        for j, frame in enumerate(p.frames):
-            if frame is not None:
-                mark(channel, pos0 + j, frame)
+        self._book.mark_run(channel, m * self._n_k + k0, p.frames)

@@ -31,7 +31,7 @@ import numpy as np
 
 from stemdaq.config import AcquisitionConfig
 from stemdaq.rank.ownership import hyperslabs
-from stemdaq.writer.chunking import _FIELDS, BOOKKEEPING
+from stemdaq.writer.bookkeeping import _FIELDS, BOOKKEEPING
 from stemdaq.writer.closing import write_sum_images
 from stemdaq.writer.live_groups import LiveGeometry, read_map_groups, write_map_groups
 from stemdaq.writer.nexus import NexusWriter

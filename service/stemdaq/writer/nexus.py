@@ -35,7 +35,8 @@ from stemdaq.errors import DecodeError
 from stemdaq.models import AcquisitionState, Codec, Counters, DetectorInfo, Frame, SeriesStart
 from stemdaq.writer import metadata as md
 from stemdaq.writer.axes import resolve_geometry
-from stemdaq.writer.chunking import HOLD_SECONDS, Bookkeeping, RowChunker, frames_per_chunk
+from stemdaq.writer.bookkeeping import Bookkeeping
+from stemdaq.writer.chunking import HOLD_SECONDS, RowChunker, frames_per_chunk
 from stemdaq.writer.closing import ballast_bytes, finish_file
 from stemdaq.writer.codecs import check_framing, decode_chunk, encode_chunk
 from stemdaq.writer.eln import write_eln_sidecar

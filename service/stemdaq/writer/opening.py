@@ -34,7 +34,7 @@ from stemdaq.errors import PathError
 from stemdaq.models import Codec, DetectorInfo, SeriesStart
 from stemdaq.writer import metadata as md
 from stemdaq.writer.axes import DetectorGeometry, detector_axes, scan_axes
-from stemdaq.writer.chunking import Bookkeeping
+from stemdaq.writer.bookkeeping import Bookkeeping
 from stemdaq.writer.codecs import filter_kwargs
 from stemdaq.writer.filesafety import Reservation
 from stemdaq.writer.layout import SignalSpec, create_nximage, write_nximage_data
