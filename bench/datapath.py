@@ -1,7 +1,7 @@
 """The data thread alone: stemdaq's per-frame path in one process, no sender on the cores.
 
-The benchmark's stream v2 messages (the DECTRIS layout, :mod:`sender`) are queued first on an
-``inproc://`` ZeroMQ socket (no I/O thread, no network), then a real
+The benchmark's stream messages (:mod:`sender`; v2 in the DECTRIS layout, v1 multipart JSON)
+are queued first on an ``inproc://`` ZeroMQ socket (no I/O thread, no network), then a real
 :class:`~stemdaq.rank.datapath.DataPath` with a real :class:`~stemdaq.writer.NexusWriter` (file
 in ``--dir``) receives, decodes, places and writes them, as in ``stemdaq acquire``. Reported:
 the data thread's CPU (``time.thread_time``) per frame, medians over ``--repeat`` runs, each a
@@ -11,6 +11,7 @@ fresh process::
     python bench/datapath.py --dry                    # the same without the HDF5 chunk writes
     python bench/datapath.py --profile                # cProfile of one run, by own time
     python bench/datapath.py --case '512x512 u16 bslz4' --frames 10000
+    python bench/datapath.py --case '192x192 u16 bslz4 v1'   # stream v1 (multipart JSON)
 
 ``--dry`` leaves out ``write_direct_chunk`` (and with it the kernel's copy into the page cache):
 what is left is the Python and C of the per-frame path, the part stemdaq's code decides. This
@@ -65,7 +66,7 @@ def _dry() -> None:
 def one_run(case_name: str, n: int, k: int, folder: str, dry: bool, profile: bool) -> dict:
     """One run in this process: queue the series, run the data path, measure its thread."""
     import zmq
-    from sender import v2_messages
+    from sender import V1_OFFSET, V1_SLOT, v1_messages, v2_messages
     from stemdaq.config import AcquisitionConfig
     from stemdaq.rank.datapath import DataPath, Signals
     from stemdaq.receiver import ZmqSource
@@ -74,7 +75,6 @@ def one_run(case_name: str, n: int, k: int, folder: str, dry: bool, profile: boo
     if dry:
         _dry()
     case = by_name(case_name)
-    start, templates, offsets, end = v2_messages(case, n)
     rows, cols = scan_shape(n, k)
     endpoint = "inproc://stemdaq-bench"
     cfg = AcquisitionConfig(
@@ -89,12 +89,22 @@ def one_run(case_name: str, n: int, k: int, folder: str, dry: bool, profile: boo
     push.setsockopt(zmq.SNDHWM, 0)
     push.bind(endpoint)
     source = ZmqSource(endpoint, rcvhwm=0)
-    push.send(start)
-    pack = struct.Struct(">I").pack_into
-    for i in range(n):
-        msg = templates[i % len(templates)]
-        pack(msg, offsets[i % len(templates)], i)
-        push.send(msg)  # copied: the template is patched again
+    if case.protocol == "stream2":
+        start, templates, offsets, end = v2_messages(case, n)
+        push.send(start)
+        pack = struct.Struct(">I").pack_into
+        for i in range(n):
+            msg = templates[i % len(templates)]
+            pack(msg, offsets[i % len(templates)], i)
+            push.send(msg)  # copied: the template is patched again
+    else:  # stream v1: four parts per image, as the sender sends them
+        header, frames, end = v1_messages(case, n)
+        push.send_multipart(header)
+        cfg_part = b'{"htype":"dconfig-1.0","start_time":0,"stop_time":100000,"real_time":100000}'
+        for i in range(n):
+            head, d, blob = frames[i % len(frames)]
+            head[V1_OFFSET : V1_OFFSET + V1_SLOT] = b"%*d" % (V1_SLOT, i)
+            push.send_multipart([head, d, blob, cfg_part])
     push.send(end)
     writer = NexusWriter(Path(folder) / f"datapath-{os.getpid()}.nxs", cfg, validate_framing=False)
     path = DataPath(cfg, writer, Signals(), name="bench")
