@@ -6,6 +6,11 @@ stream v1 header part); :func:`run_minimal_scan` locates image id and payload in
 chunk ``(1, ny, nx)``, the bitshuffle-LZ4 filter declared, ``libver="latest"``. Frames that
 arrive uncompressed are compressed here (bitshuffle-LZ4, one thread). No checks, no
 bookkeeping, no SWMR: what is left is the work every writer has to do.
+
+:func:`run_minimal_k8` is ``minimal-scan`` with K = 8 frames per chunk ``(8, ny, nx)``, as
+stemdaq stores detector bitshuffle-LZ4 frames of whole 8 KiB blocks by default: the blocks of 8
+consecutive frames joined under one header, one ``write_direct_chunk`` per 8 frames (the floor
+for stemdaq's default; frames must come in order, as the sender sends them).
 """
 
 from __future__ import annotations
@@ -27,8 +32,21 @@ _BSLZ4 = b"\xd9\xdc\xb4\x83\x65bslz4"  # tag 56500, array(3) ["bslz4", elem size
 _HEAD = 512  # the fields before the payload fit in this many bytes
 
 
-def create(path: str, case: Case, n: int) -> tuple[Any, Any]:
-    """The file and its ``(n, ny, nx)`` dataset, one frame per chunk, bitshuffle-LZ4."""
+#: frames per chunk of ``minimal-k8``
+K8 = 8
+
+
+def k8_applies(case: Case) -> bool:
+    """Whether ``minimal-k8`` can run ``case``: stream v2 bitshuffle-LZ4 of whole blocks."""
+    return (
+        case.protocol == "stream2"
+        and case.codec == "bslz4"
+        and case.frame_nbytes % BLOCK_BYTES == 0
+    )
+
+
+def create(path: str, case: Case, n: int, k: int = 1) -> tuple[Any, Any]:
+    """The file and its ``(n, ny, nx)`` dataset, ``k`` frames per chunk, bitshuffle-LZ4."""
     import h5py
     import hdf5plugin
 
@@ -37,7 +55,7 @@ def create(path: str, case: Case, n: int) -> tuple[Any, Any]:
         BENCH_DATASET,
         (n, *case.shape),
         dtype=case.dtype,
-        chunks=(1, *case.shape),
+        chunks=(k, *case.shape),
         **hdf5plugin.Bitshuffle(cname="lz4"),
     )
     return f, dset
@@ -104,6 +122,38 @@ def run_minimal_scan(sock: zmq.Socket, case: Case, n: int, path: str) -> int:
         image_id, payload, compressed = found
         write((image_id, 0, 0), payload if compressed else compress(payload))
         written += 1
+    f.close()
+    return written
+
+
+def run_minimal_k8(sock: zmq.Socket, case: Case, n: int, path: str) -> int:
+    """``minimal-scan`` with 8 frames per chunk: the blocks of 8 frames joined, one write."""
+    import bitshuffle
+
+    f, dset = create(path, case, n, K8)
+    write, written = dset.id.write_direct_chunk, 0
+    header = struct.pack(">QI", K8 * case.frame_nbytes, BLOCK_BYTES)
+    zeros = np.zeros(case.shape, dtype=case.dtype)  # pads the last chunk when n % 8
+    zero = bitshuffle.compress_lz4(zeros, BLOCK_BYTES // zeros.itemsize).tobytes()
+    bodies: list[Any] = [header]
+    first = 0
+    while True:
+        buf = sock.recv(copy=False).buffer
+        found = locate(buf)
+        if found is None:
+            if _TYPE_END in bytes(buf[:_HEAD]):
+                break
+            continue
+        image_id, payload, _ = found
+        if image_id != first + len(bodies) - 1:
+            raise ValueError(f"image {image_id} out of order: minimal-k8 needs them in order")
+        bodies.append(payload[12:])  # the frame's blocks; the chunk has one header
+        written += 1
+        if len(bodies) > K8:
+            write((first, 0, 0), b"".join(bodies))
+            bodies, first = [header], first + K8
+    if len(bodies) > 1:
+        write((first, 0, 0), b"".join(bodies + [zero] * (K8 + 1 - len(bodies))))
     f.close()
     return written
 

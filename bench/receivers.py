@@ -4,7 +4,7 @@
   limit);
 - ``naive``: receive, decode (cbor2 / json), decompress, ``dset[i] = frame`` through the
   bitshuffle-LZ4 filter (what a hand-written receiver does);
-- ``minimal`` and ``minimal-scan``: the direct-chunk floor (:mod:`minimal`).
+- ``minimal``, ``minimal-scan`` and ``minimal-k8``: the direct-chunk floor (:mod:`minimal`).
 
 Every receiver connects PULL with ``RCVHWM`` 1000 (stemdaq's default ``queue_size``), reads
 the series start, images and end, and writes a JSON result: frames received or written and
@@ -30,10 +30,10 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 from cases import BENCH_DATASET, Case, by_name  # noqa: E402
-from minimal import run_minimal, run_minimal_scan  # noqa: E402
+from minimal import run_minimal, run_minimal_k8, run_minimal_scan  # noqa: E402
 
 RCVHWM = 1000
-KINDS = ("transport", "naive", "minimal", "minimal-scan")
+KINDS = ("transport", "naive", "minimal", "minimal-scan", "minimal-k8")
 
 
 def run_transport(sock: zmq.Socket, case: Case, n: int, path: str) -> int:
@@ -102,6 +102,7 @@ RUNNERS = {
     "naive": run_naive,
     "minimal": run_minimal,
     "minimal-scan": run_minimal_scan,
+    "minimal-k8": run_minimal_k8,
 }
 
 

@@ -109,11 +109,11 @@ def ratios(rows: dict[str, Row]) -> tuple[list[str], dict[str, float]]:
         return [], {}
     ours = rows[STEMDAQ]
     rates: dict[str, float] = {}
-    for other in ("transport", "naive", "minimal", "minimal-scan"):
+    for other in ("transport", "naive", "minimal", "minimal-scan", "minimal-k8"):
         if other in rows and rows[other].fps > 0:
             rates[other] = ours.fps / rows[other].fps
     second = []
-    for other in ("minimal", "minimal-scan"):
+    for other in ("minimal", "minimal-scan", "minimal-k8"):
         if other in rows and rows[other].cpu_us > 0:
             second.append(f"CPU/frame stemdaq/{other}={ours.cpu_us / rows[other].cpu_us:.2f}")
     if "serve" in rows:

@@ -111,7 +111,8 @@ def measure(
     k: int = 1,
     soak: bool = False,
 ) -> RunResult:
-    """Run ``writer`` (transport, naive, minimal, minimal-scan or acquire) on ``n`` frames."""
+    """Run ``writer`` (transport, naive, minimal, minimal-scan, minimal-k8 or acquire) on ``n``
+    frames."""
     endpoint = free_endpoint()
     stem = f"{writer}-{case.slug}"
     out = tmp / (stem + (".nxs" if writer == "acquire" else ".h5"))

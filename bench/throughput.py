@@ -10,6 +10,8 @@ naive           receive, decode, ``dset[i] = frame`` through the bitshuffle-LZ4 
 minimal         receive, ``cbor2.loads``, ``write_direct_chunk``, one frame per chunk: the
                 floor any design must beat (:mod:`minimal`)
 minimal-scan    the same, image id and payload located in the CBOR bytes (stream v2 only)
+minimal-k8      minimal-scan with 8 frames per chunk, blocks joined (stemdaq's default K;
+                stream v2 bitshuffle-LZ4 frames of whole 8 KiB blocks only)
 acquire         ``stemdaq acquire --stream ... --scan RxC --out FILE`` (passive mode)
 serve           ``stemdaq serve`` + ``POST /api/v1/acquisitions``; also GET /api/v1/status
                 latency during the ingest
@@ -71,12 +73,13 @@ import h5py
 import runs
 from cases import CASES, SOAK, Case, select
 from launcher import Launcher
+from minimal import k8_applies
 from ranked import measure_ranked
 from results import STEMDAQ, Row, RunResult, print_table, status_line
 from runs import acquire_has_frames_per_chunk, measure
 from serve import measure_serve
 
-WRITERS = ("transport", "naive", "minimal", "minimal-scan", "acquire", "serve")
+WRITERS = ("transport", "naive", "minimal", "minimal-scan", "minimal-k8", "acquire", "serve")
 LIVE_OFF = "acquire-live-off"  # stemdaq acquire with --no-summary (see --live)
 LIVE_DATASET = "/entry/measurement/event1/image_bf/live/frames_during_scan"
 NAIVE_SHARE = 10  # the naive writer gets a tenth of the frames (at least 200)
@@ -224,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeat):  # repeats interleaved: a load change hits all writers
                 for writer in writers:
                     if writer == "minimal-scan" and case.protocol != "stream2":
+                        continue
+                    if writer == "minimal-k8" and not k8_applies(case):
                         continue
                     n = frames_for(writer, case, args.quick, args.frames)
                     result = run_one(launcher, writer, case, n, tmp, k, args.soak, args.live)
