@@ -125,8 +125,6 @@ class DataPath:
         self.accounts = Accounts(name)
         self.frame_nbytes = 0
         self.t_start: float | None = None
-        #: the codec of frames the file stores as they come (detector-compressed), once open
-        self._direct: Codec | None = None
 
     # -- accounting -----------------------------------------------------------------------------
 
@@ -297,8 +295,6 @@ class DataPath:
                 config=self.config,  # the live view's geometry
             )
         self.opened = True
-        codec = self.writer.filter_codec
-        self._direct = codec if codec is not Codec.RAW else None
         self.writer.check_space()
         self._warn_if_space_short(len(self.channels))
         if first.codec is not Codec.RAW and self.writer.compression != self.config.compression:
@@ -342,7 +338,7 @@ class DataPath:
                 self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
                 return
         position, channel_index = placement
-        if frame.codec is self._direct:  # stored as it came (set at open; None until then)
+        if frame.codec is self.writer.filter_codec and frame.codec is not Codec.RAW:
             if not self.compression.empty:  # keep file order = arrival order
                 self._write_pending(block=True)
             self._store(position, channel_index, frame.payload, frame)
