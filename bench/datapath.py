@@ -9,6 +9,7 @@ fresh process::
 
     python bench/datapath.py                          # 192x192 u16 bslz4, 50,000 frames
     python bench/datapath.py --dry                    # the same without the HDF5 chunk writes
+    python bench/datapath.py --no-lane                # every frame the Python path
     python bench/datapath.py --profile                # cProfile of one run, by own time
     python bench/datapath.py --case '512x512 u16 bslz4' --frames 10000
     python bench/datapath.py --case '192x192 u16 bslz4 v1'   # stream v1 (multipart JSON)
@@ -63,7 +64,9 @@ def _dry() -> None:
     chunking.RowChunker.__init__ = patched  # type: ignore[method-assign]
 
 
-def one_run(case_name: str, n: int, k: int, folder: str, dry: bool, profile: bool) -> dict:
+def one_run(
+    case_name: str, n: int, k: int, folder: str, dry: bool, profile: bool, lane: bool = True
+) -> dict:
     """One run in this process: queue the series, run the data path, measure its thread."""
     import zmq
     from sender import V1_OFFSET, V1_SLOT, v1_messages, v2_messages
@@ -107,7 +110,7 @@ def one_run(case_name: str, n: int, k: int, folder: str, dry: bool, profile: boo
             push.send_multipart([head, d, blob, cfg_part])
     push.send(end)
     writer = NexusWriter(Path(folder) / f"datapath-{os.getpid()}.nxs", cfg, validate_framing=False)
-    path = DataPath(cfg, writer, Signals(), name="bench")
+    path = DataPath(cfg, writer, Signals(), name="bench", lane=lane)
     prof = None
     if profile:
         import cProfile
@@ -124,8 +127,9 @@ def one_run(case_name: str, n: int, k: int, folder: str, dry: bool, profile: boo
         prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     written = path.counters(final=False).frames_written
+    taken = path.lane.frames if path.lane is not None else 0
     writer.tmp_path.unlink(missing_ok=True)
-    return {"state": state.value, "written": written, "us_per_frame": 1e6 * cpu / n}
+    return {"state": state.value, "written": written, "us_per_frame": 1e6 * cpu / n, "lane": taken}
 
 
 def main() -> None:
@@ -136,12 +140,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="runs (fresh processes); medians")
     ap.add_argument("--dry", action="store_true", help="no HDF5 chunk writes (see the doc)")
     ap.add_argument("--profile", action="store_true", help="cProfile one run (stderr)")
+    ap.add_argument(
+        "--no-lane", action="store_false", dest="lane", help="no in-order lane (stemdaq.rank.lane)"
+    )
     ap.add_argument("--dir", default=None, help="folder for the files (a temp dir)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="stemdaq-datapath-", dir=args.dir) as folder:
         if args.child or args.profile:
-            result = one_run(args.case, args.frames, args.k, folder, args.dry, args.profile)
+            result = one_run(
+                args.case, args.frames, args.k, folder, args.dry, args.profile, args.lane
+            )
             print(json.dumps(result))
             return
         runs = []
@@ -149,12 +158,14 @@ def main() -> None:
             cmd = [sys.executable, str(HERE / "datapath.py"), "--child", "--case", args.case]
             cmd += ["--frames", str(args.frames), "--frames-per-chunk", str(args.k)]
             cmd += ["--dir", folder] + (["--dry"] if args.dry else [])
+            cmd += [] if args.lane else ["--no-lane"]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
         per_frame = [r["us_per_frame"] for r in runs]
         ok = all(r["written"] == args.frames and r["state"] == "completed" for r in runs)
         what = "without HDF5 chunk writes" if args.dry else "with HDF5 chunk writes"
-        print(f"{args.case}, {args.frames} frames, K={args.k}, {what}")
+        lane = f"in-order lane took {runs[0]['lane']} frames" if args.lane else "no lane"
+        print(f"{args.case}, {args.frames} frames, K={args.k}, {what}, {lane}")
         print("data thread CPU us/frame per run: " + " ".join(f"{x:.2f}" for x in per_frame))
         print(
             f"median {statistics.median(per_frame):.2f}  min {min(per_frame):.2f}  "

@@ -62,7 +62,7 @@ def _lines(rel: str, first: str, last: str | None = None) -> str:
 #: "flush", not as "chunk write".
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("close (file, summaries, live completion)", ("NexusWriter.close", "Acquisition._finish")),
-    ("open (file, datasets, live view)", ("DataPath._open_file", "DataPath._open_series")),
+    ("open (file, datasets, live view)", ("open_file", "DataPath._open_series")),
     ("flush (bookkeeping, SWMR)", ("NexusWriter.flush", "NexusWriter._flush_checked")),
     (
         "HDF5 chunk write",
@@ -83,7 +83,11 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "write call + counters",
         ("NexusWriter.write", "DataPath._store", "DataPath._write", "Accounts.wrote"),
     ),
-    ("receive (zmq recv, loop)", ("DataPath.run",)),
+    (
+        "in-order lane (C: read, place, copy; chunk write + marks above)",
+        (_lines("rank/datapath.py", "taken = push(parts)"), "InOrderLane"),
+    ),
+    ("receive (zmq recv, loop)", ("DataPath._run", "DataPath.run")),
 ]
 
 

@@ -54,6 +54,14 @@ class Accounts:
         self.latency_sum += seconds
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
+    def wrote_run(self, n: int, nbytes: int, seconds: float) -> None:
+        """``n`` frames went to the writer together (the in-order lane's full chunk) in
+        ``seconds``: each counted with an equal share of the time."""
+        self.written += n
+        self.bytes_written += nbytes
+        self.latency_sum += seconds
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds / n)] += n
+
     def drop(self, reason: DropReason, frame: Frame, detail: str) -> None:
         """Count a frame that does not reach the file; log the first of each reason only."""
         key = reason.value

@@ -3,8 +3,11 @@
 One data thread runs :meth:`DataPath.run`::
 
     ZMQ PULL (zero-copy) -> StreamDecoder -> SeriesTracker -> NexusWriter.write
-    (direct chunk write of detector-compressed frames: one HDF5 call per frame; raw frames go
-    through the compression pool and are written in arrival order)
+    (direct chunk write of detector-compressed frames: one HDF5 call per frame or per K-frame
+    chunk; raw frames go through the compression pool and are written in arrival order)
+
+    or, for usual frames in scan order: ZMQ PULL -> the in-order lane (one C call per frame,
+    one HDF5 call per K-frame chunk; :mod:`stemdaq.rank.lane`)
 
 It knows nothing about the detector or HTTP: the control side (:class:`stemdaq.acquisition.
 Acquisition`) tells it to stop or abort through :class:`Signals` and learns how the series
@@ -21,7 +24,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import zmq
 
 from stemdaq.compression import CompressionWindow
@@ -36,12 +38,14 @@ from stemdaq.models import (
     SeriesEnd,
     SeriesStart,
 )
-from stemdaq.preflight import estimated_bytes
 from stemdaq.rank.accounting import Accounts, drop_line, drop_reason, merge_counters
+from stemdaq.rank.fileopen import open_file
+from stemdaq.rank.lane import BUILT as LANE_BUILT
+from stemdaq.rank.lane import InOrderLane
 from stemdaq.receiver import Placement, SeriesTracker, StreamDecoder, ZmqSource
 from stemdaq.receiver.zmq_source import with_rest
 from stemdaq.writer import NexusWriter, SummaryAccumulator
-from stemdaq.writer.filesafety import describe_write_error, free_bytes
+from stemdaq.writer.filesafety import describe_write_error
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class DataPath:
         on_tick: Any = None,
         on_series_start: Any = None,
         expected_positions: int | None = None,
+        lane: bool = True,
     ) -> None:
         self.config = config
         #: scan positions this data path owns (a rank of N: its blocks only; default all)
@@ -125,6 +130,10 @@ class DataPath:
         self.accounts = Accounts(name)
         self.frame_nbytes = 0
         self.t_start: float | None = None
+        #: the in-order lane (made once the file is open, where it applies; ``lane=False``:
+        #: never, every frame takes the Python path)
+        self.lane: InOrderLane | None = None
+        self._lane_wanted = lane and LANE_BUILT
 
     # -- accounting -----------------------------------------------------------------------------
 
@@ -148,6 +157,13 @@ class DataPath:
 
     def run(self, source: ZmqSource) -> tuple[AcquisitionState, str | None]:
         """Receive and write until the series is over; return how it ended (file not closed)."""
+        try:
+            return self._run(source)
+        finally:  # the frames of a chunk the lane was filling go to the writer as the rest
+            if self.lane is not None:
+                self.lane.leave()
+
+    def _run(self, source: ZmqSource) -> tuple[AcquisitionState, str | None]:
         cfg = self.config
         t_armed = last_msg = time.monotonic()
         series_open = False
@@ -160,6 +176,8 @@ class DataPath:
         flags = zmq.NOBLOCK
         next_tick = t_armed + 1.0
         writer, busy = self.writer, 0
+        push: Any = None  # the lane's push while it is armed
+        lane_done: Any = None
         while True:
             try:  # drain what is there without a poll per message; poll only when idle
                 part = recv(flags, copy=False)  # zero-copy: one part (stream v2) ...
@@ -169,6 +187,8 @@ class DataPath:
                 parts = None
             now = time.monotonic()
             if parts is None:
+                if self.lane is not None:
+                    self.lane.idle(now)
                 self._write_pending(block=True)
                 if self.opened:
                     self.writer.maybe_flush()
@@ -197,25 +217,35 @@ class DataPath:
                 source.recv_ready(_POLL_MS)
                 continue
             last_msg = now
-            for event in decode(parts) if type(parts) is list else decode_part(parts):
-                if isinstance(event, Frame):
-                    placement = place(event)
-                    if placement is not None:
-                        write(placement, event)
-                elif isinstance(event, SeriesStart):
-                    if series_open:
-                        tracker.open(event)  # counted as ignored: one series per file
-                    elif sig.hold_starts:
-                        self._held.append(event)
+            taken = -1
+            if push is not None and type(parts) is not list:
+                taken = push(parts)  # the in-order lane: -1, or taken (flags: what is to do)
+                if taken > 0:
+                    lane_done(taken, parts)
+            if taken < 0:
+                if self.lane is not None:
+                    self.lane.leave()  # the Python path sees every frame in arrival order
+                for event in decode(parts) if type(parts) is list else decode_part(parts):
+                    if isinstance(event, Frame):
+                        placement = place(event)
+                        if placement is not None:
+                            write(placement, event)
+                    elif isinstance(event, SeriesStart):
+                        if series_open:
+                            tracker.open(event)  # counted as ignored: one series per file
+                        elif sig.hold_starts:
+                            self._held.append(event)
+                        else:
+                            series_open = self._open_series(event)
+                    elif isinstance(event, SeriesEnd):
+                        if tracker.end(event) and series_open:
+                            if aborted():  # the detector ends the series we asked it to abort
+                                return self._abort_state(sock)
+                            return AcquisitionState.COMPLETED, None
                     else:
-                        series_open = self._open_series(event)
-                elif isinstance(event, SeriesEnd):
-                    if tracker.end(event) and series_open:
-                        if aborted():  # the detector ends the series we asked it to abort
-                            return self._abort_state(sock)
-                        return AcquisitionState.COMPLETED, None
-                else:
-                    tracker.reject(event)
+                        tracker.reject(event)
+                push = self._arm_lane()
+                lane_done = self.lane.done if push is not None else None  # type: ignore[union-attr]
             if self._fatal is not None or writer.low_space is not None:
                 return AcquisitionState.FAILED, self._fatal or writer.low_space
             busy += 1
@@ -223,6 +253,17 @@ class DataPath:
                 return self._abort_state(sock)
             if now >= next_tick:
                 next_tick = self._tick(now)
+
+    def _arm_lane(self) -> Any:
+        """After a message the Python path read: the lane's push if it may take the next."""
+        if self._fatal is not None or self.writer.low_space is not None:
+            return None
+        if self.lane is None:
+            if not self._lane_wanted or not self.opened:
+                return None
+            self._lane_wanted = False  # one try, once the file is open
+            self.lane = InOrderLane.create(self)
+        return self.lane.rearm() if self.lane is not None and self.compression.empty else None
 
     def _open_series(self, start: SeriesStart) -> bool:
         """Open ``start``'s series if it is the one expected; True if it opened."""
@@ -270,59 +311,6 @@ class DataPath:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def _open_file(self, first: Frame) -> None:
-        """At the first frame the codec is known: create the file and its datasets."""
-        start = self.start or SeriesStart(series_id=first.series_id, protocol="stream2")
-        self.frame_shape = tuple(first.shape)  # type: ignore[assignment]
-        self.dtype = first.dtype
-        self.channels = self.tracker.channels or self.channels or (first.channel,)
-        self.frame_nbytes = int(np.prod(first.shape)) * np.dtype(first.dtype).itemsize
-        self.writer.open(
-            start,
-            endpoint=self.config.resolved_stream_endpoint(),
-            channels=self.channels,
-            frame_shape=first.shape,
-            dtype=first.dtype,
-            codec=first.codec,
-            first=first,
-        )
-        if self.config.summary:
-            self.summary = SummaryAccumulator(
-                self.config.scan_shape,
-                first.shape,
-                first.dtype,
-                cpu_share=self.config.summary_cpu_share,
-                config=self.config,  # the live view's geometry
-            )
-        self.opened = True
-        self.writer.check_space()
-        self._warn_if_space_short(len(self.channels))
-        if first.codec is not Codec.RAW and self.writer.compression != self.config.compression:
-            msg = (
-                f"compression {self.config.compression!r} not applied: the detector sends "
-                f"{first.codec.value}-compressed frames, stored as they are (to have stemdaq "
-                "compress, set the detector's compression to none: SIMPLON "
-                "detector/config/compression)"
-            )
-            logger.warning("%s: %s", self.name, msg)
-            self.warnings.append(msg)
-
-    def _warn_if_space_short(self, channels: int) -> None:
-        """Passive mode learns the frame size only now: say early if the file will not fit."""
-        need = estimated_bytes(self.config, self.frame_nbytes, channels)
-        try:
-            free = free_bytes(self.writer.tmp_path.parent)
-        except OSError:
-            return
-        if free < need + self.config.min_free_mb * 1e6:
-            msg = (
-                f"the file is estimated at {need / 1e9:.2f} GB (assumed compression ratio "
-                f"{self.config.assumed_compression_ratio:g}) and {free / 1e9:.2f} GB are free: "
-                "the acquisition stops when less than min_free_mb is left"
-            )
-            logger.warning("%s: %s", self.name, msg)
-            self.warnings.append(msg)
-
     def _write(self, placement: Placement, frame: Frame) -> None:
         """Write a placed frame now, or hand it to the compression pool (written in order later)."""
         if self._fatal is not None:  # the file takes nothing more: count, do not write
@@ -330,7 +318,7 @@ class DataPath:
             return
         if not self.opened:
             try:
-                self._open_file(frame)
+                open_file(self, frame)
             except Exception as exc:  # e.g. disk full, or metadata the writer refuses
                 logger.exception("%s: cannot create %s", self.name, self.writer.tmp_path)
                 self._fatal = f"cannot create the file: {type(exc).__name__}: {exc}"
@@ -365,7 +353,9 @@ class DataPath:
         if self.opened and self._fatal is None:
             self.writer.write_waiting_chunks()
 
-    def _store(self, position: int, channel_index: int, chunk: Any, frame: Frame) -> None:
+    def _store(
+        self, position: int, channel_index: int, chunk: Any, frame: Frame, offer: bool = True
+    ) -> None:
         t0 = time.perf_counter()
         try:
             n = self.writer.write(position, channel_index, chunk, frame)
@@ -373,14 +363,27 @@ class DataPath:
             self._drop(drop_reason(exc), frame, str(exc))
             return
         except Exception as exc:  # the file's fault (disk full, I/O error): stop writing
-            self._fatal = f"write error at frame {frame.frame_id}: {describe_write_error(exc)}"
-            self.writer.storage_error = self._fatal
-            logger.error("%s: %s; stopping the acquisition", self.name, self._fatal)
-            self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
+            self.fail_write([frame], exc)
             return
         self.accounts.wrote(n, time.perf_counter() - t0)
-        if self.summary is not None:
+        if offer and self.summary is not None:
             self.summary.offer(position, frame)
+
+    def store_handed_over(self, position: int, frame: Frame) -> None:
+        """A frame the lane placed (and offered to the summary): to the writer."""
+        if self._fatal is not None:
+            self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
+        else:
+            self._store(position, 0, frame.payload, frame, offer=False)
+
+    def fail_write(self, frames: list[Frame], exc: Exception) -> None:
+        """A write of ``frames`` failed for the file's fault (disk full, I/O error): no further
+        frame is written, the acquisition stops."""
+        self._fatal = f"write error at frame {frames[0].frame_id}: {describe_write_error(exc)}"
+        self.writer.storage_error = self._fatal
+        logger.error("%s: %s; stopping the acquisition", self.name, self._fatal)
+        for frame in frames:
+            self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
 
     def _drop(self, reason: DropReason, frame: Frame, detail: str) -> None:
         self.accounts.drop(reason, frame, detail)

@@ -23,7 +23,7 @@ from typing import Any
 from stemdaq.errors import DecodeError
 from stemdaq.models import DropReason, Rejected, StreamEvent
 from stemdaq.receiver.fast1 import FastImageDecoder1
-from stemdaq.receiver.fast2 import FastImageDecoder
+from stemdaq.receiver.fast2 import FastImageDecoder, Usual
 from stemdaq.receiver.stream1 import Stream1Decoder, looks_like_json, parse_json
 from stemdaq.receiver.stream2 import MAGIC, decode_cbor
 
@@ -68,9 +68,19 @@ class StreamDecoder:
         self._v1 = Stream1Decoder(walk_blocks, self.quirks)
         self._fast1: Callable[[Sequence[Any]], list[StreamEvent] | None] = _decline
         self._fast2: Callable[[memoryview], list[StreamEvent] | None] = _decline
+        self._fast2_decoder: FastImageDecoder | None = None
         if fast:
             self._fast1 = FastImageDecoder1(walk_blocks).decode
-            self._fast2 = FastImageDecoder(walk_blocks, self.quirks).decode
+            self._fast2_decoder = FastImageDecoder(walk_blocks, self.quirks)
+            self._fast2 = self._fast2_decoder.decode
+
+    def usual_image(self) -> Usual | None:
+        """How the next stream v2 image would read as the last one did (for
+        :mod:`stemdaq.rank.lane`), or None: no such image yet, or a stream v1 header is being
+        read in parts (its next message is no image)."""
+        if self._fast2_decoder is None or self._v1.in_split_header:
+            return None
+        return self._fast2_decoder.usual()
 
     def decode(self, parts: Sequence[Any]) -> list[StreamEvent]:
         """Decode one ZeroMQ message (all its parts) into events, in stream order."""

@@ -40,6 +40,7 @@ from stemdaq.receiver.v2layout import (
     TAIL,
     UINT_LEN,
     Channel,
+    Fixed,
     Sections,
     read_channel,
     read_sections,
@@ -51,8 +52,10 @@ _MAX_UINT_TOKENS = 3 * 9 + 5  # image id, start and stop numerators, payload len
 # no walk plan learned yet: a "header" longer than any head copy, so ``startswith`` is False
 _NO_HEADER = bytes(8192)
 _UNKNOWN: Any = object()
-_UINT_HEADER = {2: 0x18, 3: 0x19, 5: 0x1A, 9: 0x1B}  # integer token length -> header byte
-_UINT_CODE = {2: "B", 3: "H", 5: "I", 9: "Q"}  # ... -> struct code of its value
+
+#: how the usual image of a series reads in C: its layout, its payload (header and walk) and
+#: what its sections say (:meth:`FastImageDecoder.usual`)
+Usual = tuple[tuple[Any, ...], tuple[bytes, int, int, int], Sections]
 
 #: template, image id, start and stop numerators, payload offset and size, and whether the
 #: payload starts with the template's usual bslz4 header (so its walk plan applies)
@@ -94,8 +97,8 @@ class _Template:
         self.payload_header = _NO_HEADER  # the usual bslz4 header of the first channel ...
         self.plan = (0, 0, 0)  # ... and its walk: blocks, largest block size, leftover bytes
         self.payload: tuple[bytes, int, int, int] | None = None  # both, for the C read
-        self.fixed: _Fixed | None = None  # the layout of the last image read
-        self._layouts: dict[tuple[int, int, int], _Fixed] = {}
+        self.fixed: Fixed | None = None  # the layout of the last image read
+        self._layouts: dict[tuple[int, int, int], Fixed] = {}
         self.channels: dict[bytes, Channel | None] = {}  # further channels, by token
 
     def use_lengths(self, lengths: tuple[int, int, int]) -> None:
@@ -107,7 +110,7 @@ class _Template:
         if fixed is None:
             if len(self._layouts) > 16:
                 self._layouts.clear()
-            fixed = self._layouts[lengths] = _Fixed(self, lengths)
+            fixed = self._layouts[lengths] = Fixed(self.s1, self.s2, self.s3, self.s4, lengths)
         self.fixed = fixed
 
     def learn_payload(self, payload: memoryview) -> None:
@@ -122,61 +125,7 @@ class _Template:
         self.payload = (self.payload_header, *self.plan)
 
 
-class _Fixed:
-    """The head of an image whose integer tokens have given lengths: fixed offsets.
-
-    Each section is compared together with the header byte of the integer after it, and the
-    three integers are unpacked by one ``struct`` call.
-    """
-
-    __slots__ = (
-        "c1",
-        "c2",
-        "c3",
-        "c4",
-        "o2",
-        "o3",
-        "o4",
-        "length_at",
-        "size",
-        "unpack",
-        "layout",
-    )
-
-    def __init__(self, t: _Template, lengths: tuple[int, int, int]) -> None:
-        headers = [bytes([_UINT_HEADER[n]]) for n in lengths]
-        self.c1, self.c2, self.c3, self.c4 = (
-            t.s1 + headers[0],
-            t.s2 + headers[1],
-            t.s3 + headers[2],
-            t.s4,
-        )
-        l1, l2, l3 = lengths
-        self.o2 = len(t.s1) + l1
-        self.o3 = self.o2 + len(t.s2) + l2
-        self.o4 = self.o3 + len(t.s3) + l3
-        self.length_at = self.o4 + len(t.s4)
-        self.size = self.length_at + 5 + 12  # longest byte-string header, payload header
-        skips = (len(t.s1) + 1, len(t.s2) + 1, len(t.s3) + 1)  # sections + header bytes
-        fmt = ">" + "".join(
-            f"{skip}x{_UINT_CODE[n]}" for skip, n in zip(skips, lengths, strict=True)
-        )
-        self.unpack = struct.Struct(fmt).unpack_from
-        # the same, for the C read (stemdaq._hotpath.image)
-        self.layout = (
-            self.c1,
-            self.o2,
-            self.c2,
-            self.o3,
-            self.c3,
-            self.o4,
-            self.c4,
-            self.length_at,
-            self.size,
-        )
-
-
-def _frame(
+def image_frame(
     sec: Sections, image_id: int, start_num: int, stop_num: int, payload: memoryview
 ) -> Frame:
     """The first channel's frame of an image read with the template's sections."""
@@ -213,6 +162,18 @@ class FastImageDecoder:
         self.quirks: dict[str, int] = quirks if quirks is not None else {}
         self._template: _Template | None = None
 
+    def usual(self) -> Usual | None:
+        """How the last image read (and the next, if it is like it) reads in C: the layout and
+        payload of ``stemdaq._hotpath.image``, and the sections. None where the C read does not
+        run or apply: no template yet, an integer whose value is its header byte, no checked
+        usual payload header, more than one channel or anything after the payload."""
+        t = self._template
+        if t is None or t.fixed is None or t.payload is None or not t.simple:
+            return None
+        if not self.read_in_c:
+            return None
+        return t.fixed.layout, t.payload, t.sections
+
     def decode(self, buf: memoryview) -> list[StreamEvent] | None:
         """The frames of one image message, or None: let the full decoder decide."""
         t = self._template
@@ -223,7 +184,7 @@ class FastImageDecoder:
                 r = read_image(buf, fx.layout, t.payload)  # type: ignore[misc]  # not None
                 if r is not None:  # the usual image: sections, header and walk checked in C
                     image_id, start_num, stop_num, start, pos = r
-                    frame = _frame(t.sections, image_id, start_num, stop_num, buf[start:pos])
+                    frame = image_frame(t.sections, image_id, start_num, stop_num, buf[start:pos])
                     if pos == len(buf) and t.simple:
                         return [frame]
                     return self._rest(buf, t, frame, pos)
@@ -267,7 +228,7 @@ class FastImageDecoder:
             return None
         elif first.codec is _BSLZ4 and walk:
             t.learn_payload(payload)
-        frame = _frame(sec, image_id, start_num, stop_num, payload)
+        frame = image_frame(sec, image_id, start_num, stop_num, payload)
         if pos == end and t.simple:
             return [frame]  # the usual message ends here
         return self._rest(buf, t, frame, pos)

@@ -200,6 +200,27 @@ class SeriesTracker:
         seen[fid] = 1
         return _new_placement(Placement, (fid, ci))
 
+    def lane_seen(
+        self, series_id: int, channel: str, shape: tuple[int, int], dtype: str
+    ) -> bytearray | None:
+        """The placed-positions array that :mod:`stemdaq.rank.lane` may place into: the open
+        series is ``series_id``, ``channel`` is its one recorded channel and the frame is of its
+        shape and dtype (what :meth:`place` checks per frame); None otherwise."""
+        if (
+            not self._open
+            or self._active != series_id
+            or self._channels != [channel]
+            or self._shape != shape
+            or self._dtype != dtype
+        ):
+            return None
+        return self._seen[0]
+
+    def add_received(self, frames: int, nbytes: int) -> None:
+        """Count frames placed outside :meth:`place` (the in-order lane) and their bytes."""
+        self._received += frames
+        self._bytes += nbytes
+
     def _snake(self, fid: int) -> int:
         cols = self.scan_shape[1]
         row, col = divmod(fid, cols)

@@ -16,11 +16,14 @@ the captured EIGER2 sample, ``stemdaq.sim``)::
 between what stays the same for a whole series (four *sections*, decoded once by
 :func:`read_sections`) and what changes per image (image id, start and stop time numerators).
 Text is printable ASCII (always valid UTF-8) with its length checked by the pattern itself.
+:class:`Fixed` is the same layout at fixed offsets, once the integers' token lengths are known
+(how :mod:`stemdaq.receiver.fast2` and the C read of ``stemdaq._hotpath`` see a usual image).
 """
 
 from __future__ import annotations
 
 import re
+import struct
 from typing import NamedTuple
 
 from stemdaq.models import Codec
@@ -30,6 +33,8 @@ UINT = rb"(?:[\x00-\x17]|\x18.|\x19..|\x1a....|\x1b........)"
 UINT_LEN = tuple(
     1 if b <= 0x17 else {0x18: 2, 0x19: 3, 0x1A: 5, 0x1B: 9}.get(b, 0) for b in range(256)
 )
+UINT_HEADER = {2: 0x18, 3: 0x19, 5: 0x1A, 9: 0x1B}  # integer token length -> header byte
+UINT_CODE = {2: "B", 3: "H", 5: "I", 9: "Q"}  # ... -> struct code of its value
 #: header byte -> length of a byte-string header (0: not a definite one of up to 2**32 bytes)
 BYTES_LEN = tuple(
     1 if 0x40 <= b <= 0x57 else {0x58: 2, 0x59: 3, 0x5A: 5}.get(b, 0) for b in range(256)
@@ -167,3 +172,59 @@ def read_sections(s1: bytes, s2: bytes, s3: bytes, s4: bytes) -> Sections | None
         n_channels=m4.group(3)[0] - 0xA0,
         first=first,
     )
+
+
+class Fixed:
+    """The head of an image whose integer tokens have given lengths: fixed offsets.
+
+    Each section is compared together with the header byte of the integer after it, and the
+    three integers are unpacked by one ``struct`` call.
+    """
+
+    __slots__ = (
+        "c1",
+        "c2",
+        "c3",
+        "c4",
+        "o2",
+        "o3",
+        "o4",
+        "length_at",
+        "size",
+        "unpack",
+        "layout",
+    )
+
+    def __init__(
+        self, s1: bytes, s2: bytes, s3: bytes, s4: bytes, lengths: tuple[int, int, int]
+    ) -> None:
+        headers = [bytes([UINT_HEADER[n]]) for n in lengths]
+        self.c1, self.c2, self.c3, self.c4 = (
+            s1 + headers[0],
+            s2 + headers[1],
+            s3 + headers[2],
+            s4,
+        )
+        l1, l2, l3 = lengths
+        self.o2 = len(s1) + l1
+        self.o3 = self.o2 + len(s2) + l2
+        self.o4 = self.o3 + len(s3) + l3
+        self.length_at = self.o4 + len(s4)
+        self.size = self.length_at + 5 + 12  # longest byte-string header, payload header
+        skips = (len(s1) + 1, len(s2) + 1, len(s3) + 1)  # sections + header bytes
+        fmt = ">" + "".join(
+            f"{skip}x{UINT_CODE[n]}" for skip, n in zip(skips, lengths, strict=True)
+        )
+        self.unpack = struct.Struct(fmt).unpack_from
+        # the same, for the C read (stemdaq._hotpath.image)
+        self.layout = (
+            self.c1,
+            self.o2,
+            self.c2,
+            self.o3,
+            self.c3,
+            self.o4,
+            self.c4,
+            self.length_at,
+            self.size,
+        )

@@ -133,6 +133,24 @@ class Bookkeeping:
         if last > self._hi:
             self._hi = last
 
+    def buffers(self) -> tuple[bytearray, array, array, array, array]:
+        """``written``, ``frame_id``, start, stop and real time as the buffers :meth:`mark_run`
+        stores into (for :mod:`stemdaq.rank.lane`, which marks in C and then calls
+        :meth:`marked`)."""
+        return self._written, self._frame_id, self._t_start, self._t_stop, self._t_real
+
+    def marked(self, channel: int, position: int, n: int, new: int) -> None:
+        """``n`` frames were marked from ``position`` in :meth:`buffers`, ``new`` of them
+        not marked before: count them as :meth:`mark_run` does."""
+        self.since_store += n
+        if new:
+            self.counts[channel] += new
+            self.count += new
+        if position < self._lo:
+            self._lo = position
+        if position + n - 1 > self._hi:
+            self._hi = position + n - 1
+
     def store(self) -> None:
         """Write the scan rows that changed since the last store, and ``frames_written``."""
         if self._hi >= 0:

@@ -175,11 +175,12 @@ class RowChunker:
         self._written = book.written
         self._dsids = dsids
         self._count_bytes = count_bytes
-        self._hold = hold
+        self.hold = hold
         self._max_pending = max(1, max_pending)
         n_ch = len(dsids)
         self._pending: list[dict[int, _Pending]] = [{} for _ in range(n_ch)]
         self._in_file = [bytearray(n_m * self._per_row) for _ in range(n_ch)]
+        self._waiting = [bytearray(n_m * self._per_row) for _ in range(n_ch)]  # keys pending
         #: frames waiting in chunks not yet written
         self.pending_frames = 0
         #: chunks written again because a frame came after they were written
@@ -203,6 +204,7 @@ class RowChunker:
                 self._write_waiting(channel, now)
             p = self._open(channel, key, m, c * self.k, now)
             pending[key] = p
+            self._waiting[channel][key] = 1
         if p.chunk[j] is None:
             if p.stored is None or not self._written[channel, position]:
                 p.have += 1
@@ -212,6 +214,21 @@ class RowChunker:
         if p.have >= p.need:
             del pending[key]
             self._write(channel, key, p)
+
+    def lane_parts(self, channel: int) -> tuple[bytearray, bytearray, bytes, bytes]:
+        """For :mod:`stemdaq.rank.lane`: per chunk whether it is in the file and whether it
+        waits here (bytearrays kept current), the chunk header and an all-zero frame's blocks."""
+        return self._in_file[channel], self._waiting[channel], self._header, self._zero
+
+    def store_full(self, channel: int, position: int, data: Any, nbytes: int, now: float) -> None:
+        """Write a full chunk of ``nbytes`` that starts at scan ``position``, joined elsewhere
+        (the in-order lane: it marks the bookkeeping itself); then chunks that waited too long."""
+        m, k0 = divmod(position, self._n_k)
+        self._dsids[channel].write_direct_chunk((m, k0, 0, 0), data)
+        self._in_file[channel][m * self._per_row + k0 // self.k] = 1
+        self._count_bytes(nbytes)
+        if self._pending[channel]:
+            self._write_waiting(channel, now)
 
     def _open(self, channel: int, key: int, m: int, k0: int, now: float) -> _Pending:
         """A new waiting chunk; a chunk already in the file is read back (a late frame)."""
@@ -239,7 +256,7 @@ class RowChunker:
         while pending:
             key = next(iter(pending))
             p = pending[key]
-            if now - p.t0 < self._hold and len(pending) < self._max_pending:
+            if now - p.t0 < self.hold and len(pending) < self._max_pending:
                 return
             del pending[key]
             self._write(channel, key, p)
@@ -280,6 +297,7 @@ class RowChunker:
         if stored is not None:
             self.rewrites += 1
         data = b"".join(parts)
+        self._waiting[channel][key] = 0
         self._dsids[channel].write_direct_chunk((m, k0, 0, 0), data)
         self._in_file[channel][key] = 1
         self._count_bytes(len(data))

@@ -276,12 +276,24 @@ class NexusWriter:
                 n = len(chunk)
             self._count_bytes(n)
             self._book.mark(channel_index, position, frame)
+        self.flush_if_due(now)  # the frame is written: a failed flush must not say otherwise
+        return n
+
+    def lane_parts(self) -> tuple[RowChunker, Bookkeeping] | None:
+        """What :mod:`stemdaq.rank.lane` writes through, where it applies (K > 1, one channel
+        of detector bitshuffle-LZ4 stored as it arrives): the chunk assembler, the bookkeeping."""
+        if self._rows is None or self._direct is not Codec.BSLZ4 or len(self.channels) != 1:
+            return None
+        return self._rows, self._book
+
+    def flush_if_due(self, now: float) -> None:
+        """Flush when ``flush_frames`` frames were marked or ``flush_seconds`` passed (after
+        :meth:`write`, and after the in-order lane marked a chunk's frames)."""
         if (
             self._book.since_store >= self._flush_frames
             or now - self._last_flush >= self._flush_seconds
         ):
-            self._flush_checked()  # the frame is written: a failed flush must not say otherwise
-        return n
+            self._flush_checked()
 
     def _count_bytes(self, n: int) -> None:
         """Count ``n`` chunk bytes written, for the sync and the free-space check."""

@@ -203,6 +203,22 @@ class SummaryAccumulator:
 
     # -- the data thread --------------------------------------------------------------------
 
+    def lane_grid(self, channel: str) -> bytes | None:
+        """Per position its grid class, for :mod:`stemdaq.rank.lane` (it offers the frames of
+        a class >= :attr:`min_class` and counts the others with :meth:`count_unwanted`); None
+        when this summary sums another channel."""
+        return self._grid if self._channel in (None, channel) else None
+
+    @property
+    def min_class(self) -> int:
+        """Offers of a grid class below this are skipped (the budget's choice)."""
+        return self._min_class
+
+    def count_unwanted(self, n: int) -> None:
+        """``n`` frames were offered elsewhere and skipped for their grid class (the lane)."""
+        self.offered += n
+        self.skipped += n
+
     def offer(self, position: int, frame: Frame) -> bool:
         """Queue a frame for summing; never blocks. False when skipped (or another channel).
 

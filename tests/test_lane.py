@@ -1,0 +1,206 @@
+"""The in-order lane (``stemdaq.rank.lane``) against the Python path, its reference.
+
+Each test sends the same stream over a real ZeroMQ socket (127.0.0.1) to a real
+:class:`~stemdaq.rank.datapath.DataPath` writing a real file, once with the lane and once without
+(``DataPath(lane=False)``), and compares what users get: every stored chunk byte for byte, the
+bookkeeping (``written``, ``frame_id``, times), the final counters and the frames offered to the
+summary. The streams are the simulator's (stream v2, 64x64 uint16 bitshuffle-LZ4: one block per
+frame, so K frames share a chunk), clean and with every fault it injects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin  # noqa: F401 - registers the filters for reading
+import numpy as np
+import pytest
+import zmq
+from stemdaq.config import AcquisitionConfig
+from stemdaq.rank import lane as lane_module
+from stemdaq.rank.datapath import DataPath, Signals
+from stemdaq.receiver import ZmqSource
+from stemdaq.sim.replay import encode_series
+from stemdaq.writer import NexusWriter
+
+pytestmark = pytest.mark.skipif(not lane_module.BUILT, reason="built without a C compiler")
+
+IMAGE = "/entry/measurement/event1/image1"
+BOOK_FIELDS = ("written", "frame_id", "start_time", "stop_time", "real_time")
+# timing and sampling, not accounting: the summary's budget decides them as it runs
+NOT_COMPARED = {"summary_cpu_seconds", "summary_frames", "summary_grid_step"}
+
+
+def run(
+    tmp: Path,
+    messages: list[list[bytes]],
+    *,
+    lane: bool,
+    scan: tuple[int, int],
+    k: int = 4,
+    pause_after: int | None = None,
+    **cfg: Any,
+) -> dict[str, Any]:
+    """Send ``messages``, run a data path until the series ends; what the file and counters say.
+
+    ``pause_after``: the sender stops for 0.4 s after that many messages (longer than the
+    chunk hold time), as a detector between scan lines might.
+    """
+    ctx: zmq.Context = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 0)
+    push.setsockopt(zmq.LINGER, 0)
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    endpoint = f"tcp://127.0.0.1:{port}"
+    config = AcquisitionConfig(
+        scan_shape=scan,
+        stream_endpoint=endpoint,
+        min_free_mb=1,
+        end_timeout=cfg.pop("end_timeout", 5.0),
+        frames_per_chunk=k,
+        **cfg,
+    )
+    source = ZmqSource(endpoint, rcvhwm=0)
+
+    def send() -> None:
+        for n, msg in enumerate(messages):
+            if n == pause_after:
+                time.sleep(0.4)
+            push.send_multipart(msg)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    name = "lane" if lane else "python"
+    writer = NexusWriter(tmp / f"{name}.nxs", config, validate_framing=False)
+    path = DataPath(config, writer, Signals(), name=name, lane=lane)
+    try:
+        state, _ = path.run(source)
+        path.write_pending()
+        counters = path.counters(final=True)
+        offered = path.summary.offered if path.summary is not None else 0
+        taken = path.lane.frames if path.lane is not None else 0
+        out = writer.close(state, counters, path.summary)
+    finally:
+        sender.join()
+        source.close()
+        push.close(linger=0)
+    assert out is not None
+    with h5py.File(out, "r") as f:
+        ds = f[f"{IMAGE}/image_4d/intensity"]
+        chunks = {}
+        for i in range(ds.id.get_num_chunks()):
+            offset = ds.id.get_chunk_info(i).chunk_offset
+            chunks[offset] = ds.id.read_direct_chunk(offset)
+        book = {name: f[f"{IMAGE}/frames/{name}"][()] for name in BOOK_FIELDS}
+        book["frames_written"] = f[f"{IMAGE}/frames/frames_written"][()]
+    return {
+        "state": state,
+        "counters": counters.model_dump(exclude=NOT_COMPARED),
+        "offered": offered,
+        "chunks": chunks,
+        "book": book,
+        "taken": taken,
+    }
+
+
+def compare(tmp: Path, messages: list[list[bytes]], **kw: Any) -> tuple[dict, dict]:
+    """Both paths on the same stream; assert they agree; return (lane, python) results."""
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    fast = run(tmp / "a", messages, lane=True, **kw)
+    ref = run(tmp / "b", messages, lane=False, **kw)
+    assert ref["taken"] == 0
+    assert fast["state"] == ref["state"]
+    assert fast["counters"] == ref["counters"]
+    assert fast["offered"] == ref["offered"]
+    assert sorted(fast["chunks"]) == sorted(ref["chunks"])
+    for offset, chunk in ref["chunks"].items():
+        assert fast["chunks"][offset] == chunk, f"chunk {offset} differs"
+    for name, values in ref["book"].items():
+        np.testing.assert_array_equal(fast["book"][name], values, err_msg=name)
+    return fast, ref
+
+
+def series(n: int, scan: tuple[int, int], **kw: Any) -> list[list[bytes]]:
+    return encode_series(n, frame_shape=(64, 64), scan_shape=scan, **kw)
+
+
+def test_clean_series_is_taken_by_the_lane(tmp_path):
+    scan = (6, 10)  # K=4: chunks of 4, 4 and 2 frames per row
+    fast, ref = compare(tmp_path, series(60, scan), scan=scan)
+    assert ref["counters"]["frames_written"] == 60
+    assert ref["book"]["written"].all()
+    # images 0-23 (ids that are their own header byte) and the rest of a chunk after an
+    # integer grew a byte take the Python path
+    assert fast["taken"] >= 30
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_chunk_sizes_and_serpentine(tmp_path, k):
+    scan = (5, 12)
+    compare(tmp_path, series(60, scan), scan=scan, k=k, serpentine=True)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        "drop=30,41,42",
+        "duplicate=29,30,33",
+        "reorder=30,31,45",
+        "corrupt=30,37;truncate=44",
+        "wrong_series=31;malformed=38",
+        "drop=59",  # the last frame: the last chunk is written with its gap at the end
+        "no_end",
+    ],
+)
+def test_faults(tmp_path, faults):
+    scan = (6, 10)
+    fast, ref = compare(tmp_path, series(60, scan, faults=faults), scan=scan, end_timeout=0.5)
+    assert fast["taken"] > 0
+
+
+def test_integers_through_their_token_lengths(tmp_path):
+    """Image ids cross 23 and 255 and times grow: the layout changes, the lane is armed anew."""
+    scan = (20, 16)
+    fast, _ = compare(tmp_path, series(320, scan, frame_time=0.02), scan=scan)
+    assert fast["taken"] >= 250
+
+
+def test_pause_mid_chunk_hands_the_chunk_over(tmp_path):
+    """The stream pauses with a chunk half full: handed over after the hold, then completed
+    by frames that came later (the chunk read back and written again), as the Python path."""
+    scan = (6, 10)
+    compare(tmp_path, series(60, scan), scan=scan, pause_after=1 + 26)
+
+
+def test_late_first_frame_of_a_written_chunk(tmp_path):
+    """Image 44 (the first of its chunk) comes last, after a pause in which a flush wrote its
+    chunk with a gap: it is read back and written again, on both paths."""
+    scan = (6, 10)
+    msgs = series(60, scan)
+    late = msgs.pop(1 + 44)
+    msgs.insert(len(msgs) - 1, late)
+    compare(tmp_path, msgs, scan=scan, pause_after=len(msgs) - 2, flush_seconds=0.1)
+
+
+def test_summary_off(tmp_path):
+    scan = (6, 10)
+    fast, _ = compare(tmp_path, series(60, scan), scan=scan, summary=False)
+    assert fast["offered"] == 0 and fast["taken"] > 0
+
+
+def test_lane_stays_out_where_it_does_not_apply(tmp_path):
+    """Two channels per message; one frame per chunk; frames stemdaq compresses."""
+    scan = (4, 8)
+    fast, _ = compare(tmp_path, series(32, scan, channels=("a", "b")), scan=scan)
+    assert fast["taken"] == 0
+    (tmp_path / "k1").mkdir()
+    fast, _ = compare(tmp_path / "k1", series(32, scan), scan=scan, k=1)
+    assert fast["taken"] == 0
+    (tmp_path / "raw").mkdir()
+    fast, _ = compare(tmp_path / "raw", series(32, scan, compression="none"), scan=scan)
+    assert fast["taken"] == 0
