@@ -244,19 +244,21 @@ class Acquisition:
             self._error = self._error or message
         self._signals.abort.set()
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Make every frame counted visible to SWMR readers now; True once done.
+    def flush(self, timeout: float = 5.0) -> tuple[bool, AcquisitionInfo | None]:
+        """Make every frame counted visible to SWMR readers now: (True, the acquisition as the
+        data thread saw it right after the flush: SWMR readers see what it counts) once done.
 
         The data thread flushes at its next tick (within about a second); once the file is
-        closed (or before it is opened) there is nothing to flush and this returns True at once.
+        closed (or before it is opened) there is nothing to flush: (True, None) at once.
         """
         if not self._data.opened:
-            return True
-        return self._flushes.request(timeout)
+            return True, None
+        ok, after = self._flushes.request(timeout)
+        return ok, after
 
     def _on_tick(self) -> None:
         """Data thread, about once a second: serve flush requests, tell the listener."""
-        self._flushes.serve(self._writer.flush, f"acquisition {self.acq_id}")
+        self._flushes.serve(self._writer.flush, f"acquisition {self.acq_id}", self.info)
         self._notify()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -45,13 +45,15 @@ class RowCounter:
 
 
 class _Request:
-    """One flush request: set once served; ``ok`` says whether the flush succeeded."""
+    """One flush request: set once served; ``ok`` says whether the flush succeeded, ``after``
+    what the data thread's ``snapshot`` said right after it."""
 
-    __slots__ = ("done", "ok")
+    __slots__ = ("after", "done", "ok")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.ok = False
+        self.after: Any = None
 
 
 class FlushRequests:
@@ -62,30 +64,37 @@ class FlushRequests:
         self._waiters: list[_Request] = []
         self._closed = False
 
-    def request(self, timeout: float) -> bool:
-        """Wait (up to ``timeout`` s) until the data thread flushed; True if it did or the file
-        is closed (everything is on disk then), False on timeout or if the flush failed."""
+    def request(self, timeout: float) -> tuple[bool, Any]:
+        """Wait (up to ``timeout`` s) until the data thread flushed: (True, the snapshot taken
+        right after the flush) if it did, (True, None) if the file is closed (everything is on
+        disk then), (False, None) on timeout or if the flush failed."""
         req = _Request()
         with self._lock:
             if self._closed:
-                return True
+                return True, None
             self._waiters.append(req)
-        return req.done.wait(timeout) and req.ok
+        if req.done.wait(timeout) and req.ok:
+            return True, req.after
+        return False, None
 
-    def serve(self, flush: Callable[[], None], name: str) -> None:
-        """Data thread: flush once for every request waiting, then release them."""
+    def serve(
+        self, flush: Callable[[], None], name: str, snapshot: Callable[[], Any] | None = None
+    ) -> None:
+        """Data thread: flush once for every request waiting, take ``snapshot`` (nothing is
+        written between the two: what it counts, SWMR readers see), then release them."""
         with self._lock:
             waiters, self._waiters = self._waiters, []
         if not waiters:
             return
-        ok = True
+        ok, after = True, None
         try:
             flush()
+            after = snapshot() if snapshot is not None else None
         except Exception as exc:  # the writer's own periodic flush reports storage errors
             logger.error("%s: flush on request failed: %s", name, exc)
             ok = False
         for req in waiters:
-            req.ok = ok
+            req.ok, req.after = ok, after
             req.done.set()
 
     def close(self) -> None:

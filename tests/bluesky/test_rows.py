@@ -32,14 +32,14 @@ def test_flush_requests_are_served_once_and_released_at_close() -> None:
     waiter.start()
     while not requests._waiters:  # the request is queued
         threading.Event().wait(0.001)
-    requests.serve(lambda: flushed.append(1), "test")
+    requests.serve(lambda: flushed.append(1), "test", lambda: len(flushed))
     waiter.join(30)
-    assert answers == [True] and flushed == [1]
+    assert answers == [(True, 1)] and flushed == [1]  # the snapshot is taken after the flush
     requests.serve(lambda: flushed.append(1), "test")  # nothing waiting: no flush
     assert flushed == [1]
-    assert requests.request(0.01) is False  # nobody serves it
+    assert requests.request(0.01) == (False, None)  # nobody serves it
     requests.close()
-    assert requests.request(30) is True  # closed: all on disk, answered at once
+    assert requests.request(30) == (True, None)  # closed: all on disk, answered at once
 
 
 def test_a_failing_flush_releases_the_request_with_false() -> None:
@@ -53,6 +53,6 @@ def test_a_failing_flush_releases_the_request_with_false() -> None:
     def broken() -> None:
         raise OSError("disk full")
 
-    requests.serve(broken, "test")
+    requests.serve(broken, "test", lambda: "not taken")
     waiter.join(30)
-    assert answers == [False]
+    assert answers == [(False, None)]

@@ -73,4 +73,8 @@ class FlushResult(BaseModel):
         "was nothing to flush (file not open yet, or closed); false if the data thread did not "
         "flush within 5 s or the flush failed"
     )
-    acquisition: AcquisitionInfo = Field(description="The acquisition after the flush")
+    acquisition: AcquisitionInfo = Field(
+        description="The acquisition as the data thread saw it right after the flush (SWMR "
+        "readers see at least the frames and rows it counts); as it is now when there was "
+        "nothing to flush"
+    )

@@ -207,8 +207,11 @@ async def flush_acquisition(manager: ManagerDep, acq_id: AcqId) -> FlushResult:
     """
     info = manager.get(acq_id)
     acq = manager.current
-    flushed = True
+    flushed, after = True, None
     if acq is not None and not info.state.is_final and acq.info().id == acq_id:
         flush = getattr(acq, "flush", None)  # an engine that cannot flush says so: false
-        flushed = flush is not None and bool(await asyncio.to_thread(flush, FLUSH_TIMEOUT))
-    return FlushResult(flushed=flushed, acquisition=manager.get(acq_id))
+        if flush is None:
+            flushed = False
+        else:
+            flushed, after = await asyncio.to_thread(flush, FLUSH_TIMEOUT)
+    return FlushResult(flushed=flushed, acquisition=after or manager.get(acq_id))
