@@ -84,7 +84,10 @@ def test_acquire_killed_leaves_a_readable_partial_and_a_busy_detector(
 ):
     scan = "24x24"
     n = n_of(scan)
-    sim = make_sim(frame_time=0.01)  # 576 frames: about 5.8 s
+    # 576 frames in about 11.5 s: the detector must still be in the series after the first
+    # flush, the kill, a check and an inspect (a busy 2-core machine took 5.8 s for those);
+    # the test ends it with an abort, so the length costs nothing
+    sim = make_sim(frame_time=0.02)
     out = tmp_path / "killed.nxs"
     partial = partial_of(out)
     cli = start_cli(*active_args(sim, out, scan))
@@ -129,7 +132,10 @@ def test_acquire_killed_leaves_a_readable_partial_and_a_busy_detector(
 def test_serve_killed_then_restarted_reports_the_partial(make_sim, make_serve):
     scan = [24, 24]
     n = scan[0] * scan[1]
-    sim = make_sim(frame_time=0.01)  # 576 frames: about 5.8 s
+    # 576 frames in about 11.5 s: the detector must still be in the series after the first
+    # flush, the kill, a check and an inspect (a busy 2-core machine took 5.8 s for those);
+    # the test ends it with an abort, so the length costs nothing
+    sim = make_sim(frame_time=0.02)
     serve = make_serve()
     info = serve.arm(
         scan_shape=scan,
