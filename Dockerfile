@@ -26,7 +26,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels stemdaq \
     && python -Ic "import stemdaq.api.app, stemdaq_client, h5py, hdf5plugin" \
-    && python -Ic "import stemdaq.receiver.blockwalk as b; assert b.COMPILED and b.image, 'stemdaq._hotpath not compiled'"
+    && python -Ic "import stemdaq.receiver.blockwalk as b; assert b.COMPILED and b.image, 'stemdaq._hotpath not compiled'" \
+    && python -Ic "import stemdaq.rank.lane as l; assert l.BUILT, 'stemdaq._lane not compiled'"
 RUN groupadd --system --gid 1000 stemdaq \
     && useradd --system --uid 1000 --gid stemdaq --home-dir /home/stemdaq --create-home stemdaq \
     && mkdir -p /data && chown stemdaq:stemdaq /data

@@ -33,8 +33,8 @@ def test_dockerfile() -> None:
     ):
         assert directive in text, directive
     assert "/healthz" in text and "pip wheel" in text
-    # the builder has a C compiler: the image must get the compiled block walk, not the fallback
-    assert "build-essential" in text and "b.COMPILED" in text
+    # the builder has a C compiler: the image must get the compiled walk and lane, not the fallback
+    assert "build-essential" in text and "b.COMPILED" in text and "l.BUILT" in text
     cmd = re.search(r"^CMD \[(.*)\]", text, re.MULTILINE)
     assert cmd is not None
     args = [a.strip().strip('"') for a in cmd.group(1).split(",")]

@@ -29,6 +29,7 @@ from stemdaq.api.schemas import Health
 from stemdaq.live.hub import LiveHub
 from stemdaq.manager import AcquisitionFactory, AcquisitionManager
 from stemdaq.metrics import build_registry
+from stemdaq.rank import lane
 from stemdaq.receiver import blockwalk
 from stemdaq.settings import Settings
 
@@ -68,7 +69,7 @@ def create_app(
         redact.install()  # uvicorn has configured its loggers by now
         await manager.start()
         logger.info("stemdaq %s serving data from %s", __version__, manager.data_dir)
-        if not blockwalk.COMPILED:
+        if not (blockwalk.COMPILED and lane.BUILT):
             logger.info(blockwalk.BUILT_WITHOUT_C)
         try:
             yield

@@ -50,11 +50,12 @@ except ImportError:  # built without a C compiler: the Python walk, same results
 
 #: True when the extension was built: the compiled walk (and image read) run
 COMPILED = _compiled is not None
-#: what the service says at start when it runs the Python walk
+#: what the service says at start when it runs the Python walk (or lacks stemdaq._lane)
 BUILT_WITHOUT_C = (
-    "the per-frame block walk and stream v2 image read run in Python: stemdaq was installed "
-    "without a C compiler (measured: 1.5 us more CPU per 192x192 frame, up to ~25 % fewer "
-    "frames/s for 512x512 and larger frames; reinstall with one)"
+    "the per-frame block walk, stream v2 image read and in-order lane run in Python: stemdaq "
+    "was installed without a C compiler (measured: the data thread's CPU per 192x192 frame "
+    "about doubles, 15 -> 30 us, and up to ~25 % fewer frames/s for 512x512 and larger "
+    "frames; reinstall with one)"
 )
 walk: Callable[[Any, int, int, int], int] = _compiled if _compiled is not None else walk_python
 #: the stream v2 fast path's read of a usual image in C (``stemdaq.receiver.fast2``), or None
