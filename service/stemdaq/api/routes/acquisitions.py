@@ -203,7 +203,9 @@ async def flush_acquisition(manager: ManagerDep, acq_id: AcqId) -> FlushResult:
 
     The data thread flushes at its next tick (within about a second). ``flushed`` is true once it
     has, or when there is nothing to flush (the file is not open yet, or closed: all on disk);
-    false if the data thread did not get to it within a few seconds, or the flush failed.
+    false if the data thread did not get to it within a few seconds, or the flush failed. The
+    acquisition in the answer is as the data thread saw it right after the flush, so a SWMR
+    reader sees at least the frames and rows it counts.
     """
     info = manager.get(acq_id)
     acq = manager.current
