@@ -5,13 +5,17 @@ Each test sends the same stream over a real ZeroMQ socket (127.0.0.1) to a real
 (``DataPath(lane=False)``), and compares what users get: every stored chunk byte for byte, the
 bookkeeping (``written``, ``frame_id``, times), the final counters and the frames offered to the
 summary. The streams are the simulator's (stream v2, 64x64 uint16 bitshuffle-LZ4: one block per
-frame, so K frames share a chunk), clean and with every fault it injects.
+frame, so K frames share a chunk), clean and with every fault it injects. The C object's own
+guards (a full chunk not committed yet, the summary's grid, a failed ``__init__``) are tested on
+it alone; a disk that fills while the lane writes is ``tests/faults/test_disk_full.py``.
 """
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ import zmq
 from stemdaq.config import AcquisitionConfig
 from stemdaq.rank import lane as lane_module
 from stemdaq.rank.datapath import DataPath, Signals
-from stemdaq.receiver import ZmqSource
+from stemdaq.receiver import StreamDecoder, ZmqSource
 from stemdaq.sim.replay import encode_series
 from stemdaq.writer import NexusWriter
 
@@ -43,6 +47,7 @@ def run(
     scan: tuple[int, int],
     k: int = 4,
     pause_after: int | None = None,
+    validate: bool = False,
     **cfg: Any,
 ) -> dict[str, Any]:
     """Send ``messages``, run a data path until the series ends; what the file and counters say.
@@ -75,7 +80,7 @@ def run(
     sender = threading.Thread(target=send)
     sender.start()
     name = "lane" if lane else "python"
-    writer = NexusWriter(tmp / f"{name}.nxs", config, validate_framing=False)
+    writer = NexusWriter(tmp / f"{name}.nxs", config, validate_framing=validate)
     path = DataPath(config, writer, Signals(), name=name, lane=lane)
     try:
         state, _ = path.run(source)
@@ -204,3 +209,89 @@ def test_lane_stays_out_where_it_does_not_apply(tmp_path):
     (tmp_path / "raw").mkdir()
     fast, _ = compare(tmp_path / "raw", series(32, scan, compression="none"), scan=scan)
     assert fast["taken"] == 0
+
+
+def test_validate_framing_on_writes_the_same(tmp_path):
+    """The lane walks every frame's blocks itself, as the writer's own framing check would."""
+    scan = (6, 10)
+    fast, _ = compare(tmp_path, series(60, scan), scan=scan, validate=True)
+    assert fast["taken"] > 0
+
+
+# -- the C object alone -------------------------------------------------------------------------
+
+
+def chunk_header(k: int) -> bytes:
+    """The 12-byte header of a chunk of k 64x64 uint16 frames (one 8 KiB block each)."""
+    return struct.pack(">QI", k * 8192, 8192)
+
+
+def _usual_messages(n: int) -> tuple[Any, list[bytes]]:
+    """A 64x64 series' image messages and the decoder's usual layout after image 30."""
+    msgs = [m[0] for m in series(n, (8, 8))[1:-1]]
+    decoder = StreamDecoder()
+    for msg in msgs[:31]:
+        decoder.decode_part(msg)
+    usual = decoder.usual_image()
+    assert usual is not None
+    return usual, msgs
+
+
+def _lane(grid: bytes | None = None) -> tuple[Any, dict[str, Any]]:
+    n = 64
+    bufs = {
+        "seen": bytearray(n),
+        "in_file": bytearray(16),
+        "pending": bytearray(16),
+        "written": bytearray(n),
+        "frame_id": array("q", [-1]) * n,
+        "t_start": array("d", [np.nan]) * n,
+        "t_stop": array("d", [np.nan]) * n,
+        "t_real": array("d", [np.nan]) * n,
+    }
+    lane = lane_module.Lane(4, 8, n, False, *bufs.values(), chunk_header(4), b"\0" * 20, grid)
+    return lane, bufs
+
+
+def test_a_full_chunk_takes_nothing_until_committed():
+    (layout, payload, sec), msgs = _usual_messages(64)
+    lane, bufs = _lane()
+    assert lane.arm(layout, payload, sec.start_den, sec.stop_den, sec.real_time)
+    assert [lane.push(m) for m in msgs[32:36]] == [0, 0, 0, 1]  # row 4, chunk 0: full
+    assert lane.push(msgs[36]) == -1  # the next chunk waits for the commit
+    assert not bufs["seen"][36]
+    assert bytes(memoryview(lane))[:12] == chunk_header(4)
+    assert lane.commit() == (32, 4, 4)
+    assert list(bufs["frame_id"][32:36]) == [32, 33, 34, 35]
+    assert bytes(bufs["written"][32:36]) == b"\1" * 4
+    assert lane.push(msgs[36]) == 0
+    assert lane.arm(layout, payload, 0, 0, None) is False  # a chunk being filled keeps its layout
+    assert [p[0] for p in lane.handover()] == [36]
+    assert lane.take_counts()[0] == 5
+
+
+def test_summary_grid_and_min_class():
+    """Flag 2 for frames on the summary's grid, the rest counted as not wanted."""
+    (layout, payload, sec), msgs = _usual_messages(64)
+    grid = bytes([1 if i % 2 else 0 for i in range(64)])
+    lane, _ = _lane(grid)
+    lane.arm(layout, payload, sec.start_den, sec.stop_den, sec.real_time)
+    lane.min_class = 1
+    flags = [lane.push(m) for m in msgs[32:36]]
+    assert flags == [0, 2, 0, 3]
+    assert lane.last()[0] == 35
+    assert lane.take_counts()[2] == 2
+
+
+def test_a_lane_whose_init_failed_takes_nothing():
+    lane = lane_module.Lane.__new__(lane_module.Lane)
+    with pytest.raises(ValueError):
+        lane.__init__(1, 8, 64, False, *([bytearray(64)] * 8), b"\0" * 12, b"", None)
+    assert lane.push(b"\0" * 100) == -1
+    assert lane.handover() == []
+    with pytest.raises(RuntimeError):
+        lane.arm((b"a", 1, b"b", 2, b"c", 3, b"d", 4, 5), (b"\0" * 12, 1, 1, 0), 0, 0, None)
+    with pytest.raises(RuntimeError):
+        lane.commit()
+    with pytest.raises(BufferError):
+        memoryview(lane)

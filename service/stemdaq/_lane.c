@@ -13,7 +13,7 @@
  * push returns -1 for anything else, and the Python path (the reference: decoder, tracker,
  * RowChunker) takes the message; before it does, handover() gives it the frames of the chunk
  * being filled, so the Python path always sees every frame in arrival order. Tests run streams
- * through both paths and compare files, bookkeeping and counters (tests/rank/test_lane.py).
+ * through both paths and compare files, bookkeeping and counters (tests/test_lane.py).
  */
 #include "_usual.h"
 
@@ -31,7 +31,7 @@ typedef struct {
     unsigned char header[12]; /* the chunk's: K frames of bytes, the block size */
     PyObject *zero;           /* the block table of an all-zero frame */
     /* armed: the usual image of the series */
-    int armed;
+    int ready, armed; /* initialised; push may take frames */
     PyObject *layout, *payload;
     usual_t u;
     double start_den, stop_den, real_time;
@@ -125,8 +125,10 @@ static int lane_init(Lane *self, PyObject *args, PyObject *kwds)
                           &header_len, &zero, &grid)) {
         return -1;
     }
-    if (k < 2 || n_k < 1 || n_pos < n_k || n_pos % n_k || header_len != 12) {
-        PyErr_SetString(PyExc_ValueError, "Lane: k >= 2, n_pos a multiple of n_k, 12-byte header");
+    if (k < 2 || k > (1 << 20) || n_k < 1 || n_pos < n_k || n_pos % n_k ||
+        n_pos > PY_SSIZE_T_MAX / 16 || header_len != 12) {
+        PyErr_SetString(PyExc_ValueError,
+                        "Lane: 2 <= k <= 2**20, n_pos a multiple of n_k, 12-byte header");
         return -1;
     }
     self->k = k;
@@ -163,8 +165,19 @@ static int lane_init(Lane *self, PyObject *args, PyObject *kwds)
         PyErr_NoMemory();
         return -1;
     }
-    self->key = -1;
+    self->ready = 1;
     return 0;
+}
+
+static PyObject *lane_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    Lane *self = (Lane *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->key = -1; /* no chunk; nothing works until __init__ completed (ready) */
+    }
+    return (PyObject *)self;
 }
 
 /* arm(layout, payload, start_den, stop_den, real_time) -> bool: take the images of this
@@ -176,6 +189,10 @@ static PyObject *lane_arm(Lane *self, PyObject *const *args, Py_ssize_t nargs)
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError,
                         "arm(layout, payload, start_den, stop_den, real_time) takes 5 arguments");
+        return NULL;
+    }
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Lane: not initialised");
         return NULL;
     }
     usual_t u;
@@ -192,8 +209,9 @@ static PyObject *lane_arm(Lane *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     self->armed = 0;
-    if (u.header_len != 12 || sd > MAX_EXACT || td > MAX_EXACT) {
-        Py_RETURN_FALSE;
+    if (u.header_len != 12 || u.n_blocks < 0 || u.leftover < 0 || u.bound < 0 ||
+        sd > MAX_EXACT || td > MAX_EXACT || self->key >= 0) {
+        Py_RETURN_FALSE; /* a chunk being filled keeps the layout it was read with */
     }
     Py_INCREF(args[0]);
     Py_INCREF(args[1]);
@@ -217,16 +235,16 @@ static PyObject *lane_disarm(Lane *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* room for n more bytes in buf; 0 when it cannot grow (exported, or no memory) */
-static int reserve(Lane *self, Py_ssize_t n)
+/* room for total bytes in buf; 0 when it cannot grow (exported, or no memory) */
+static int reserve(Lane *self, Py_ssize_t total)
 {
-    if (self->used + n <= self->cap) {
+    if (total <= self->cap) {
         return 1;
     }
-    if (self->exports > 0 || n > PY_SSIZE_T_MAX / 4 - self->used) {
+    if (self->exports > 0 || total > PY_SSIZE_T_MAX / 4) {
         return 0;
     }
-    Py_ssize_t cap = 2 * (self->used + n);
+    Py_ssize_t cap = 2 * total;
     unsigned char *buf = PyMem_Realloc(self->buf, cap);
     if (buf == NULL) {
         return 0;
@@ -241,7 +259,7 @@ static int reserve(Lane *self, Py_ssize_t n)
  * (last() says which). */
 static PyObject *lane_push(Lane *self, PyObject *msg)
 {
-    if (!self->armed || self->exports > 0) {
+    if (!self->ready || !self->armed || self->exports > 0) {
         return PyLong_FromLong(-1);
     }
     Py_buffer view;
@@ -270,29 +288,40 @@ static PyObject *lane_push(Lane *self, PyObject *msg)
     const Py_ssize_t row = pos / self->n_k, col = pos % self->n_k;
     const Py_ssize_t c = col / self->k, j = col % self->k;
     const Py_ssize_t blocks = r.stop - r.start - 12;
-    if (self->key < 0) {
+    if (blocks < 0 || r.stop != view.len) {
+        goto done; /* bytes after the payload: fast2's own rule sends it the Python path */
+    }
+    /* the chunk this frame would go into: the one being filled, or a new one; nothing of the
+     * lane's state changes until the frame is taken */
+    const int fresh = self->key < 0;
+    Py_ssize_t need = self->need, used = self->used;
+    if (fresh) {
         /* a chunk in the file or waiting in RowChunker holds a frame already, so the lane
          * could never fill it: decline its frames now rather than hand them over later */
         const Py_ssize_t key = row * self->per_row + c;
         if (j != 0 || ((const unsigned char *)self->in_file.buf)[key] ||
-            ((const unsigned char *)self->pending.buf)[key] || !reserve(self, 12)) {
+            ((const unsigned char *)self->pending.buf)[key]) {
             goto done;
         }
-        self->key = key;
+        need = self->n_k - c * self->k < self->k ? self->n_k - c * self->k : self->k;
+        used = 12;
+    } else if (self->filled == self->need || pos != self->pos0 + self->filled) {
+        goto done; /* full and not committed yet, or not the next slot */
+    }
+    const Py_ssize_t filled = fresh ? 0 : self->filled;
+    const Py_ssize_t zeros =
+        filled + 1 == need ? (self->k - need) * PyBytes_GET_SIZE(self->zero) : 0;
+    if (!reserve(self, used + blocks + zeros)) {
+        goto done;
+    }
+    if (fresh) {
+        self->key = row * self->per_row + c;
         self->pos0 = pos;
-        self->need = self->n_k - c * self->k < self->k ? self->n_k - c * self->k : self->k;
+        self->need = need;
         self->filled = 0;
         memcpy(self->buf, self->header, 12);
         self->used = 12;
         self->t0 = monotonic();
-    } else if (pos != self->pos0 + self->filled) {
-        goto done;
-    }
-    const Py_ssize_t zeros = self->filled + 1 == self->need
-                                 ? (self->k - self->need) * PyBytes_GET_SIZE(self->zero)
-                                 : 0;
-    if (!reserve(self, blocks + zeros)) {
-        goto done;
     }
     const Py_ssize_t f = self->filled;
     self->slot_off[f] = self->used;
@@ -357,11 +386,15 @@ static PyObject *lane_commit(Lane *self, PyObject *unused)
     double *tr = (double *)self->t_real.buf;
     Py_ssize_t fresh = 0;
     for (Py_ssize_t j = 0; j < self->filled; j++) {
+        fresh += !written[self->pos0 + j];
+    }
+    PyObject *out = Py_BuildValue("(nnn)", self->pos0, self->filled, fresh);
+    if (out == NULL) {
+        return NULL; /* nothing marked: the chunk can still be committed or handed over */
+    }
+    for (Py_ssize_t j = 0; j < self->filled; j++) {
         const Py_ssize_t i = self->pos0 + j;
-        if (!written[i]) {
-            written[i] = 1;
-            fresh++;
-        }
+        written[i] = 1;
         fid[i] = self->slot_id[j];
         if (self->has_start) {
             t0[i] = (double)self->slot_start[j] / self->start_den;
@@ -373,10 +406,7 @@ static PyObject *lane_commit(Lane *self, PyObject *unused)
             tr[i] = self->real_time;
         }
     }
-    PyObject *out = Py_BuildValue("(nnn)", self->pos0, self->filled, fresh);
-    if (out != NULL) {
-        reset_chunk(self);
-    }
+    reset_chunk(self);
     return out;
 }
 
@@ -500,6 +530,7 @@ static int lane_getbuffer(Lane *self, Py_buffer *view, int flags)
         return -1;
     }
     if (PyBuffer_FillInfo(view, (PyObject *)self, self->buf, self->used, 1, flags) < 0) {
+        view->obj = NULL;
         return -1;
     }
     self->exports++;
@@ -553,7 +584,7 @@ static PyTypeObject LaneType = {
     .tp_methods = lane_methods,
     .tp_getset = lane_getset,
     .tp_init = (initproc)lane_init,
-    .tp_new = PyType_GenericNew,
+    .tp_new = lane_new,
 };
 
 static struct PyModuleDef module = {

@@ -34,7 +34,7 @@ def _disk_full_sim(make_sim):
     return make_sim(frame_time=0.004, **FRAMES)  # 1024 frames: about 4 s
 
 
-def _check_failed_run(r, sim, what: str) -> None:
+def _check_failed_run(r, sim, what: str, n: int = N) -> None:
     text = r.stdout + r.stderr
     assert r.returncode == 1, clip(text)
     no_traceback(text)
@@ -46,8 +46,8 @@ def _check_failed_run(r, sim, what: str) -> None:
     reported = Path(summary["file"])
     assert reported.exists(), f"the reported file {reported} does not exist"
     assert not partial_of(reported).exists() or reported.name.endswith(".partial")
-    report = check_file(reported, sim, N)
-    assert 0 < report.n_written < N
+    report = check_file(reported, sim, n)
+    assert 0 < report.n_written < n
     assert report.n_written == summary["frames_written"], (report.n_written, summary)
     assert report.state == "failed"
     assert report.error and re.search(what, report.error, re.I), report.error
@@ -82,6 +82,24 @@ def test_real_enospc_fails_once_with_one_reason(make_sim, small_disk):
     assert re.search(r"no space|disk.*full|file too large", text, re.I), clip(text)
     _check_failed_run(r, sim, r"no space|disk.*full|file too large")
     # one reason, not one line per frame: the error is a single sentence
+    assert len(parse_summary(r.stdout).get("error", "")) < 400
+
+
+def test_real_enospc_while_the_in_order_lane_writes(make_sim, small_disk):
+    """Detector bitshuffle-LZ4 frames of whole 8 KiB blocks (512x512 uint32, ~23 kB each:
+    40x40 of them are 37 MB): the in-order lane assembles and writes 8-frame chunks when the
+    disk fills. Failed once, with one reason; the file claims only the frames it holds."""
+    sim = make_sim(frame_time=0.003, frame_shape=(512, 512), dtype="uint32")
+    out = small_disk.path / "lane.nxs"
+    r = run_cli(
+        # the frames compress ~45x; assuming 80x lets the estimate (21 MB) through
+        *active_args(sim, out, "40x40", "--assumed-compression-ratio", "80", "--min-free-mb", "0"),
+        timeout=60,
+        preexec=small_disk.preexec,
+    )
+    text = r.stdout + r.stderr
+    assert re.search(r"no space|disk.*full|file too large", text, re.I), clip(text)
+    _check_failed_run(r, sim, r"no space|disk.*full|file too large", n=40 * 40)
     assert len(parse_summary(r.stdout).get("error", "")) < 400
 
 

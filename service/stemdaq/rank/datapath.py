@@ -158,10 +158,14 @@ class DataPath:
     def run(self, source: ZmqSource) -> tuple[AcquisitionState, str | None]:
         """Receive and write until the series is over; return how it ended (file not closed)."""
         try:
-            return self._run(source)
+            state, reason = self._run(source)
         finally:  # the frames of a chunk the lane was filling go to the writer as the rest
             if self.lane is not None:
                 self.lane.leave()
+        failed = self._fatal or self.writer.low_space  # e.g. set by that hand-over's writes
+        if failed is not None and state is not AcquisitionState.FAILED:
+            return AcquisitionState.FAILED, failed
+        return state, reason
 
     def _run(self, source: ZmqSource) -> tuple[AcquisitionState, str | None]:
         cfg = self.config
@@ -225,6 +229,8 @@ class DataPath:
             if taken < 0:
                 if self.lane is not None:
                     self.lane.leave()  # the Python path sees every frame in arrival order
+                    if self._fatal is not None or writer.low_space is not None:
+                        return AcquisitionState.FAILED, self._fatal or writer.low_space
                 for event in decode(parts) if type(parts) is list else decode_part(parts):
                     if isinstance(event, Frame):
                         placement = place(event)
@@ -314,7 +320,7 @@ class DataPath:
     def _write(self, placement: Placement, frame: Frame) -> None:
         """Write a placed frame now, or hand it to the compression pool (written in order later)."""
         if self._fatal is not None:  # the file takes nothing more: count, do not write
-            self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
+            self.accounts.drop(DropReason.WRITE_ERROR, frame, self._fatal)
             return
         if not self.opened:
             try:
@@ -323,7 +329,7 @@ class DataPath:
                 logger.exception("%s: cannot create %s", self.name, self.writer.tmp_path)
                 self._fatal = f"cannot create the file: {type(exc).__name__}: {exc}"
                 self.frame_shape = None
-                self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
+                self.accounts.drop(DropReason.WRITE_ERROR, frame, self._fatal)
                 return
         position, channel_index = placement
         if frame.codec is self.writer.filter_codec and frame.codec is not Codec.RAW:
@@ -338,11 +344,11 @@ class DataPath:
         """Write the compressed frames that are ready, oldest first; ``block``: wait for all."""
         for position, channel_index, frame, chunk in self.compression.ready(block):
             if isinstance(chunk, DecodeError):
-                self._drop(drop_reason(chunk), frame, str(chunk))
+                self.accounts.drop(drop_reason(chunk), frame, str(chunk))
             elif isinstance(chunk, Exception):
-                self._drop(DropReason.CORRUPT, frame, f"{type(chunk).__name__}: {chunk}")
+                self.accounts.drop(DropReason.CORRUPT, frame, f"{type(chunk).__name__}: {chunk}")
             elif self._fatal is not None:
-                self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
+                self.accounts.drop(DropReason.WRITE_ERROR, frame, self._fatal)
             else:
                 self._store(position, channel_index, chunk, frame)
 
@@ -360,7 +366,7 @@ class DataPath:
         try:
             n = self.writer.write(position, channel_index, chunk, frame)
         except DecodeError as exc:  # this frame's own fault: drop it, go on
-            self._drop(drop_reason(exc), frame, str(exc))
+            self.accounts.drop(drop_reason(exc), frame, str(exc))
             return
         except Exception as exc:  # the file's fault (disk full, I/O error): stop writing
             self.fail_write([frame], exc)
@@ -372,7 +378,7 @@ class DataPath:
     def store_handed_over(self, position: int, frame: Frame) -> None:
         """A frame the lane placed (and offered to the summary): to the writer."""
         if self._fatal is not None:
-            self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
+            self.accounts.drop(DropReason.WRITE_ERROR, frame, self._fatal)
         else:
             self._store(position, 0, frame.payload, frame, offer=False)
 
@@ -383,10 +389,7 @@ class DataPath:
         self.writer.storage_error = self._fatal
         logger.error("%s: %s; stopping the acquisition", self.name, self._fatal)
         for frame in frames:
-            self._drop(DropReason.WRITE_ERROR, frame, self._fatal)
-
-    def _drop(self, reason: DropReason, frame: Frame, detail: str) -> None:
-        self.accounts.drop(reason, frame, detail)
+            self.accounts.drop(DropReason.WRITE_ERROR, frame, self._fatal)
 
     def _tick(self, now: float) -> float:
         """Once a second: update the rates and tell the control side."""

@@ -21,8 +21,11 @@ left half full when the stream pauses is handed over after ``hold`` seconds
 What differs, by design: frames in the chunk being filled are counted as received and written
 when the chunk is (at most K - 1 frames later, or at the hand-over); the write latency of a full
 chunk is shared by its frames; a chunk whose write fails counts all its frames dropped
-(``write_error``). Tests run streams through both paths and compare files, bookkeeping and
-counters (``tests/rank/test_lane.py``).
+(``write_error``; the Python path counts the frame whose arrival made the write and leaves the
+others of the chunk missing); a chunk handed over at a pause starts its wait in RowChunker then
+(so it reaches the file one hold later than it would have). Odd rows of a serpentine scan
+arrive in descending positions: the lane takes only the even rows. Tests run streams through both paths and compare files, bookkeeping and
+counters (``tests/test_lane.py``).
 """
 
 from __future__ import annotations
@@ -66,7 +69,6 @@ class InOrderLane:
         self._rows, self._book = rows, book
         self._hold = rows.hold
         self._sections: Sections | None = None
-        self._armed_with: tuple[Any, Any] | None = None
         #: frames the lane took (a figure for benchmarks and tests)
         self.frames = 0
 
