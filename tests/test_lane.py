@@ -146,8 +146,16 @@ def test_clean_series_is_taken_by_the_lane(tmp_path):
 
 @pytest.mark.parametrize("k", [2, 3, 8])
 def test_chunk_sizes_and_serpentine(tmp_path, k):
+    """Odd rows come last column first: the lane fills their chunks downwards."""
     scan = (5, 12)
-    compare(tmp_path, series(60, scan), scan=scan, k=k, serpentine=True)
+    fast, _ = compare(tmp_path, series(60, scan), scan=scan, k=k, serpentine=True)
+    assert fast["taken"] >= 24  # rows 2-4 (images 24-59), less a chunk after a layout change
+
+
+def test_serpentine_with_faults(tmp_path):
+    scan = (6, 10)
+    msgs = series(60, scan, faults="drop=36;duplicate=45;reorder=51,52")
+    compare(tmp_path, msgs, scan=scan, serpentine=True)
 
 
 @pytest.mark.parametrize(

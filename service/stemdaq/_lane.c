@@ -6,7 +6,9 @@
  * message as _hotpath.image does (sections, integers, payload header, block walk: _usual.h),
  * takes the frame only if its scan position is not seen yet and is the next slot of the chunk
  * being filled (or the first slot of a chunk that is neither in the file nor waiting in the
- * Python chunk assembler), marks the position seen, and copies the frame's blocks into the chunk.
+ * Python chunk assembler; on the odd rows of a serpentine scan, which come last column first,
+ * "next" and "first" go downwards), marks the position seen, and copies the frame's blocks into
+ * the chunk (a reversed chunk is put in slot order once full).
  * Python writes the chunk when it is full (one write_direct_chunk, the Lane object is the
  * buffer) and then commit() marks the chunk's frames in the bookkeeping.
  *
@@ -37,14 +39,19 @@ typedef struct {
     double start_den, stop_den, real_time;
     int has_start, has_stop, has_real;
     int min_class; /* the summary takes frames whose grid class is >= this */
-    /* the chunk being filled */
-    Py_ssize_t key, pos0, need, filled;
+    /* the chunk being filled: its first position (slot 0), the position of its first frame and
+     * the direction the frames come in (+1; -1 on the odd rows of a serpentine scan, which
+     * arrive from the last column down) */
+    Py_ssize_t key, pos0, first, need, filled;
+    int dir;
     double t0;
     int64_t *slot_id;
     uint64_t *slot_start, *slot_stop;
     Py_ssize_t *slot_off; /* k + 1 offsets of each frame's blocks in buf */
-    unsigned char *buf;
-    Py_ssize_t cap, used, exports;
+    unsigned char *buf, *rev; /* the frames' blocks as they came; a full reversed chunk */
+    Py_ssize_t cap, rev_cap, used, exports;
+    const unsigned char *out; /* the full chunk: buf, or rev for a reversed one */
+    Py_ssize_t out_len;
     /* counts since take_counts */
     long long frames, bytes, unwanted;
     /* the last frame taken */
@@ -103,6 +110,7 @@ static void lane_dealloc(Lane *self)
     PyMem_Free(self->slot_stop);
     PyMem_Free(self->slot_off);
     PyMem_Free(self->buf);
+    PyMem_Free(self->rev);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -235,22 +243,21 @@ static PyObject *lane_disarm(Lane *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* room for total bytes in buf; 0 when it cannot grow (exported, or no memory) */
-static int reserve(Lane *self, Py_ssize_t total)
+/* room for total bytes in *buf of *cap; 0 when it cannot grow (exported, or no memory) */
+static int reserve(Lane *self, unsigned char **buf, Py_ssize_t *cap, Py_ssize_t total)
 {
-    if (total <= self->cap) {
+    if (total <= *cap) {
         return 1;
     }
     if (self->exports > 0 || total > PY_SSIZE_T_MAX / 4) {
         return 0;
     }
-    Py_ssize_t cap = 2 * total;
-    unsigned char *buf = PyMem_Realloc(self->buf, cap);
-    if (buf == NULL) {
+    unsigned char *grown = PyMem_Realloc(*buf, 2 * total);
+    if (grown == NULL) {
         return 0;
     }
-    self->buf = buf;
-    self->cap = cap;
+    *buf = grown;
+    *cap = 2 * total;
     return 1;
 }
 
@@ -294,29 +301,33 @@ static PyObject *lane_push(Lane *self, PyObject *msg)
     /* the chunk this frame would go into: the one being filled, or a new one; nothing of the
      * lane's state changes until the frame is taken */
     const int fresh = self->key < 0;
+    const int dir = self->serpentine && (row & 1) ? -1 : 1;
     Py_ssize_t need = self->need, used = self->used;
     if (fresh) {
         /* a chunk in the file or waiting in RowChunker holds a frame already, so the lane
          * could never fill it: decline its frames now rather than hand them over later */
         const Py_ssize_t key = row * self->per_row + c;
-        if (j != 0 || ((const unsigned char *)self->in_file.buf)[key] ||
+        need = self->n_k - c * self->k < self->k ? self->n_k - c * self->k : self->k;
+        if (j != (dir > 0 ? 0 : need - 1) || ((const unsigned char *)self->in_file.buf)[key] ||
             ((const unsigned char *)self->pending.buf)[key]) {
             goto done;
         }
-        need = self->n_k - c * self->k < self->k ? self->n_k - c * self->k : self->k;
         used = 12;
-    } else if (self->filled == self->need || pos != self->pos0 + self->filled) {
+    } else if (self->filled == self->need || pos != self->first + self->dir * self->filled) {
         goto done; /* full and not committed yet, or not the next slot */
     }
     const Py_ssize_t filled = fresh ? 0 : self->filled;
-    const Py_ssize_t zeros =
-        filled + 1 == need ? (self->k - need) * PyBytes_GET_SIZE(self->zero) : 0;
-    if (!reserve(self, used + blocks + zeros)) {
+    const int last = filled + 1 == need;
+    const Py_ssize_t zeros = last ? (self->k - need) * PyBytes_GET_SIZE(self->zero) : 0;
+    if (!reserve(self, &self->buf, &self->cap, used + blocks + (dir > 0 ? zeros : 0)) ||
+        (dir < 0 && last && !reserve(self, &self->rev, &self->rev_cap, used + blocks + zeros))) {
         goto done;
     }
     if (fresh) {
         self->key = row * self->per_row + c;
-        self->pos0 = pos;
+        self->pos0 = row * self->n_k + c * self->k;
+        self->first = pos;
+        self->dir = dir;
         self->need = need;
         self->filled = 0;
         memcpy(self->buf, self->header, 12);
@@ -349,10 +360,24 @@ static PyObject *lane_push(Lane *self, PyObject *msg)
     }
     if (self->filled == self->need) {
         const Py_ssize_t zlen = PyBytes_GET_SIZE(self->zero);
-        for (Py_ssize_t z = self->need; z < self->k; z++) {
-            memcpy(self->buf + self->used, PyBytes_AS_STRING(self->zero), zlen);
-            self->used += zlen;
+        unsigned char *out = self->buf;
+        Py_ssize_t at = self->used;
+        if (self->dir < 0) { /* the blocks in slot order: the frames came last slot first */
+            out = self->rev;
+            memcpy(out, self->header, 12);
+            at = 12;
+            for (Py_ssize_t g = self->filled - 1; g >= 0; g--) {
+                const Py_ssize_t len = self->slot_off[g + 1] - self->slot_off[g];
+                memcpy(out + at, self->buf + self->slot_off[g], len);
+                at += len;
+            }
         }
+        for (Py_ssize_t z = self->need; z < self->k; z++) {
+            memcpy(out + at, PyBytes_AS_STRING(self->zero), zlen);
+            at += zlen;
+        }
+        self->out = out;
+        self->out_len = at;
         flags |= 1;
     }
 done:
@@ -386,14 +411,14 @@ static PyObject *lane_commit(Lane *self, PyObject *unused)
     double *tr = (double *)self->t_real.buf;
     Py_ssize_t fresh = 0;
     for (Py_ssize_t j = 0; j < self->filled; j++) {
-        fresh += !written[self->pos0 + j];
+        fresh += !written[self->first + self->dir * j];
     }
     PyObject *out = Py_BuildValue("(nnn)", self->pos0, self->filled, fresh);
     if (out == NULL) {
         return NULL; /* nothing marked: the chunk can still be committed or handed over */
     }
     for (Py_ssize_t j = 0; j < self->filled; j++) {
-        const Py_ssize_t i = self->pos0 + j;
+        const Py_ssize_t i = self->first + self->dir * j;
         written[i] = 1;
         fid[i] = self->slot_id[j];
         if (self->has_start) {
@@ -434,7 +459,8 @@ static PyObject *lane_handover(Lane *self, PyObject *unused)
         }
         memcpy(PyBytes_AS_STRING(payload), frame_header, 12);
         memcpy(PyBytes_AS_STRING(payload) + 12, self->buf + self->slot_off[j], len);
-        PyObject *item = Py_BuildValue("(nLKKN)", self->pos0 + j, (long long)self->slot_id[j],
+        PyObject *item = Py_BuildValue("(nLKKN)", self->first + self->dir * j,
+                                       (long long)self->slot_id[j],
                                        (unsigned long long)self->slot_start[j],
                                        (unsigned long long)self->slot_stop[j], payload);
         if (item == NULL) {
@@ -485,7 +511,8 @@ static PyObject *lane_get_pos0(Lane *self, void *closure)
 static PyObject *lane_get_nbytes(Lane *self, void *closure)
 {
     (void)closure;
-    return PyLong_FromSsize_t(self->used);
+    return PyLong_FromSsize_t(self->key >= 0 && self->filled == self->need ? self->out_len
+                                                                             : self->used);
 }
 
 static PyObject *lane_get_t0(Lane *self, void *closure)
@@ -529,7 +556,8 @@ static int lane_getbuffer(Lane *self, Py_buffer *view, int flags)
         view->obj = NULL;
         return -1;
     }
-    if (PyBuffer_FillInfo(view, (PyObject *)self, self->buf, self->used, 1, flags) < 0) {
+    if (PyBuffer_FillInfo(view, (PyObject *)self, (void *)self->out, self->out_len, 1, flags) <
+        0) {
         view->obj = NULL;
         return -1;
     }
@@ -565,8 +593,8 @@ static PyMethodDef lane_methods[] = {
 
 static PyGetSetDef lane_getset[] = {
     {"filled", (getter)lane_get_filled, NULL, "frames in the chunk being filled", NULL},
-    {"pos0", (getter)lane_get_pos0, NULL, "its first scan position (-1: none)", NULL},
-    {"nbytes", (getter)lane_get_nbytes, NULL, "its bytes so far", NULL},
+    {"pos0", (getter)lane_get_pos0, NULL, "the scan position of its slot 0 (-1: none)", NULL},
+    {"nbytes", (getter)lane_get_nbytes, NULL, "its bytes so far (full: the chunk's)", NULL},
     {"t0", (getter)lane_get_t0, NULL, "time.monotonic() of its first frame", NULL},
     {"armed", (getter)lane_get_armed, NULL, "push takes frames", NULL},
     {"min_class", (getter)lane_get_min_class, (setter)lane_set_min_class,

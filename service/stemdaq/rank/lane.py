@@ -23,9 +23,12 @@ when the chunk is (at most K - 1 frames later, or at the hand-over); the write l
 chunk is shared by its frames; a chunk whose write fails counts all its frames dropped
 (``write_error``; the Python path counts the frame whose arrival made the write and leaves the
 others of the chunk missing); a chunk handed over at a pause starts its wait in RowChunker then
-(so it reaches the file one hold later than it would have). Odd rows of a serpentine scan
-arrive in descending positions: the lane takes only the even rows. Tests run streams through both paths and compare files, bookkeeping and
-counters (``tests/test_lane.py``).
+(so it reaches the file one hold later than it would have). Tests run streams through both
+paths and compare files, bookkeeping and counters (``tests/test_lane.py``).
+
+The odd rows of a serpentine scan come last column first: there the lane fills each chunk from
+its last slot down and puts the blocks in slot order when the chunk is full (one more copy of
+the chunk).
 """
 
 from __future__ import annotations
