@@ -69,38 +69,33 @@ def test_min_free_reached_while_writing_stops_cleanly(make_sim, small_disk):
     assert small_disk.free_mb() > 4, small_disk.free_mb()
 
 
-def test_real_enospc_fails_once_with_one_reason(make_sim, small_disk):
-    """``--min-free-mb 0``: the write itself fails (ENOSPC on tmpfs; EFBIG without root)."""
-    sim = _disk_full_sim(make_sim)
-    out = small_disk.path / "enospc.nxs"
+def _enospc_run(sim, out: Path, scan: str, n: int, small_disk, *extra: str) -> None:
+    """``--min-free-mb 0``: the write itself fails (ENOSPC on tmpfs; EFBIG without root):
+    failed once, with one reason, the file claims only the frames it holds."""
     r = run_cli(
-        *active_args(sim, out, SCAN, *PLACE, "--min-free-mb", "0"),
+        *active_args(sim, out, scan, *extra, "--min-free-mb", "0"),
         timeout=60,
         preexec=small_disk.preexec,
     )
     text = r.stdout + r.stderr
     assert re.search(r"no space|disk.*full|file too large", text, re.I), clip(text)
-    _check_failed_run(r, sim, r"no space|disk.*full|file too large")
+    _check_failed_run(r, sim, r"no space|disk.*full|file too large", n)
     # one reason, not one line per frame: the error is a single sentence
     assert len(parse_summary(r.stdout).get("error", "")) < 400
+
+
+def test_real_enospc_fails_once_with_one_reason(make_sim, small_disk):
+    sim = _disk_full_sim(make_sim)
+    _enospc_run(sim, small_disk.path / "enospc.nxs", SCAN, N, small_disk, *PLACE)
 
 
 def test_real_enospc_while_the_in_order_lane_writes(make_sim, small_disk):
     """Detector bitshuffle-LZ4 frames of whole 8 KiB blocks (512x512 uint32, ~23 kB each:
     40x40 of them are 37 MB): the in-order lane assembles and writes 8-frame chunks when the
-    disk fills. Failed once, with one reason; the file claims only the frames it holds."""
+    disk fills. The frames compress ~45x: assuming 80x lets the estimate (21 MB) through."""
     sim = make_sim(frame_time=0.003, frame_shape=(512, 512), dtype="uint32")
     out = small_disk.path / "lane.nxs"
-    r = run_cli(
-        # the frames compress ~45x; assuming 80x lets the estimate (21 MB) through
-        *active_args(sim, out, "40x40", "--assumed-compression-ratio", "80", "--min-free-mb", "0"),
-        timeout=60,
-        preexec=small_disk.preexec,
-    )
-    text = r.stdout + r.stderr
-    assert re.search(r"no space|disk.*full|file too large", text, re.I), clip(text)
-    _check_failed_run(r, sim, r"no space|disk.*full|file too large", n=40 * 40)
-    assert len(parse_summary(r.stdout).get("error", "")) < 400
+    _enospc_run(sim, out, "40x40", 40 * 40, small_disk, "--assumed-compression-ratio", "80")
 
 
 def test_service_disk_full_is_failed_in_history_across_restart(make_sim, make_serve, small_disk):
