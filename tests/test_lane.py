@@ -24,6 +24,8 @@ import hdf5plugin  # noqa: F401 - registers the filters for reading
 import numpy as np
 import pytest
 import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from stemdaq.config import AcquisitionConfig
 from stemdaq.rank import lane as lane_module
 from stemdaq.rank.datapath import DataPath, Signals
@@ -303,3 +305,41 @@ def test_a_lane_whose_init_failed_takes_nothing():
         lane.commit()
     with pytest.raises(BufferError):
         memoryview(lane)
+
+
+_SERIES_CACHE: dict[tuple[int, int], list[list[bytes]]] = {}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=st.sampled_from([(4, 10), (5, 12), (3, 16)]),
+    k=st.sampled_from([2, 3, 4, 8]),
+    serpentine=st.booleans(),
+    data=st.data(),
+)
+def test_random_streams_agree(tmp_path_factory, shape, k, serpentine, data):
+    """Drops, duplicates, moves and a missing end, drawn at random: both paths agree."""
+    if shape not in _SERIES_CACHE:
+        _SERIES_CACHE[shape] = series(shape[0] * shape[1], shape)
+    start, *images, end = _SERIES_CACHE[shape]
+    images = list(images)
+    n = len(images)
+    for _ in range(data.draw(st.integers(0, 4), label="moves")):
+        i = data.draw(st.integers(0, n - 1))
+        images.insert(data.draw(st.integers(0, n - 1)), images.pop(i))
+    dropped = data.draw(st.sets(st.integers(0, n - 1), max_size=4), label="dropped")
+    doubled = data.draw(st.sets(st.integers(0, n - 1), max_size=3), label="duplicated")
+    msgs = [start]
+    for i, msg in enumerate(images):
+        if i not in dropped:
+            msgs += [msg, msg] if i in doubled else [msg]
+    if data.draw(st.booleans(), label="end"):
+        msgs.append(end)
+    compare(
+        tmp_path_factory.mktemp("random"),
+        msgs,
+        scan=shape,
+        k=k,
+        serpentine=serpentine,
+        end_timeout=0.3,
+    )
