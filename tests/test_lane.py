@@ -12,6 +12,7 @@ it alone; a disk that fills while the lane writes is ``tests/faults/test_disk_fu
 
 from __future__ import annotations
 
+import re
 import struct
 import threading
 import time
@@ -307,7 +308,7 @@ def test_a_lane_whose_init_failed_takes_nothing():
         memoryview(lane)
 
 
-_SERIES_CACHE: dict[tuple[int, int], list[list[bytes]]] = {}
+_SERIES_CACHE: dict[tuple[tuple[int, int], str], list[list[bytes]]] = {}
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -315,13 +316,15 @@ _SERIES_CACHE: dict[tuple[int, int], list[list[bytes]]] = {}
     shape=st.sampled_from([(4, 10), (5, 12), (3, 16)]),
     k=st.sampled_from([2, 3, 4, 8]),
     serpentine=st.booleans(),
+    fmt=st.sampled_from(["cbor", "json"]),
     data=st.data(),
 )
-def test_random_streams_agree(tmp_path_factory, shape, k, serpentine, data):
-    """Drops, duplicates, moves and a missing end, drawn at random: both paths agree."""
-    if shape not in _SERIES_CACHE:
-        _SERIES_CACHE[shape] = series(shape[0] * shape[1], shape)
-    start, *images, end = _SERIES_CACHE[shape]
+def test_random_streams_agree(tmp_path_factory, shape, k, serpentine, fmt, data):
+    """Drops, duplicates, moves and a missing end, drawn at random (stream v2 and v1): both
+    paths agree."""
+    if (shape, fmt) not in _SERIES_CACHE:
+        _SERIES_CACHE[shape, fmt] = series(shape[0] * shape[1], shape, fmt=fmt)
+    start, *images, end = _SERIES_CACHE[shape, fmt]
     images = list(images)
     n = len(images)
     for _ in range(data.draw(st.integers(0, 4), label="moves")):
@@ -343,3 +346,53 @@ def test_random_streams_agree(tmp_path_factory, shape, k, serpentine, data):
         serpentine=serpentine,
         end_timeout=0.3,
     )
+
+
+# -- stream v1 (JSON multipart) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("serpentine", [False, True])
+def test_v1_series_is_taken_by_the_lane(tmp_path, serpentine):
+    scan = (6, 10)
+    fast, ref = compare(tmp_path, series(60, scan, fmt="json"), scan=scan, serpentine=serpentine)
+    assert ref["counters"]["frames_written"] == 60
+    assert fast["taken"] >= 40
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        "drop=30,41;duplicate=33;reorder=45,46",
+        "corrupt=30;truncate=37;malformed=44;wrong_series=50",
+        "no_end",
+    ],
+)
+def test_v1_faults(tmp_path, faults):
+    scan = (6, 10)
+    msgs = series(60, scan, fmt="json", faults=faults)
+    fast, _ = compare(tmp_path, msgs, scan=scan, end_timeout=0.5)
+    assert fast["taken"] > 0
+
+
+def test_v1_frame_numbers_padded_and_no_config_part(tmp_path):
+    """The benchmark's sender right-aligns frame numbers with spaces (fewer as the digits grow);
+    a detector may leave out the config part (no times)."""
+    scan = (4, 32)
+    msgs = series(128, scan, fmt="json")
+
+    def pad(m: re.Match) -> bytes:
+        return b'"frame":' + b"%6d" % int(m.group(1))
+
+    padded = [msgs[0]]
+    for msg in msgs[1:-1]:
+        padded.append([re.sub(rb'"frame": (\d+)', pad, bytes(msg[0])), *msg[1:]])
+    padded.append(msgs[-1])
+    assert b'"frame":    99,' in padded[100][0] and b'"frame":   100,' in padded[101][0]
+    (tmp_path / "pad").mkdir()
+    fast, _ = compare(tmp_path / "pad", padded, scan=scan)
+    assert fast["taken"] >= 90
+    three = [msgs[0]] + [m[:3] for m in msgs[1:-1]] + [msgs[-1]]
+    (tmp_path / "three").mkdir()
+    fast, ref = compare(tmp_path / "three", three, scan=scan)
+    assert fast["taken"] >= 90
+    assert np.isnan(ref["book"]["start_time"]).all()

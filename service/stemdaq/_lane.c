@@ -1,4 +1,6 @@
-/* stemdaq._lane: the in-order lane, one C call per usual frame (stemdaq.rank.lane).
+/* stemdaq._lane: the in-order lane, one C call per usual frame (stemdaq.rank.lane). Stream v2
+ * images are read as _hotpath.image reads them (_usual.h), stream v1 images with the patterns
+ * of _v1.h.
  *
  * While a series streams usual stream v2 images of one channel in scan order, the data
  * thread's Python work per frame (read the message, place the frame, hand it to the chunk
@@ -18,6 +20,7 @@
  * through both paths and compare files, bookkeeping and counters (tests/test_lane.py).
  */
 #include "_usual.h"
+#include "_v1.h"
 
 #include <time.h>
 
@@ -32,10 +35,12 @@ typedef struct {
     int have_grid;
     unsigned char header[12]; /* the chunk's: K frames of bytes, the block size */
     PyObject *zero;           /* the block table of an all-zero frame */
-    /* armed: the usual image of the series */
+    /* armed: the usual image of the series (stream v2, or v1: its parts' patterns) */
     int ready, armed; /* initialised; push may take frames */
     PyObject *layout, *payload;
     usual_t u;
+    int v1, v1_parts, v1_size; /* a v1 series: its parts (3 or 4), a size in its data header */
+    v1_pattern_t pat[3];      /* v1: image header, data header, config */
     double start_den, stop_den, real_time;
     int has_start, has_stop, has_real;
     int min_class; /* the summary takes frames whose grid class is >= this */
@@ -46,7 +51,7 @@ typedef struct {
     int dir;
     double t0;
     int64_t *slot_id;
-    uint64_t *slot_start, *slot_stop;
+    uint64_t *slot_start, *slot_stop, *slot_real;
     Py_ssize_t *slot_off; /* k + 1 offsets of each frame's blocks in buf */
     unsigned char *buf, *rev; /* the frames' blocks as they came; a full reversed chunk */
     Py_ssize_t cap, rev_cap, used, exports;
@@ -56,7 +61,7 @@ typedef struct {
     long long frames, bytes, unwanted;
     /* the last frame taken */
     Py_ssize_t last_pos, last_start, last_stop;
-    uint64_t last_value[3];
+    uint64_t last_value[4];
 } Lane;
 
 static double monotonic(void)
@@ -108,6 +113,7 @@ static void lane_dealloc(Lane *self)
     PyMem_Free(self->slot_id);
     PyMem_Free(self->slot_start);
     PyMem_Free(self->slot_stop);
+    PyMem_Free(self->slot_real);
     PyMem_Free(self->slot_off);
     PyMem_Free(self->buf);
     PyMem_Free(self->rev);
@@ -168,8 +174,10 @@ static int lane_init(Lane *self, PyObject *args, PyObject *kwds)
     self->slot_id = PyMem_New(int64_t, k);
     self->slot_start = PyMem_New(uint64_t, k);
     self->slot_stop = PyMem_New(uint64_t, k);
+    self->slot_real = PyMem_New(uint64_t, k);
     self->slot_off = PyMem_New(Py_ssize_t, k + 1);
-    if (!self->slot_id || !self->slot_start || !self->slot_stop || !self->slot_off) {
+    if (!self->slot_id || !self->slot_start || !self->slot_stop || !self->slot_real ||
+        !self->slot_off) {
         PyErr_NoMemory();
         return -1;
     }
@@ -232,6 +240,78 @@ static PyObject *lane_arm(Lane *self, PyObject *const *args, Py_ssize_t nargs)
     self->stop_den = (double)td;
     self->has_real = args[4] != Py_None;
     self->real_time = real;
+    self->v1 = 0;
+    self->armed = 1;
+    Py_RETURN_TRUE;
+}
+
+/* arm_v1((image, data, config), payload, n_parts) -> bool: take the v1 images these patterns
+ * read (config None for three parts); payload as arm's. The times are nanoseconds. */
+static PyObject *lane_arm_v1(Lane *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "arm_v1(patterns, payload, n_parts) takes 3 arguments");
+        return NULL;
+    }
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Lane: not initialised");
+        return NULL;
+    }
+    PyObject *pats = args[0], *pay = args[1];
+    const long n_parts = PyLong_AsLong(args[2]);
+    if (n_parts == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyTuple_Check(pats) || PyTuple_GET_SIZE(pats) != 3 || !PyTuple_Check(pay) ||
+        PyTuple_GET_SIZE(pay) != 4 || (n_parts != 3 && n_parts != 4) ||
+        (PyTuple_GET_ITEM(pats, 2) == Py_None) != (n_parts == 3)) {
+        PyErr_SetString(PyExc_TypeError, "arm_v1((image, data, config or None), "
+                                         "(header, n_blocks, bound, leftover), 3 or 4)");
+        return NULL;
+    }
+    v1_pattern_t pat[3];
+    memset(pat, 0, sizeof(pat));
+    for (int i = 0; i < (int)n_parts - 1; i++) {
+        if (v1_pattern_parse(PyTuple_GET_ITEM(pats, i), &pat[i]) < 0) {
+            return NULL;
+        }
+    }
+    PyObject *header = PyTuple_GET_ITEM(pay, 0);
+    usual_t u;
+    memset(&u, 0, sizeof(u));
+    if (!PyBytes_Check(header)) {
+        PyErr_SetString(PyExc_TypeError, "arm_v1: the payload header must be bytes");
+        return NULL;
+    }
+    u.header = (const unsigned char *)PyBytes_AS_STRING(header);
+    u.header_len = PyBytes_GET_SIZE(header);
+    u.n_blocks = PyLong_AsSsize_t(PyTuple_GET_ITEM(pay, 1));
+    u.bound = PyLong_AsLongLong(PyTuple_GET_ITEM(pay, 2));
+    u.leftover = PyLong_AsSsize_t(PyTuple_GET_ITEM(pay, 3));
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    int ints[3] = {0, 0, 0};
+    for (int i = 0; i < (int)n_parts - 1; i++) {
+        for (int j = 0; j < pat[i].n; j++) {
+            ints[i] += pat[i].kind[j] == V1_INT;
+        }
+    }
+    self->armed = 0;
+    if (u.header_len != 12 || u.n_blocks < 0 || u.leftover < 0 || u.bound < 0 ||
+        self->key >= 0 || ints[0] != 1 || ints[1] > 1 || (n_parts == 4 && ints[2] != 3)) {
+        Py_RETURN_FALSE;
+    }
+    Py_INCREF(pats);
+    Py_INCREF(pay);
+    Py_XSETREF(self->layout, pats);
+    Py_XSETREF(self->payload, pay);
+    self->u = u;
+    memcpy(self->pat, pat, sizeof(pat));
+    self->v1 = 1;
+    self->v1_parts = (int)n_parts;
+    self->v1_size = ints[1];
+    self->has_start = self->has_stop = self->has_real = n_parts == 4;
     self->armed = 1;
     Py_RETURN_TRUE;
 }
@@ -261,27 +341,92 @@ static int reserve(Lane *self, unsigned char **buf, Py_ssize_t *cap, Py_ssize_t 
     return 1;
 }
 
+/* The usual v1 image in the parts of views (n of them): 1 and r filled (value: image id,
+ * start, stop and real time; start/stop: the data part's bounds) or 0. */
+static int read_v1(Lane *self, const Py_buffer *views, usual_read_t *r)
+{
+    uint64_t size = 0, times[3] = {0, 0, 0};
+    if (!v1_pattern_match(views[0].buf, views[0].len, &self->pat[0], &r->value[0], 1) ||
+        !v1_pattern_match(views[1].buf, views[1].len, &self->pat[1], &size, self->v1_size) ||
+        (self->v1_parts == 4 &&
+         !v1_pattern_match(views[3].buf, views[3].len, &self->pat[2], times, 3))) {
+        return 0;
+    }
+    const unsigned char *p = (const unsigned char *)views[2].buf;
+    const Py_ssize_t len = views[2].len;
+    if ((self->v1_size && size != (uint64_t)len) || len < 12 || memcmp(p, self->u.header, 12)) {
+        return 0;
+    }
+    const Py_ssize_t walked = walk_blocks(p, len, 12, self->u.n_blocks, self->u.bound);
+    if (walked < 0 || walked + self->u.leftover != len) {
+        return 0;
+    }
+    r->value[1] = times[0];
+    r->value[2] = times[1];
+    r->value[3] = times[2];
+    r->start = 0;
+    r->stop = len;
+    return 1;
+}
+
+static long take(Lane *self, const usual_read_t *r, const unsigned char *p);
+
 /* push(message) -> int: -1 not taken (the Python path reads it); else taken, with bit 1 set
  * when the chunk is full (write it, then commit()) and bit 2 when the summary wants the frame
- * (last() says which). */
+ * (last() says which). message: one part (stream v2) or the list of a v1 image's parts. */
 static PyObject *lane_push(Lane *self, PyObject *msg)
 {
     if (!self->ready || !self->armed || self->exports > 0) {
         return PyLong_FromLong(-1);
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(msg, &view, PyBUF_SIMPLE) < 0) {
-        PyErr_Clear(); /* not a byte buffer: the Python path says what it is */
-        return PyLong_FromLong(-1);
-    }
-    const unsigned char *p = (const unsigned char *)view.buf;
+    Py_buffer views[4];
+    int nv = 0;
     usual_read_t r;
+    memset(&r, 0, sizeof(r));
     long flags = -1;
-    if (!usual_read(p, view.len, &self->u, &r) || r.value[0] >= (uint64_t)self->n_pos ||
-        (self->has_start && r.value[1] > MAX_EXACT) || (self->has_stop && r.value[2] > MAX_EXACT)) {
+    if (self->v1) {
+        if (!PyList_CheckExact(msg) || PyList_GET_SIZE(msg) != self->v1_parts) {
+            goto done;
+        }
+        for (; nv < self->v1_parts; nv++) {
+            if (PyObject_GetBuffer(PyList_GET_ITEM(msg, nv), &views[nv], PyBUF_SIMPLE) < 0) {
+                PyErr_Clear(); /* not a byte buffer: the Python path says what it is */
+                goto done;
+            }
+        }
+        if (read_v1(self, views, &r)) {
+            flags = take(self, &r, views[2].buf);
+        }
+    } else {
+        if (PyList_Check(msg) || PyObject_GetBuffer(msg, &views[0], PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            goto done;
+        }
+        nv = 1;
+        /* bytes after the payload: fast2's own rule sends the message the Python path */
+        if (usual_read(views[0].buf, views[0].len, &self->u, &r) && r.stop == views[0].len) {
+            flags = take(self, &r, views[0].buf);
+        }
+    }
+done:
+    for (int i = 0; i < nv; i++) {
+        PyBuffer_Release(&views[i]);
+    }
+    return PyLong_FromLong(flags);
+}
+
+/* Take the frame r read from p (its payload at p[r->start:r->stop]) into the chunk: the flags
+ * push returns, or -1 when it is not the lane's (see the module comment). */
+static long take(Lane *self, const usual_read_t *r, const unsigned char *p)
+{
+    long flags = -1;
+    if (r->value[0] >= (uint64_t)self->n_pos ||
+        (self->has_start && r->value[1] > MAX_EXACT) ||
+        (self->has_stop && r->value[2] > MAX_EXACT) ||
+        (self->v1 && self->has_real && r->value[3] > MAX_EXACT)) {
         goto done;
     }
-    Py_ssize_t pos = (Py_ssize_t)r.value[0];
+    Py_ssize_t pos = (Py_ssize_t)r->value[0];
     if (self->serpentine) {
         const Py_ssize_t row = pos / self->n_k, col = pos % self->n_k;
         if (row & 1) {
@@ -294,9 +439,9 @@ static PyObject *lane_push(Lane *self, PyObject *msg)
     }
     const Py_ssize_t row = pos / self->n_k, col = pos % self->n_k;
     const Py_ssize_t c = col / self->k, j = col % self->k;
-    const Py_ssize_t blocks = r.stop - r.start - 12;
-    if (blocks < 0 || r.stop != view.len) {
-        goto done; /* bytes after the payload: fast2's own rule sends it the Python path */
+    const Py_ssize_t blocks = r->stop - r->start - 12;
+    if (blocks < 0) {
+        goto done;
     }
     /* the chunk this frame would go into: the one being filled, or a new one; nothing of the
      * lane's state changes until the frame is taken */
@@ -336,20 +481,21 @@ static PyObject *lane_push(Lane *self, PyObject *msg)
     }
     const Py_ssize_t f = self->filled;
     self->slot_off[f] = self->used;
-    memcpy(self->buf + self->used, p + r.start + 12, blocks);
+    memcpy(self->buf + self->used, p + r->start + 12, blocks);
     self->used += blocks;
     self->slot_off[f + 1] = self->used;
-    self->slot_id[f] = (int64_t)r.value[0];
-    self->slot_start[f] = r.value[1];
-    self->slot_stop[f] = r.value[2];
+    self->slot_id[f] = (int64_t)r->value[0];
+    self->slot_start[f] = r->value[1];
+    self->slot_stop[f] = r->value[2];
+    self->slot_real[f] = r->value[3];
     self->filled = f + 1;
     seen[pos] = 1;
     self->frames += 1;
-    self->bytes += r.stop - r.start;
+    self->bytes += r->stop - r->start;
     self->last_pos = pos;
-    self->last_start = r.start;
-    self->last_stop = r.stop;
-    memcpy(self->last_value, r.value, sizeof(r.value));
+    self->last_start = r->start;
+    self->last_stop = r->stop;
+    memcpy(self->last_value, r->value, sizeof(self->last_value));
     flags = 0;
     if (self->have_grid) {
         if (((const unsigned char *)self->grid.buf)[pos] >= self->min_class) {
@@ -381,8 +527,7 @@ static PyObject *lane_push(Lane *self, PyObject *msg)
         flags |= 1;
     }
 done:
-    PyBuffer_Release(&view);
-    return PyLong_FromLong(flags);
+    return flags;
 }
 
 static void reset_chunk(Lane *self)
@@ -421,6 +566,14 @@ static PyObject *lane_commit(Lane *self, PyObject *unused)
         const Py_ssize_t i = self->first + self->dir * j;
         written[i] = 1;
         fid[i] = self->slot_id[j];
+        if (self->v1) { /* nanoseconds, as fast1: int * 1e-9 (exact ints below 2**53) */
+            if (self->has_start) {
+                t0[i] = (double)self->slot_start[j] * 1e-9;
+                t1[i] = (double)self->slot_stop[j] * 1e-9;
+                tr[i] = (double)self->slot_real[j] * 1e-9;
+            }
+            continue;
+        }
         if (self->has_start) {
             t0[i] = (double)self->slot_start[j] / self->start_den;
         }
@@ -435,7 +588,7 @@ static PyObject *lane_commit(Lane *self, PyObject *unused)
     return out;
 }
 
-/* handover() -> [(position, image_id, start_num, stop_num, payload bytes)]: the frames of the
+/* handover() -> [(position, image_id, start, stop, real, payload bytes)]: the frames of the
  * chunk being filled, for the Python path; the lane starts a new chunk. */
 static PyObject *lane_handover(Lane *self, PyObject *unused)
 {
@@ -459,10 +612,11 @@ static PyObject *lane_handover(Lane *self, PyObject *unused)
         }
         memcpy(PyBytes_AS_STRING(payload), frame_header, 12);
         memcpy(PyBytes_AS_STRING(payload) + 12, self->buf + self->slot_off[j], len);
-        PyObject *item = Py_BuildValue("(nLKKN)", self->first + self->dir * j,
+        PyObject *item = Py_BuildValue("(nLKKKN)", self->first + self->dir * j,
                                        (long long)self->slot_id[j],
                                        (unsigned long long)self->slot_start[j],
-                                       (unsigned long long)self->slot_stop[j], payload);
+                                       (unsigned long long)self->slot_stop[j],
+                                       (unsigned long long)self->slot_real[j], payload);
         if (item == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -485,14 +639,15 @@ static PyObject *lane_take_counts(Lane *self, PyObject *unused)
     return out;
 }
 
-/* last() -> (position, image_id, start_num, stop_num, payload_start, payload_end) of the
- * last frame taken. */
+/* last() -> (position, image_id, start, stop, real, payload_start, payload_end) of the last
+ * frame taken (the payload in its message; v1: in the data part). */
 static PyObject *lane_last(Lane *self, PyObject *unused)
 {
     (void)unused;
-    return Py_BuildValue("(nKKKnn)", self->last_pos, (unsigned long long)self->last_value[0],
+    return Py_BuildValue("(nKKKKnn)", self->last_pos, (unsigned long long)self->last_value[0],
                          (unsigned long long)self->last_value[1],
-                         (unsigned long long)self->last_value[2], self->last_start,
+                         (unsigned long long)self->last_value[2],
+                         (unsigned long long)self->last_value[3], self->last_start,
                          self->last_stop);
 }
 
@@ -579,15 +734,17 @@ static PyBufferProcs lane_as_buffer = {
 static PyMethodDef lane_methods[] = {
     {"arm", (PyCFunction)(void (*)(void))lane_arm, METH_FASTCALL,
      "arm(layout, payload, start_den, stop_den, real_time) -> bool"},
+    {"arm_v1", (PyCFunction)(void (*)(void))lane_arm_v1, METH_FASTCALL,
+     "arm_v1((image, data, config or None), payload, n_parts) -> bool"},
     {"disarm", (PyCFunction)lane_disarm, METH_NOARGS, "take nothing until armed again"},
     {"push", (PyCFunction)lane_push, METH_O, "push(message) -> -1 (not taken) or flags"},
     {"commit", (PyCFunction)lane_commit, METH_NOARGS, "commit() -> (pos0, n, new)"},
     {"handover", (PyCFunction)lane_handover, METH_NOARGS,
-     "handover() -> [(position, image_id, start_num, stop_num, payload)]"},
+     "handover() -> [(position, image_id, start, stop, real, payload)]"},
     {"take_counts", (PyCFunction)lane_take_counts, METH_NOARGS,
      "take_counts() -> (frames, bytes, unwanted)"},
     {"last", (PyCFunction)lane_last, METH_NOARGS,
-     "last() -> (position, image_id, start_num, stop_num, payload_start, payload_end)"},
+     "last() -> (position, image_id, start, stop, real, payload_start, payload_end)"},
     {NULL, NULL, 0, NULL},
 };
 

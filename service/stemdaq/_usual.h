@@ -78,7 +78,7 @@ typedef struct {
 
 /* What a usual image holds: image id, start and stop numerators, the payload's bounds. */
 typedef struct {
-    uint64_t value[3];
+    uint64_t value[4]; /* image id, start and stop numerators (v1: and real time) */
     Py_ssize_t start, stop;
 } usual_read_t;
 

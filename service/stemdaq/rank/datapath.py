@@ -222,8 +222,8 @@ class DataPath:
                 continue
             last_msg = now
             taken = -1
-            if push is not None and type(parts) is not list:
-                taken = push(parts)  # the in-order lane: -1, or taken (flags: what is to do)
+            if push is not None:  # the in-order lane: -1, or taken (flags: what is to do)
+                taken = push(parts)
                 if taken > 0:
                     lane_done(taken, parts)
             if taken < 0:

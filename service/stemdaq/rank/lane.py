@@ -1,7 +1,8 @@
 """The in-order lane: one C call per usual frame, the Python path for everything else.
 
-While a series streams usual stream v2 images (the layout :mod:`stemdaq.receiver.fast2` read
-last, one channel) in scan order into K-frame chunks, the data thread's Python work per frame
+While a series streams usual images (stream v2: the layout :mod:`stemdaq.receiver.fast2` read
+last, one channel; stream v1: the parts :mod:`stemdaq.receiver.fast1` read last, as patterns
+with the frame number, data size and times as holes) in scan order into K-frame chunks, the data thread's Python work per frame
 (decode, place, hand to the chunk assembler, count) is the same every time. ``Lane.push``
 (``stemdaq._lane``, C) does it in one call: it reads the message as the fast decoder's C read
 does (sections, integers, payload header, block walk), takes the frame only if its scan position
@@ -39,7 +40,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from stemdaq.models import Codec, Frame
+from stemdaq.receiver.fast1 import UsualV1
 from stemdaq.receiver.fast2 import image_frame
+from stemdaq.receiver.stream1 import V1_CHANNEL
 from stemdaq.writer.codecs import BSLZ4_BLOCK_BYTES
 
 if TYPE_CHECKING:
@@ -58,6 +61,7 @@ logger = logging.getLogger(__name__)
 #: the lane runs (stemdaq was built with its C extension)
 BUILT = Lane is not None
 _HEADER = struct.Struct(">QI")
+_NS = 1e-9  # stream v1 times are nanoseconds (as receiver/fast1.py reads them)
 
 
 class InOrderLane:
@@ -71,7 +75,8 @@ class InOrderLane:
         self._seen = seen
         self._rows, self._book = rows, book
         self._hold = rows.hold
-        self._sections: Sections | None = None
+        self._sections: Sections | None = None  # what the lane reads: stream v2 ...
+        self._v1: UsualV1 | None = None  # ... or v1
         #: frames the lane took (a figure for benchmarks and tests)
         self.frames = 0
 
@@ -113,23 +118,34 @@ class InOrderLane:
         """After a message the Python path read (and with the file writable, the compression
         pool empty: the data path's checks): ``Lane.push`` if the lane may take the next
         frames, else None (then it takes nothing)."""
-        dp = self._dp
+        dp, lane = self._dp, self._lane
         usual = dp.decoder.usual_image()
         if usual is None:
             return None
-        layout, payload, sec = usual
-        first = sec.first
-        if (
-            first.codec is not Codec.BSLZ4
-            or payload[0] != _HEADER.pack(dp.frame_nbytes, BSLZ4_BLOCK_BYTES)
-            or dp.tracker.lane_seen(sec.series_id, first.name, first.shape, first.dtype)
-            is not self._seen
-        ):
-            return None
-        lane = self._lane
-        if not lane.arm(layout, payload, sec.start_den or 0, sec.stop_den or 0, sec.real_time):
-            return None
-        self._sections = sec
+        header = _HEADER.pack(dp.frame_nbytes, BSLZ4_BLOCK_BYTES)
+        if isinstance(usual, UsualV1):  # stream v1: always detector bitshuffle-LZ4 here
+            if (
+                usual.payload[0] != header
+                or dp.tracker.lane_seen(usual.series, V1_CHANNEL, usual.shape, usual.dtype)
+                is not self._seen
+                or not lane.arm_v1(usual.patterns, usual.payload, usual.n_parts)
+            ):
+                return None
+            self._sections, self._v1 = None, usual
+        else:
+            layout, payload, sec = usual
+            first = sec.first
+            if (
+                first.codec is not Codec.BSLZ4
+                or payload[0] != header
+                or dp.tracker.lane_seen(sec.series_id, first.name, first.shape, first.dtype)
+                is not self._seen
+                or not lane.arm(
+                    layout, payload, sec.start_den or 0, sec.stop_den or 0, sec.real_time
+                )
+            ):
+                return None
+            self._sections, self._v1 = sec, None
         if dp.summary is not None:
             lane.min_class = dp.summary.min_class
         return lane.push
@@ -151,16 +167,16 @@ class InOrderLane:
         (flag 1)."""
         lane, dp = self._lane, self._dp
         if flags & 2 and dp.summary is not None:
-            position, image_id, start_num, stop_num, a, b = lane.last()
-            view = memoryview(message).cast("B")
-            dp.summary.offer(position, self._frame(image_id, start_num, stop_num, view[a:b]))
+            position, image_id, start, stop, real, a, b = lane.last()
+            view = memoryview(message[2] if self._v1 is not None else message).cast("B")
+            dp.summary.offer(position, self._frame(image_id, start, stop, real, view[a:b]))
         if not flags & 1:
             return
         t0, now = time.perf_counter(), time.monotonic()
         try:
             self._rows.store_full(0, lane.pos0, lane, lane.nbytes, now)
         except Exception as exc:  # the file's fault (disk full, I/O error): stop writing
-            lost = [self._frame(i, s, t, p) for _, i, s, t, p in lane.handover()]
+            lost = [self._frame(*item[1:]) for item in lane.handover()]
             self._count()
             dp.fail_write(lost, exc)
             return
@@ -188,11 +204,17 @@ class InOrderLane:
         items = self._lane.handover()
         self._count()
         dp = self._dp
-        for position, image_id, start_num, stop_num, payload in items:
-            dp.store_handed_over(position, self._frame(image_id, start_num, stop_num, payload))
+        for position, *rest in items:
+            dp.store_handed_over(position, self._frame(*rest))
 
-    def _frame(self, image_id: int, start_num: int, stop_num: int, payload: Any) -> Frame:
-        """The Frame the Python path would have decoded."""
-        if self._sections is None:  # pragma: no cover - armed before anything was taken
+    def _frame(self, image_id: int, start: int, stop: int, real: int, payload: Any) -> Frame:
+        """The Frame the Python path would have decoded (fast2's, or fast1's)."""
+        if self._sections is not None:
+            return image_frame(self._sections, image_id, start, stop, payload)
+        v1 = self._v1
+        if v1 is None:  # pragma: no cover - armed before anything was taken
             raise RuntimeError("the lane took a frame before it was armed")
-        return image_frame(self._sections, image_id, start_num, stop_num, payload)
+        times = (start * _NS, stop * _NS, real * _NS) if v1.n_parts == 4 else (None,) * 3
+        return Frame(
+            v1.series, image_id, V1_CHANNEL, v1.shape, v1.dtype, Codec.BSLZ4, payload, *times
+        )

@@ -22,7 +22,7 @@ from typing import Any
 
 from stemdaq.errors import DecodeError
 from stemdaq.models import DropReason, Rejected, StreamEvent
-from stemdaq.receiver.fast1 import FastImageDecoder1
+from stemdaq.receiver.fast1 import FastImageDecoder1, UsualV1
 from stemdaq.receiver.fast2 import FastImageDecoder, Usual
 from stemdaq.receiver.stream1 import Stream1Decoder, looks_like_json, parse_json
 from stemdaq.receiver.stream2 import MAGIC, decode_cbor
@@ -68,26 +68,32 @@ class StreamDecoder:
         self._v1 = Stream1Decoder(walk_blocks, self.quirks)
         self._fast1: Callable[[Sequence[Any]], list[StreamEvent] | None] = _decline
         self._fast2: Callable[[memoryview], list[StreamEvent] | None] = _decline
+        self._fast1_decoder: FastImageDecoder1 | None = None
         self._fast2_decoder: FastImageDecoder | None = None
+        #: the fast decoder that read the last message (None: the full decoders did)
+        self._last_fast: FastImageDecoder | FastImageDecoder1 | None = None
         if fast:
-            self._fast1 = FastImageDecoder1(walk_blocks).decode
+            self._fast1_decoder = FastImageDecoder1(walk_blocks)
+            self._fast1 = self._fast1_decoder.decode
             self._fast2_decoder = FastImageDecoder(walk_blocks, self.quirks)
             self._fast2 = self._fast2_decoder.decode
 
-    def usual_image(self) -> Usual | None:
-        """How the next stream v2 image would read as the last one did (for
-        :mod:`stemdaq.rank.lane`), or None: no such image yet, or a stream v1 header is being
-        read in parts (its next message is no image)."""
-        if self._fast2_decoder is None or self._v1.in_split_header:
+    def usual_image(self) -> Usual | UsualV1 | None:
+        """How the next image would read as the last message did (for :mod:`stemdaq.rank.lane`),
+        or None: the last message was not an image a fast decoder read, or a stream v1 header is
+        being read in parts (its next message is no image)."""
+        if self._last_fast is None or self._v1.in_split_header:
             return None
-        return self._fast2_decoder.usual()
+        return self._last_fast.usual()
 
     def decode(self, parts: Sequence[Any]) -> list[StreamEvent]:
         """Decode one ZeroMQ message (all its parts) into events, in stream order."""
         try:
+            self._last_fast = None
             if len(parts) > 2 and not self._v1.in_split_header:  # a v1 image, usually
                 frames = self._fast1(parts)
                 if frames is not None:
+                    self._last_fast = self._fast1_decoder
                     return frames
             if not parts:
                 return [Rejected(DropReason.MALFORMED, "empty message")]
@@ -106,9 +112,11 @@ class StreamDecoder:
             first = memoryview(part)
             if first.ndim != 1 or first.format != "B":
                 first = first.cast("B")
+            self._last_fast = None
             if not self._v1.in_split_header:
                 frames = self._fast2(first)
                 if frames is not None:
+                    self._last_fast = self._fast2_decoder
                     return frames
             return self._decode(first, (part,))
         except Exception as exc:

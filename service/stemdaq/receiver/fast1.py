@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from stemdaq.errors import DecodeError
 from stemdaq.models import Codec, Frame, StreamEvent
+from stemdaq.receiver.fast2 import payload_plan
 from stemdaq.receiver.framing import check_bslz4, lz4_hdf5_frame
 from stemdaq.receiver.metadata import DTYPE_SIZES
 from stemdaq.receiver.stream1 import V1_CHANNEL
@@ -103,6 +104,35 @@ _T = TypeVar("_T")
 
 #: an image description, from its token: shape (ny, nx), dtype, itemsize, bytes, codec
 Description = tuple[tuple[int, int], str, int, int, Codec]
+_JSON_WS = b" \t\n\r"
+_INT_ITEM, _STR_ITEM = 1, 2  # a pattern's integer and string content (stemdaq/_v1.h)
+
+
+class UsualV1(NamedTuple):
+    """How the last usual v1 image reads in C (``stemdaq._lane``, ``arm_v1``): a pattern per
+    JSON part (image header, data header, config or None), the payload's header and walk, the
+    part count, and what the patterns keep constant."""
+
+    patterns: tuple[Any, Any, Any]
+    payload: tuple[bytes, int, int, int]
+    n_parts: int
+    series: int
+    shape: tuple[int, int]
+    dtype: str
+
+
+def _pattern(part: Any, spans: list[tuple[int, int]], kinds: list[int]) -> tuple[Any, ...]:
+    """The part's bytes as literals around the values at ``spans`` (an integer's literal before
+    it loses its trailing whitespace: the C read allows up to 64 there, as fast1 does)."""
+    buf = bytes(memoryview(part).cast("B"))
+    out: list[Any] = []
+    at = 0
+    for (a, b), kind in zip(spans, kinds, strict=True):
+        lit = buf[at:a]
+        out += [lit.rstrip(_JSON_WS) if kind == _INT_ITEM else lit, kind]
+        at = b
+    out.append(buf[at:])
+    return tuple(out)
 
 
 def _description(token: bytes) -> Description | object:
@@ -135,6 +165,25 @@ class FastImageDecoder1:
         self._descriptions: dict[bytes, Any] = {}
         self._series: dict[bytes, int] = {}
         self._real_times: dict[bytes, float] = {}
+        self._last: tuple[Any, ...] | None = None  # the last bitshuffle-LZ4 image's matches
+
+    def usual(self) -> UsualV1 | None:
+        """How the last image read (if bitshuffle-LZ4 and walked) reads in C, or None."""
+        if self._last is None:
+            return None
+        m, d, t, parts, desc, series = self._last
+        spans = [m.span(2)] + ([m.span(3)] if m.group(3) is not None else [])
+        kinds = [_INT_ITEM] + ([_STR_ITEM] if m.group(3) is not None else [])
+        image = _pattern(parts[0], spans, kinds)
+        size = [d.span(6)] if d.group(6) is not None else []
+        data = _pattern(parts[1], size, [_INT_ITEM] * len(size))
+        config = None
+        if t is not None:
+            config = _pattern(parts[3], [t.span(1), t.span(2), t.span(3)], [_INT_ITEM] * 3)
+        shape, dtype, itemsize = desc[0], desc[1], desc[2]
+        payload = payload_plan(memoryview(parts[2]).cast("B"), itemsize)
+        n_parts = 4 if t is not None else 3
+        return UsualV1((image, data, config), payload, n_parts, series, shape, dtype)
 
     def decode(self, parts: Sequence[Any]) -> list[StreamEvent] | None:
         """The frame of one image message (parts: any byte buffers), or None."""
@@ -158,6 +207,7 @@ class FastImageDecoder1:
         if size is not None and int(size) != len(blob):
             return None
         times: tuple[float | None, ...] = (None, None, None)
+        t = None
         if n_parts > 3:
             t = _TIMES.usual(parts[3]) or _TIMES.any(parts[3])
             if t is None:
@@ -184,6 +234,10 @@ class FastImageDecoder1:
         series = self._series.get(series_digits)
         if series is None:
             series = _remember(self._series, series_digits, int(series_digits))
+        # what usual() needs, kept (not built) per image: the lane asks only now and then
+        self._last = (
+            (m, d, t, parts, desc, series) if codec is _BSLZ4 and self.walk_blocks else None
+        )
         return [Frame(series, int(frame_id), V1_CHANNEL, shape, dtype, codec, payload, *times)]
 
 

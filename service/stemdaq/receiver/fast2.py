@@ -115,14 +115,20 @@ class _Template:
 
     def learn_payload(self, payload: memoryview) -> None:
         """Work out the block walk for payloads with this (checked) bslz4 header."""
-        first = self.sections.first
-        orig, block = _HEADER.unpack_from(payload, 0)
-        n_full, rest = divmod(orig, block)
-        leftover = orig % (8 * first.itemsize)
-        n_blocks = n_full if rest <= leftover else n_full + 1
-        self.plan = (n_blocks, block + block // 255 + 16, leftover)
-        self.payload_header = bytes(payload[:12])
-        self.payload = (self.payload_header, *self.plan)
+        self.payload = payload_plan(payload, self.sections.first.itemsize)
+        self.payload_header = self.payload[0]
+        self.plan = self.payload[1:]
+
+
+def payload_plan(payload: Any, itemsize: int) -> tuple[bytes, int, int, int]:
+    """For payloads with this (checked) bitshuffle-LZ4 header: the header and its block walk
+    (blocks, the largest block's size, leftover bytes), as ``stemdaq._hotpath.image`` and the
+    lane take them."""
+    orig, block = _HEADER.unpack_from(payload, 0)
+    n_full, rest = divmod(orig, block)
+    leftover = orig % (8 * itemsize)
+    n_blocks = n_full if rest <= leftover else n_full + 1
+    return bytes(payload[:12]), n_blocks, block + block // 255 + 16, leftover
 
 
 def image_frame(
