@@ -31,6 +31,7 @@ from stemdaq.config import AcquisitionConfig
 from stemdaq.rank import lane as lane_module
 from stemdaq.rank.datapath import DataPath, Signals
 from stemdaq.receiver import StreamDecoder, ZmqSource
+from stemdaq.receiver.fast1 import FastImageDecoder1, UsualV1
 from stemdaq.sim.replay import encode_series
 from stemdaq.writer import NexusWriter
 
@@ -396,3 +397,62 @@ def test_v1_frame_numbers_padded_and_no_config_part(tmp_path):
     fast, ref = compare(tmp_path / "three", three, scan=scan)
     assert fast["taken"] >= 90
     assert np.isnan(ref["book"]["start_time"]).all()
+
+
+def _v1_image_32() -> tuple[Any, list[bytes]]:
+    """The usual v1 layout (after image 32 of an 8x8 scan) and image 32's parts."""
+    msgs = [[bytes(p) for p in m] for m in series(64, (8, 8), fmt="json")[1:-1]]
+    decoder = StreamDecoder()
+    for msg in msgs[:33]:
+        decoder.decode(msg)
+    usual = decoder.usual_image()
+    assert isinstance(usual, UsualV1)
+    return usual, msgs[32]
+
+
+def _sub(part: int, old: bytes, new: bytes) -> Any:
+    def edit(msg: list[bytes]) -> list[bytes]:
+        out = list(msg)
+        assert old in out[part]
+        out[part] = out[part].replace(old, new)
+        return out
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "usual"),
+    [
+        (lambda m: m, True),
+        (_sub(0, b'"frame": 32', b'"frame":' + b" " * 64 + b"32"), True),
+        (_sub(0, b'"frame": 32', b'"frame":' + b" " * 65 + b"32"), False),
+        (_sub(0, b'"frame": 32', b'"frame": 032'), False),
+        (_sub(3, b'"start_time": ', b'"start_time": 1000000000000000000'), False),  # 19+ digits
+        (_sub(0, b'"hash": "', b'"hash": "' + b"a" * 224), False),  # 256 characters: fast1 too
+        (_sub(0, b'"hash": "', b'"hash": "' + b"a" * 225), False),  # 257: neither
+        (_sub(0, b'"hash": "', b'"hash": "\x7f'), False),
+        (_sub(0, b"}", b"} "), False),
+        (lambda m: [*m, b"{}"], False),
+    ],
+)
+def test_v1_read_takes_only_what_fast1_reads_the_same(edit, usual):
+    """Edges of the v1 patterns: whatever the lane takes, fast1 reads, to the same frame."""
+    layout, msg = _v1_image_32()
+    mutated = edit(msg)
+    lane, bufs = _lane()
+    assert lane.arm_v1(layout.patterns, layout.payload, layout.n_parts)
+    taken = lane.push(mutated)
+    frames = FastImageDecoder1().decode(mutated)
+    if taken >= 0:
+        assert frames is not None and frames[0].frame_id == 32
+        assert bytes(lane.handover()[0][-1]) == bytes(frames[0].payload)
+    if usual:  # the usual message and a sender's right-aligned frame numbers: taken
+        assert taken == 0
+
+
+def test_v1_patterns_are_checked_at_arm():
+    layout, _ = _v1_image_32()
+    lane, _ = _lane()
+    bad = ((b"{", 2), layout.patterns[1], layout.patterns[2])  # a string hole to the end
+    with pytest.raises(ValueError):
+        lane.arm_v1(bad, layout.payload, 4)

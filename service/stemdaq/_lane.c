@@ -1,6 +1,6 @@
 /* stemdaq._lane: the in-order lane, one C call per usual frame (stemdaq.rank.lane). Stream v2
  * images are read as _hotpath.image reads them (_usual.h), stream v1 images with the patterns
- * of _v1.h.
+ * of _v1.h (_lane_v1.c); the object's state is in _lane.h.
  *
  * While a series streams usual stream v2 images of one channel in scan order, the data
  * thread's Python work per frame (read the message, place the frame, hand it to the chunk
@@ -19,50 +19,10 @@
  * being filled, so the Python path always sees every frame in arrival order. Tests run streams
  * through both paths and compare files, bookkeeping and counters (tests/test_lane.py).
  */
-#include "_usual.h"
-#include "_v1.h"
+#include "_lane.h"
 
 #include <time.h>
 
-#define MAX_EXACT (((uint64_t)1) << 53) /* integers a double holds exactly */
-
-typedef struct {
-    PyObject_HEAD
-    /* fixed at construction: the dataset's geometry and the buffers the lane writes */
-    Py_ssize_t k, n_k, n_pos, per_row, n_keys;
-    int serpentine;
-    Py_buffer seen, in_file, pending, written, frame_id, t_start, t_stop, t_real, grid;
-    int have_grid;
-    unsigned char header[12]; /* the chunk's: K frames of bytes, the block size */
-    PyObject *zero;           /* the block table of an all-zero frame */
-    /* armed: the usual image of the series (stream v2, or v1: its parts' patterns) */
-    int ready, armed; /* initialised; push may take frames */
-    PyObject *layout, *payload;
-    usual_t u;
-    int v1, v1_parts, v1_size; /* a v1 series: its parts (3 or 4), a size in its data header */
-    v1_pattern_t pat[3];      /* v1: image header, data header, config */
-    double start_den, stop_den, real_time;
-    int has_start, has_stop, has_real;
-    int min_class; /* the summary takes frames whose grid class is >= this */
-    /* the chunk being filled: its first position (slot 0), the position of its first frame and
-     * the direction the frames come in (+1; -1 on the odd rows of a serpentine scan, which
-     * arrive from the last column down) */
-    Py_ssize_t key, pos0, first, need, filled;
-    int dir;
-    double t0;
-    int64_t *slot_id;
-    uint64_t *slot_start, *slot_stop, *slot_real;
-    Py_ssize_t *slot_off; /* k + 1 offsets of each frame's blocks in buf */
-    unsigned char *buf, *rev; /* the frames' blocks as they came; a full reversed chunk */
-    Py_ssize_t cap, rev_cap, used, exports;
-    const unsigned char *out; /* the full chunk: buf, or rev for a reversed one */
-    Py_ssize_t out_len;
-    /* counts since take_counts */
-    long long frames, bytes, unwanted;
-    /* the last frame taken */
-    Py_ssize_t last_pos, last_start, last_stop;
-    uint64_t last_value[4];
-} Lane;
 
 static double monotonic(void)
 {
@@ -245,77 +205,6 @@ static PyObject *lane_arm(Lane *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_TRUE;
 }
 
-/* arm_v1((image, data, config), payload, n_parts) -> bool: take the v1 images these patterns
- * read (config None for three parts); payload as arm's. The times are nanoseconds. */
-static PyObject *lane_arm_v1(Lane *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "arm_v1(patterns, payload, n_parts) takes 3 arguments");
-        return NULL;
-    }
-    if (!self->ready) {
-        PyErr_SetString(PyExc_RuntimeError, "Lane: not initialised");
-        return NULL;
-    }
-    PyObject *pats = args[0], *pay = args[1];
-    const long n_parts = PyLong_AsLong(args[2]);
-    if (n_parts == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (!PyTuple_Check(pats) || PyTuple_GET_SIZE(pats) != 3 || !PyTuple_Check(pay) ||
-        PyTuple_GET_SIZE(pay) != 4 || (n_parts != 3 && n_parts != 4) ||
-        (PyTuple_GET_ITEM(pats, 2) == Py_None) != (n_parts == 3)) {
-        PyErr_SetString(PyExc_TypeError, "arm_v1((image, data, config or None), "
-                                         "(header, n_blocks, bound, leftover), 3 or 4)");
-        return NULL;
-    }
-    v1_pattern_t pat[3];
-    memset(pat, 0, sizeof(pat));
-    for (int i = 0; i < (int)n_parts - 1; i++) {
-        if (v1_pattern_parse(PyTuple_GET_ITEM(pats, i), &pat[i]) < 0) {
-            return NULL;
-        }
-    }
-    PyObject *header = PyTuple_GET_ITEM(pay, 0);
-    usual_t u;
-    memset(&u, 0, sizeof(u));
-    if (!PyBytes_Check(header)) {
-        PyErr_SetString(PyExc_TypeError, "arm_v1: the payload header must be bytes");
-        return NULL;
-    }
-    u.header = (const unsigned char *)PyBytes_AS_STRING(header);
-    u.header_len = PyBytes_GET_SIZE(header);
-    u.n_blocks = PyLong_AsSsize_t(PyTuple_GET_ITEM(pay, 1));
-    u.bound = PyLong_AsLongLong(PyTuple_GET_ITEM(pay, 2));
-    u.leftover = PyLong_AsSsize_t(PyTuple_GET_ITEM(pay, 3));
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    int ints[3] = {0, 0, 0};
-    for (int i = 0; i < (int)n_parts - 1; i++) {
-        for (int j = 0; j < pat[i].n; j++) {
-            ints[i] += pat[i].kind[j] == V1_INT;
-        }
-    }
-    self->armed = 0;
-    if (u.header_len != 12 || u.n_blocks < 0 || u.leftover < 0 || u.bound < 0 ||
-        self->key >= 0 || ints[0] != 1 || ints[1] > 1 || (n_parts == 4 && ints[2] != 3)) {
-        Py_RETURN_FALSE;
-    }
-    Py_INCREF(pats);
-    Py_INCREF(pay);
-    Py_XSETREF(self->layout, pats);
-    Py_XSETREF(self->payload, pay);
-    self->u = u;
-    memcpy(self->pat, pat, sizeof(pat));
-    self->v1 = 1;
-    self->v1_parts = (int)n_parts;
-    self->v1_size = ints[1];
-    self->has_start = self->has_stop = self->has_real = n_parts == 4;
-    self->armed = 1;
-    Py_RETURN_TRUE;
-}
-
 static PyObject *lane_disarm(Lane *self, PyObject *unused)
 {
     (void)unused;
@@ -341,34 +230,6 @@ static int reserve(Lane *self, unsigned char **buf, Py_ssize_t *cap, Py_ssize_t 
     return 1;
 }
 
-/* The usual v1 image in the parts of views (n of them): 1 and r filled (value: image id,
- * start, stop and real time; start/stop: the data part's bounds) or 0. */
-static int read_v1(Lane *self, const Py_buffer *views, usual_read_t *r)
-{
-    uint64_t size = 0, times[3] = {0, 0, 0};
-    if (!v1_pattern_match(views[0].buf, views[0].len, &self->pat[0], &r->value[0], 1) ||
-        !v1_pattern_match(views[1].buf, views[1].len, &self->pat[1], &size, self->v1_size) ||
-        (self->v1_parts == 4 &&
-         !v1_pattern_match(views[3].buf, views[3].len, &self->pat[2], times, 3))) {
-        return 0;
-    }
-    const unsigned char *p = (const unsigned char *)views[2].buf;
-    const Py_ssize_t len = views[2].len;
-    if ((self->v1_size && size != (uint64_t)len) || len < 12 || memcmp(p, self->u.header, 12)) {
-        return 0;
-    }
-    const Py_ssize_t walked = walk_blocks(p, len, 12, self->u.n_blocks, self->u.bound);
-    if (walked < 0 || walked + self->u.leftover != len) {
-        return 0;
-    }
-    r->value[1] = times[0];
-    r->value[2] = times[1];
-    r->value[3] = times[2];
-    r->start = 0;
-    r->stop = len;
-    return 1;
-}
-
 static long take(Lane *self, const usual_read_t *r, const unsigned char *p);
 
 /* push(message) -> int: -1 not taken (the Python path reads it); else taken, with bit 1 set
@@ -380,6 +241,7 @@ static PyObject *lane_push(Lane *self, PyObject *msg)
         return PyLong_FromLong(-1);
     }
     Py_buffer views[4];
+    memset(views, 0, sizeof(views));
     int nv = 0;
     usual_read_t r;
     memset(&r, 0, sizeof(r));
@@ -389,12 +251,13 @@ static PyObject *lane_push(Lane *self, PyObject *msg)
             goto done;
         }
         for (; nv < self->v1_parts; nv++) {
-            if (PyObject_GetBuffer(PyList_GET_ITEM(msg, nv), &views[nv], PyBUF_SIMPLE) < 0) {
+            if (nv >= PyList_GET_SIZE(msg) || /* a buffer export may run Python code */
+                PyObject_GetBuffer(PyList_GET_ITEM(msg, nv), &views[nv], PyBUF_SIMPLE) < 0) {
                 PyErr_Clear(); /* not a byte buffer: the Python path says what it is */
                 goto done;
             }
         }
-        if (read_v1(self, views, &r)) {
+        if (stemdaq_lane_read_v1(self, views, &r)) {
             flags = take(self, &r, views[2].buf);
         }
     } else {
@@ -734,7 +597,7 @@ static PyBufferProcs lane_as_buffer = {
 static PyMethodDef lane_methods[] = {
     {"arm", (PyCFunction)(void (*)(void))lane_arm, METH_FASTCALL,
      "arm(layout, payload, start_den, stop_den, real_time) -> bool"},
-    {"arm_v1", (PyCFunction)(void (*)(void))lane_arm_v1, METH_FASTCALL,
+    {"arm_v1", (PyCFunction)(void (*)(void))stemdaq_lane_arm_v1, METH_FASTCALL,
      "arm_v1((image, data, config or None), payload, n_parts) -> bool"},
     {"disarm", (PyCFunction)lane_disarm, METH_NOARGS, "take nothing until armed again"},
     {"push", (PyCFunction)lane_push, METH_O, "push(message) -> -1 (not taken) or flags"},

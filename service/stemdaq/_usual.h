@@ -24,8 +24,8 @@
 
 /* The offset after n blocks from at, or -1 when a size is 0 or above bound, or a size field
  * lies past end. The blocks themselves may end past end: the caller compares the offset. */
-static Py_ssize_t walk_blocks(const unsigned char *p, Py_ssize_t end, Py_ssize_t at, Py_ssize_t n,
-                              long long bound)
+static inline Py_ssize_t walk_blocks(const unsigned char *p, Py_ssize_t end, Py_ssize_t at,
+                                     Py_ssize_t n, long long bound)
 {
     if (at < 0 || n < 0) {
         return -1;
@@ -54,7 +54,7 @@ static Py_ssize_t walk_blocks(const unsigned char *p, Py_ssize_t end, Py_ssize_t
 }
 
 /* A big-endian unsigned integer of len (1, 2, 4 or 8) bytes. */
-static uint64_t be_uint(const unsigned char *p, Py_ssize_t len)
+static inline uint64_t be_uint(const unsigned char *p, Py_ssize_t len)
 {
     uint64_t v = 0;
     for (Py_ssize_t i = 0; i < len; i++) {
@@ -84,7 +84,7 @@ typedef struct {
 
 /* Unpack layout (c1, o2, c2, o3, c3, o4, c4, length_at, size) and payload (header, n_blocks,
  * bound, leftover); -1 with a TypeError or ValueError set when they are not that. */
-static int usual_parse(PyObject *lay, PyObject *pay, usual_t *u)
+static inline int usual_parse(PyObject *lay, PyObject *pay, usual_t *u)
 {
     if (!PyTuple_Check(lay) || PyTuple_GET_SIZE(lay) != 9 || !PyTuple_Check(pay) ||
         PyTuple_GET_SIZE(pay) != 4) {
@@ -121,8 +121,8 @@ static int usual_parse(PyObject *lay, PyObject *pay, usual_t *u)
 }
 
 /* True when the len bytes of want lie at p[at] within the first limit bytes. */
-static int has_at(const unsigned char *p, Py_ssize_t limit, Py_ssize_t at,
-                  const unsigned char *want, Py_ssize_t len)
+static inline int has_at(const unsigned char *p, Py_ssize_t limit, Py_ssize_t at,
+                         const unsigned char *want, Py_ssize_t len)
 {
     return at >= 0 && at <= limit - len && memcmp(p + at, want, len) == 0;
 }
@@ -131,7 +131,8 @@ static int has_at(const unsigned char *p, Py_ssize_t limit, Py_ssize_t at,
  * each integer fills 1, 2, 4 or 8 bytes, the payload's length is a definite byte string
  * header, the payload starts with the usual header and lies within the message, and its blocks
  * walk to its end. Only the first size bytes are looked at for the head, as fast2 does. */
-static int usual_read(const unsigned char *p, Py_ssize_t end, const usual_t *u, usual_read_t *r)
+static inline int usual_read(const unsigned char *p, Py_ssize_t end, const usual_t *u,
+                             usual_read_t *r)
 {
     const Py_ssize_t limit = end < u->size ? end : u->size;
     for (int k = 0; k < 4; k++) {

@@ -28,7 +28,7 @@ typedef struct {
 
 /* A pattern from a tuple of bytes (literals) and ints (V1_INT, V1_STR); -1 with an exception.
  * The pointers point into the bytes objects: whoever holds the pattern holds the tuple. */
-static int v1_pattern_parse(PyObject *tup, v1_pattern_t *pt)
+static inline int v1_pattern_parse(PyObject *tup, v1_pattern_t *pt)
 {
     if (!PyTuple_Check(tup) || PyTuple_GET_SIZE(tup) > V1_MAX_ITEMS) {
         PyErr_SetString(PyExc_TypeError, "a v1 pattern is a tuple of at most 9 items");
@@ -54,20 +54,34 @@ static int v1_pattern_parse(PyObject *tup, v1_pattern_t *pt)
             pt->len[i] = 0;
         }
     }
+    /* literals and holes alternate, a literal first and last; a string's closing quote opens
+     * the literal after it (as fast1.py's _pattern builds them) */
+    for (int i = 0; i < pt->n; i++) {
+        const int lit = pt->kind[i] == V1_LIT;
+        if (lit != (i % 2 == 0) || (i == pt->n - 1 && !lit) ||
+            (pt->kind[i] == V1_STR && (pt->len[i + 1] < 1 || pt->lit[i + 1][0] != '"'))) {
+            PyErr_SetString(PyExc_ValueError, "a v1 pattern: literal, hole, literal, ...");
+            return -1;
+        }
+    }
     return 0;
 }
 
-static int v1_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static inline int v1_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
 /* 1 when the end bytes at p are the pattern, its integers in out (at most max_out), else 0. */
-static int v1_pattern_match(const unsigned char *p, Py_ssize_t end, const v1_pattern_t *pt,
-                            uint64_t *out, int max_out)
+static inline int v1_pattern_match(const unsigned char *p, Py_ssize_t end,
+                                   const v1_pattern_t *pt, uint64_t *out, int max_out)
 {
     Py_ssize_t at = 0;
     int n_out = 0;
     for (int i = 0; i < pt->n; i++) {
         if (pt->kind[i] == V1_LIT) {
-            if (end - at < pt->len[i] || memcmp(p + at, pt->lit[i], pt->len[i]) != 0) {
+            if (end - at < pt->len[i] ||
+                (pt->len[i] && memcmp(p + at, pt->lit[i], pt->len[i]) != 0)) {
                 return 0;
             }
             at += pt->len[i];

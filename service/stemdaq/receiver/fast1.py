@@ -234,7 +234,8 @@ class FastImageDecoder1:
         series = self._series.get(series_digits)
         if series is None:
             series = _remember(self._series, series_digits, int(series_digits))
-        # what usual() needs, kept (not built) per image: the lane asks only now and then
+        # what usual() needs, kept (not built) per image: the lane asks only now and then (it
+        # keeps this one message, its data part included, until the next image)
         self._last = (
             (m, d, t, parts, desc, series) if codec is _BSLZ4 and self.walk_blocks else None
         )
