@@ -2,10 +2,11 @@
 
 While a series streams usual images (stream v2: the layout :mod:`stemdaq.receiver.fast2` read
 last, one channel; stream v1: the parts :mod:`stemdaq.receiver.fast1` read last, as patterns
-with the frame number, data size and times as holes) in scan order into K-frame chunks, the data thread's Python work per frame
-(decode, place, hand to the chunk assembler, count) is the same every time. ``Lane.push``
-(``stemdaq._lane``, C) does it in one call: it reads the message as the fast decoder's C read
-does (sections, integers, payload header, block walk), takes the frame only if its scan position
+with the frame number, data size and times as holes) in scan order into K-frame chunks, the
+data thread's Python work per frame (decode, place, hand to the chunk assembler, count) is the
+same every time. ``Lane.push`` (``stemdaq._lane``, C) does it in one call: it reads the message
+(v2 as the fast decoder's C read does: sections, integers, payload header, block walk; v1 with
+the patterns, then the same walk), takes the frame only if its scan position
 is new and is the next slot of the chunk being filled, or the first slot of a chunk neither in the
 file nor waiting in :class:`~stemdaq.writer.chunking.RowChunker`, marks the position placed and
 copies the frame's blocks into the chunk. When the chunk is full, :meth:`InOrderLane.done` writes
