@@ -253,8 +253,7 @@ class Acquisition:
         """
         if not self._data.opened:
             return True, None
-        ok, after = self._flushes.request(timeout)
-        return ok, after
+        return self._flushes.request(timeout)
 
     def _on_tick(self) -> None:
         """Data thread, about once a second: serve flush requests, tell the listener."""

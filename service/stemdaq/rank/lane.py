@@ -35,7 +35,6 @@ the chunk).
 
 from __future__ import annotations
 
-import logging
 import struct
 import time
 from typing import TYPE_CHECKING, Any
@@ -57,8 +56,6 @@ try:
 except ImportError:  # built without a C compiler: the Python path takes every frame
     Lane = None
 
-logger = logging.getLogger(__name__)
-
 #: the lane runs (stemdaq was built with its C extension)
 BUILT = Lane is not None
 _HEADER = struct.Struct(">QI")
@@ -76,6 +73,8 @@ class InOrderLane:
         self._seen = seen
         self._rows, self._book = rows, book
         self._hold = rows.hold
+        #: the usual frame's bitshuffle-LZ4 header: the whole frame, the dataset's block size
+        self._frame_header = _HEADER.pack(dp.frame_nbytes, BSLZ4_BLOCK_BYTES)
         self._sections: Sections | None = None  # what the lane reads: stream v2 ...
         self._v1: UsualV1 | None = None  # ... or v1
         #: frames the lane took (a figure for benchmarks and tests)
@@ -123,7 +122,7 @@ class InOrderLane:
         usual = dp.decoder.usual_image()
         if usual is None:
             return None
-        header = _HEADER.pack(dp.frame_nbytes, BSLZ4_BLOCK_BYTES)
+        header = self._frame_header
         if isinstance(usual, UsualV1):  # stream v1: always detector bitshuffle-LZ4 here
             if (
                 usual.payload[0] != header

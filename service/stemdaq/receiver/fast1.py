@@ -121,13 +121,13 @@ class UsualV1(NamedTuple):
     dtype: str
 
 
-def _pattern(part: Any, spans: list[tuple[int, int]], kinds: list[int]) -> tuple[Any, ...]:
-    """The part's bytes as literals around the values at ``spans`` (an integer's literal before
-    it loses its trailing whitespace: the C read allows up to 64 there, as fast1 does)."""
+def _pattern(part: Any, holes: list[tuple[tuple[int, int], int]]) -> tuple[Any, ...]:
+    """The part's bytes as literals around its holes, (span, kind) each (an integer's literal
+    before it loses its trailing whitespace: the C read allows up to 64 there, as fast1 does)."""
     buf = bytes(memoryview(part).cast("B"))
     out: list[Any] = []
     at = 0
-    for (a, b), kind in zip(spans, kinds, strict=True):
+    for (a, b), kind in holes:
         lit = buf[at:a]
         out += [lit.rstrip(_JSON_WS) if kind == _INT_ITEM else lit, kind]
         at = b
@@ -172,14 +172,14 @@ class FastImageDecoder1:
         if self._last is None:
             return None
         m, d, t, parts, desc, series = self._last
-        spans = [m.span(2)] + ([m.span(3)] if m.group(3) is not None else [])
-        kinds = [_INT_ITEM] + ([_STR_ITEM] if m.group(3) is not None else [])
-        image = _pattern(parts[0], spans, kinds)
-        size = [d.span(6)] if d.group(6) is not None else []
-        data = _pattern(parts[1], size, [_INT_ITEM] * len(size))
+        image_holes = [(m.span(2), _INT_ITEM)]
+        if m.group(3) is not None:  # the hash
+            image_holes.append((m.span(3), _STR_ITEM))
+        image = _pattern(parts[0], image_holes)
+        data = _pattern(parts[1], [(d.span(6), _INT_ITEM)] if d.group(6) is not None else [])
         config = None
         if t is not None:
-            config = _pattern(parts[3], [t.span(1), t.span(2), t.span(3)], [_INT_ITEM] * 3)
+            config = _pattern(parts[3], [(t.span(g), _INT_ITEM) for g in (1, 2, 3)])
         shape, dtype, itemsize = desc[0], desc[1], desc[2]
         payload = payload_plan(memoryview(parts[2]).cast("B"), itemsize)
         n_parts = 4 if t is not None else 3

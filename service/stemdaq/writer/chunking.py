@@ -224,11 +224,17 @@ class RowChunker:
         """Write a full chunk of ``nbytes`` that starts at scan ``position``, joined elsewhere
         (the in-order lane: it marks the bookkeeping itself); then chunks that waited too long."""
         m, k0 = divmod(position, self._n_k)
-        self._dsids[channel].write_direct_chunk((m, k0, 0, 0), data)
-        self._in_file[channel][m * self._per_row + k0 // self.k] = 1
-        self._count_bytes(nbytes)
+        self._put(channel, m, k0, data, nbytes)
         if self._pending[channel]:
             self._write_waiting(channel, now)
+
+    def _put(self, channel: int, m: int, k0: int, data: Any, nbytes: int) -> None:
+        """Write the chunk at scan row ``m``, column ``k0``; it is in the file, waits no more."""
+        key = m * self._per_row + k0 // self.k
+        self._waiting[channel][key] = 0
+        self._dsids[channel].write_direct_chunk((m, k0, 0, 0), data)
+        self._in_file[channel][key] = 1
+        self._count_bytes(nbytes)
 
     def _open(self, channel: int, key: int, m: int, k0: int, now: float) -> _Pending:
         """A new waiting chunk; a chunk already in the file is read back (a late frame)."""
@@ -297,8 +303,5 @@ class RowChunker:
         if stored is not None:
             self.rewrites += 1
         data = b"".join(parts)
-        self._waiting[channel][key] = 0
-        self._dsids[channel].write_direct_chunk((m, k0, 0, 0), data)
-        self._in_file[channel][key] = 1
-        self._count_bytes(len(data))
+        self._put(channel, m, k0, data, len(data))
         self._book.mark_run(channel, m * self._n_k + k0, p.frames)
